@@ -1,0 +1,584 @@
+//! The only module that calls libclang (through the `clang` crate).
+//!
+//! It parses the request's headers as one translation unit, resolves the selection to class
+//! definitions, and copies what the layout needs into [`AstFacts`]: plain data, no clang handles.
+//! libclang's failure values (incomplete, dependent, invalid) become typed [`Error`]s here, with
+//! the class or member named. Nothing else in the crate may touch clang.
+//!
+//! Only one `clang::Clang` may exist per process, so every walk holds [`LIBCLANG`] for its whole
+//! duration: callers on several threads are serialised instead of failing.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use clang::diagnostic::Severity;
+use clang::{
+    Accessibility, Clang, Entity, EntityKind, EntityVisitResult, Index, Type, TypeKind, Unsaved,
+};
+use rehydrate::tables::Access;
+
+use crate::error::{Diagnostic, Error};
+use crate::facts::{AstFacts, BaseFacts, FieldFacts, MemberKind, RecordFacts, SourcePos};
+use crate::request::Request;
+
+/// Serialises every use of libclang in this process.
+static LIBCLANG: Mutex<()> = Mutex::new(());
+
+/// Prefix of the type aliases the synthesized translation unit declares, one per class
+/// selected by name, so that template instantiations are named, instantiated and found.
+const SELECT_ALIAS: &str = "layout_gen_select_";
+
+/// Source lines the synthesized translation unit spends on each class selected by name.
+const LINES_PER_SELECTION: u32 = 2;
+
+/// Parses the headers and collects the facts of every selected class and what it reaches.
+pub(crate) fn walk(request: &Request) -> Result<AstFacts, Error> {
+    let headers = canonical_headers(&request.headers)?;
+    let guard = LIBCLANG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let clang = Clang::new().map_err(Error::Libclang)?;
+    let index = Index::new(&clang, false, false);
+
+    let unit_path = synthesized_unit_path(&headers[0]);
+    let unit_source = synthesized_unit(&headers, &request.selection.classes);
+    let mut arguments: Vec<String> = ["-x", "c++", "-std=c++17"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    arguments.extend(request.clang_args.iter().cloned());
+    let unit = index
+        .parser(&unit_path)
+        .arguments(&arguments)
+        .unsaved(&[Unsaved::new(&unit_path, &unit_source)])
+        .skip_function_bodies(true)
+        .parse()
+        .map_err(|source| Error::ParseFailed {
+            header: headers[0].clone(),
+            source,
+        })?;
+
+    check_diagnostics(
+        &unit,
+        &unit_path,
+        headers.len() as u32,
+        &request.selection.classes,
+    )?;
+
+    let root = unit.get_entity();
+    let mut collector = Collector::default();
+    let mut selected = Vec::new();
+    for (index, name) in request.selection.classes.iter().enumerate() {
+        let record = selected_by_name(root, index, name)?;
+        selected.push(collector.record(record)?);
+    }
+    if request.selection.classes.is_empty()
+        || !request.selection.namespaces.is_empty()
+        || request.selection.annotation.is_some()
+    {
+        let mut candidates = Vec::new();
+        collect_definitions(root, &mut candidates);
+        for entity in candidates {
+            if is_selected_in_scope(entity, request, &headers) {
+                let ty = entity.get_type().expect("a class definition has a type");
+                selected.push(collector.record(ty)?);
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    selected.retain(|name| seen.insert(name.clone()));
+    drop(unit);
+    drop(guard);
+    if selected.is_empty() {
+        return Err(Error::NothingSelected(describe_selection(request)));
+    }
+    Ok(AstFacts {
+        selected,
+        records: collector.records,
+    })
+}
+
+fn canonical_headers(headers: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
+    if headers.is_empty() {
+        return Err(Error::NothingSelected("no header given".into()));
+    }
+    headers
+        .iter()
+        .map(|path| {
+            if path.is_file() {
+                path.canonicalize()
+                    .map_err(|_| Error::HeaderNotFound { path: path.clone() })
+            } else {
+                Err(Error::HeaderNotFound { path: path.clone() })
+            }
+        })
+        .collect()
+}
+
+/// The translation unit exists only in memory, next to the first header so that relative
+/// `#include`s in it behave as they would in a source file there.
+fn synthesized_unit_path(first_header: &Path) -> PathBuf {
+    first_header
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("layout-gen-selection.cpp")
+}
+
+fn synthesized_unit(headers: &[PathBuf], classes: &[String]) -> String {
+    let mut source = String::new();
+    for header in headers {
+        source.push_str(&format!("#include \"{}\"\n", header.display()));
+    }
+    for (index, class) in classes.iter().enumerate() {
+        source.push_str(&format!("using {SELECT_ALIAS}{index} = {class};\n"));
+        source.push_str(&format!(
+            "static_assert(sizeof({SELECT_ALIAS}{index}) > 0, \"layout-gen instantiates {index}\");\n"
+        ));
+    }
+    source
+}
+
+fn check_diagnostics(
+    unit: &clang::TranslationUnit<'_>,
+    unit_path: &Path,
+    header_count: u32,
+    classes: &[String],
+) -> Result<(), Error> {
+    let mut header_errors = Vec::new();
+    let mut selection_error = None;
+    for diagnostic in unit.get_diagnostics() {
+        if diagnostic.get_severity() < Severity::Error {
+            continue;
+        }
+        let location = diagnostic.get_location().get_file_location();
+        let file = location.file.map(|f| f.get_path());
+        let message = diagnostic.get_text();
+        if file.as_deref() == Some(unit_path) {
+            let line = location.line.saturating_sub(header_count + 1);
+            let index = (line / LINES_PER_SELECTION) as usize;
+            if let Some(name) = classes.get(index) {
+                selection_error.get_or_insert_with(|| selection_failure(name, &message));
+                continue;
+            }
+        }
+        let position = match file {
+            Some(path) => format!("{}:{}:{}", path.display(), location.line, location.column),
+            None => "<command line>".to_string(),
+        };
+        header_errors.push(Diagnostic { position, message });
+    }
+    if !header_errors.is_empty() {
+        return Err(Error::Diagnostics {
+            diagnostics: header_errors,
+        });
+    }
+    selection_error.map_or(Ok(()), Err)
+}
+
+fn selection_failure(name: &str, message: &str) -> Error {
+    if message.contains("requires template arguments") || message.contains("template template") {
+        Error::UninstantiatedTemplate {
+            name: name.to_string(),
+        }
+    } else if message.contains("incomplete type") {
+        Error::IncompleteType {
+            class: name.to_string(),
+            reason: message.to_string(),
+        }
+    } else {
+        Error::ClassNotFound {
+            name: name.to_string(),
+            detail: message.to_string(),
+        }
+    }
+}
+
+fn selected_by_name<'tu>(root: Entity<'tu>, index: usize, name: &str) -> Result<Type<'tu>, Error> {
+    let alias = format!("{SELECT_ALIAS}{index}");
+    let underlying = root
+        .get_children()
+        .into_iter()
+        .find(|e| {
+            e.get_kind() == EntityKind::TypeAliasDecl && e.get_name().as_deref() == Some(&alias)
+        })
+        .and_then(|e| e.get_typedef_underlying_type())
+        .map(|t| t.get_canonical_type());
+    match underlying {
+        Some(ty) if ty.get_kind() == TypeKind::Record => Ok(ty),
+        Some(ty) => Err(Error::ClassNotFound {
+            name: name.to_string(),
+            detail: format!("it names `{}`, which is not a class", ty.get_display_name()),
+        }),
+        None => Err(Error::ClassNotFound {
+            name: name.to_string(),
+            detail: "not declared".into(),
+        }),
+    }
+}
+
+/// Every named struct or class definition outside system headers, nested ones included.
+fn collect_definitions<'tu>(scope: Entity<'tu>, out: &mut Vec<Entity<'tu>>) {
+    scope.visit_children(|entity, _| {
+        match entity.get_kind() {
+            EntityKind::Namespace | EntityKind::LinkageSpec => {
+                if !entity.is_in_system_header() {
+                    collect_definitions(entity, out);
+                }
+            }
+            EntityKind::StructDecl | EntityKind::ClassDecl => {
+                if entity.is_definition() && !entity.is_anonymous() && !entity.is_in_system_header()
+                {
+                    out.push(entity);
+                    collect_definitions(entity, out);
+                }
+            }
+            _ => {}
+        }
+        EntityVisitResult::Continue
+    });
+}
+
+fn is_selected_in_scope(entity: Entity<'_>, request: &Request, headers: &[PathBuf]) -> bool {
+    let selection = &request.selection;
+    let Some(ty) = entity.get_type() else {
+        return false;
+    };
+    let name = ty.get_canonical_type().get_display_name();
+    if selection.is_empty() {
+        let file = entity
+            .get_location()
+            .and_then(|l| l.get_file_location().file)
+            .and_then(|f| f.get_path().canonicalize().ok());
+        return file.is_some_and(|f| headers.contains(&f));
+    }
+    let in_namespace = selection
+        .namespaces
+        .iter()
+        .any(|ns| name.starts_with(&format!("{}::", ns.trim_start_matches("::"))));
+    let annotated = selection.annotation.as_deref().is_some_and(|wanted| {
+        entity.get_children().iter().any(|child| {
+            child.get_kind() == EntityKind::AnnotateAttr
+                && child.get_display_name().as_deref() == Some(wanted)
+        })
+    });
+    in_namespace || annotated
+}
+
+fn describe_selection(request: &Request) -> String {
+    let s = &request.selection;
+    if s.is_empty() {
+        return "the headers define no class".into();
+    }
+    let mut parts = Vec::new();
+    if !s.namespaces.is_empty() {
+        parts.push(format!("no class in namespace {}", s.namespaces.join(", ")));
+    }
+    if let Some(annotation) = &s.annotation {
+        parts.push(format!("no class annotated \"{annotation}\""));
+    }
+    parts.join("; ")
+}
+
+fn access(entity: Entity<'_>) -> Access {
+    match entity.get_accessibility() {
+        Some(Accessibility::Private) => Access::Private,
+        Some(Accessibility::Protected) => Access::Protected,
+        _ => Access::Public,
+    }
+}
+
+fn tokens(entity: Entity<'_>) -> Vec<String> {
+    entity
+        .get_range()
+        .map(|r| r.tokenize().iter().map(|t| t.get_spelling()).collect())
+        .unwrap_or_default()
+}
+
+/// `= delete` in a declaration.
+fn is_deleted(entity: Entity<'_>) -> bool {
+    tokens(entity)
+        .windows(2)
+        .any(|w| w[0] == "=" && w[1] == "delete")
+}
+
+/// The declarations inside a class definition. libclang shows none for an implicit template
+/// instantiation, so for those the template's own declarations stand in: virtual functions,
+/// constructors and non-dependent bases are the same in every instantiation. (Fields always come
+/// from the instantiated type, which libclang does expose.)
+fn member_declarations(definition: Entity<'_>) -> Vec<Entity<'_>> {
+    let children = definition.get_children();
+    match definition.get_template() {
+        Some(pattern) if children.is_empty() => pattern.get_children(),
+        _ => children,
+    }
+}
+
+fn source_pos(entity: Entity<'_>) -> SourcePos {
+    match entity.get_location().map(|l| l.get_file_location()) {
+        Some(location) => SourcePos {
+            file: location
+                .file
+                .map(|f| f.get_path().display().to_string())
+                .unwrap_or_default(),
+            line: location.line,
+            column: location.column,
+        },
+        None => SourcePos {
+            file: String::new(),
+            line: 0,
+            column: 0,
+        },
+    }
+}
+
+/// Collects [`RecordFacts`] for records, memoised by qualified name.
+#[derive(Default)]
+struct Collector {
+    records: BTreeMap<String, RecordFacts>,
+}
+
+impl Collector {
+    /// Facts for the record `ty` and everything it reaches; returns its qualified name.
+    fn record(&mut self, ty: Type<'_>) -> Result<String, Error> {
+        let ty = ty.get_canonical_type();
+        let name = ty.get_display_name();
+        if self.records.contains_key(&name) {
+            return Ok(name);
+        }
+        let incomplete = |reason: String| Error::IncompleteType {
+            class: name.clone(),
+            reason,
+        };
+        let declaration = ty
+            .get_declaration()
+            .and_then(|d| d.get_definition())
+            .ok_or_else(|| incomplete("the class is declared but never defined".into()))?;
+        let size =
+            ty.get_sizeof()
+                .map_err(|e| incomplete(format!("clang cannot size it ({e})")))? as u64;
+        let align = ty
+            .get_alignof()
+            .map_err(|e| incomplete(format!("clang cannot align it ({e})")))?
+            as u64;
+
+        let mut bases = Vec::new();
+        let mut declares_virtual_methods = false;
+        let mut user_constructors = Vec::new();
+        let mut destructor = None;
+        let mut declares_copy_assignment = false;
+        for child in member_declarations(declaration) {
+            match child.get_kind() {
+                EntityKind::BaseSpecifier => {
+                    let base_type = child
+                        .get_type()
+                        .ok_or_else(|| incomplete("a base has no type".into()))?;
+                    if matches!(base_type.get_sizeof(), Err(clang::SizeofError::Dependent)) {
+                        return Err(incomplete(format!(
+                            "its base `{}` depends on a template parameter, which layout-gen cannot resolve \
+                             through libclang before version 20",
+                            base_type.get_display_name()
+                        )));
+                    }
+                    bases.push(BaseFacts {
+                        record: self.record(base_type)?,
+                        is_virtual: child.is_virtual_base(),
+                    });
+                }
+                EntityKind::Method | EntityKind::ConversionFunction => {
+                    declares_virtual_methods |= child.is_virtual_method();
+                    declares_copy_assignment |= child.get_name().as_deref() == Some("operator=");
+                }
+                EntityKind::Destructor => {
+                    declares_virtual_methods |= child.is_virtual_method();
+                    destructor = Some(child);
+                }
+                EntityKind::Constructor => user_constructors.push(child),
+                _ => {}
+            }
+        }
+
+        let mut fields = Vec::new();
+        self.fields(ty, &name, 0, None, &mut fields)?;
+        let has_initializers = fields.iter().any(|f| f.has_initializer);
+
+        let is_abstract = declaration.is_abstract_record();
+        let is_destructible = destructor
+            .is_none_or(|d| access(d) == Access::Public && !is_deleted(d))
+            && self.members_and_bases(&fields, &bases, |r| r.is_destructible);
+        let has_dummy_constructor = !is_abstract
+            && is_destructible
+            && if user_constructors.is_empty() {
+                let members_ok = fields.iter().all(|f| !f.type_name.contains('&'));
+                members_ok
+                    && self.members_and_bases(&fields, &bases, |r| {
+                        r.has_dummy_constructor || r.is_abstract
+                    })
+            } else {
+                user_constructors.iter().any(|c| {
+                    c.is_default_constructor() && access(*c) == Access::Public && !is_deleted(*c)
+                })
+            };
+        let is_pod_for_layout = bases.is_empty()
+            && !declares_virtual_methods
+            && user_constructors.is_empty()
+            && destructor.is_none()
+            && !declares_copy_assignment
+            && !has_initializers
+            && fields
+                .iter()
+                .all(|f| f.access == Access::Public && !f.type_name.contains('&'))
+            && self.members_and_bases(&fields, &[], |r| r.is_pod_for_layout);
+
+        let facts = RecordFacts {
+            name: name.clone(),
+            pos: source_pos(declaration),
+            size,
+            align,
+            is_union: declaration.get_kind() == EntityKind::UnionDecl,
+            is_abstract,
+            declares_virtual_methods,
+            bases,
+            fields,
+            is_pod_for_layout,
+            has_dummy_constructor,
+            is_destructible,
+        };
+        self.records.insert(name.clone(), facts);
+        Ok(name)
+    }
+
+    /// Whether `test` holds for the record of every class-type member and every base.
+    fn members_and_bases(
+        &self,
+        fields: &[FieldFacts],
+        bases: &[BaseFacts],
+        test: impl Fn(&RecordFacts) -> bool,
+    ) -> bool {
+        let member_records = fields.iter().filter_map(|f| match &f.kind {
+            MemberKind::Plain => None,
+            MemberKind::Record(record)
+            | MemberKind::RecordArray {
+                element: record, ..
+            } => Some(record),
+        });
+        member_records
+            .chain(bases.iter().map(|b| &b.record))
+            .all(|r| self.records.get(r).is_some_and(&test))
+    }
+
+    /// Appends the data members of `record` (flattening anonymous unions and structs) with
+    /// offsets shifted by `base_bits`.
+    fn fields(
+        &mut self,
+        record: Type<'_>,
+        class: &str,
+        base_bits: u64,
+        anonymous_access: Option<Access>,
+        out: &mut Vec<FieldFacts>,
+    ) -> Result<(), Error> {
+        let incomplete = |reason: String| Error::IncompleteType {
+            class: class.to_string(),
+            reason,
+        };
+        for field in record.get_fields().unwrap_or_default() {
+            let name = field.get_name().unwrap_or_default();
+            let field_type = field
+                .get_type()
+                .ok_or_else(|| incomplete(format!("member `{name}` has no type")))?;
+            let offset_bits = base_bits
+                + field
+                    .get_offset_of_field()
+                    .map_err(|e| incomplete(format!("member `{name}` has no offset ({e})")))?
+                    as u64;
+            let access = anonymous_access.unwrap_or_else(|| access(field));
+            let bit_width = if field.is_bit_field() {
+                field.get_bit_field_width().map(|w| w as u32)
+            } else {
+                None
+            };
+            let anonymous_member = field_type
+                .get_canonical_type()
+                .get_declaration()
+                .is_some_and(|d| d.is_anonymous_record_decl());
+            if anonymous_member {
+                self.fields(
+                    field_type.get_canonical_type(),
+                    class,
+                    offset_bits,
+                    Some(access),
+                    out,
+                )?;
+                continue;
+            }
+            if name.is_empty() {
+                continue; // an unnamed bit-field is padding
+            }
+            if bit_width == Some(0) {
+                continue;
+            }
+            let canonical = field_type.get_canonical_type();
+            let (size, align) = match canonical.get_kind() {
+                TypeKind::LValueReference | TypeKind::RValueReference => (8, 8),
+                TypeKind::IncompleteArray => (0, 1),
+                _ => (
+                    canonical
+                        .get_sizeof()
+                        .map_err(|e| incomplete(format!("member `{name}` cannot be sized ({e})")))?
+                        as u64,
+                    canonical.get_alignof().map_err(|e| {
+                        incomplete(format!("member `{name}` cannot be aligned ({e})"))
+                    })? as u64,
+                ),
+            };
+            let kind = self.member_kind(canonical)?;
+            let spelled = tokens(field);
+            let after_name = spelled
+                .iter()
+                .rposition(|t| *t == name)
+                .map_or(&spelled[..0], |i| &spelled[i + 1..]);
+            let has_initializer = after_name.iter().any(|t| t == "=" || t == "{");
+            out.push(FieldFacts {
+                has_initializer,
+                type_name: field_type.get_display_name(),
+                name,
+                offset_bits,
+                size,
+                align,
+                bit_width,
+                access,
+                no_unique_address: spelled.iter().any(|t| t == "no_unique_address"),
+                in_anonymous: anonymous_access.is_some(),
+                kind,
+            });
+        }
+        Ok(())
+    }
+
+    fn member_kind(&mut self, canonical: Type<'_>) -> Result<MemberKind, Error> {
+        match canonical.get_kind() {
+            TypeKind::Record => Ok(MemberKind::Record(self.record(canonical)?)),
+            TypeKind::ConstantArray => {
+                let mut count = 1u64;
+                let mut element = canonical;
+                while element.get_kind() == TypeKind::ConstantArray {
+                    count *= element.get_size().unwrap_or(0) as u64;
+                    element = element
+                        .get_element_type()
+                        .expect("an array has an element type")
+                        .get_canonical_type();
+                }
+                if element.get_kind() != TypeKind::Record {
+                    return Ok(MemberKind::Plain);
+                }
+                let element_size = element.get_sizeof().unwrap_or(0) as u64;
+                Ok(MemberKind::RecordArray {
+                    element: self.record(element)?,
+                    count,
+                    element_size,
+                })
+            }
+            _ => Ok(MemberKind::Plain),
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Code generators. Each reads only the [`crate::LayoutModel`].
+
+pub mod cpp;
+pub mod rust;

@@ -1,0 +1,332 @@
+//! The layout model: what every emitter reads. One [`ClassLayout`] per selected class, with
+//! everything at absolute offsets in the complete object.
+//!
+//! Built from [`crate::facts`] (what clang said) and [`crate::itanium`] (where the bases go);
+//! nothing here knows about libclang, and emitters know nothing else.
+
+use std::collections::BTreeSet;
+
+use rehydrate::tables::{Access, BitField, ByteRange};
+
+use crate::error::Error;
+use crate::facts::{AstFacts, MemberKind, SourcePos};
+use crate::itanium::{Layouts, POINTER_SIZE};
+
+/// Every selected class, in selection order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutModel {
+    /// The classes.
+    pub classes: Vec<ClassLayout>,
+}
+
+/// One class as a complete object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassLayout {
+    /// Qualified name as clang spells it.
+    pub name: String,
+    /// Where the class is defined.
+    pub pos: SourcePos,
+    /// `sizeof`.
+    pub size: u64,
+    /// `alignof`.
+    pub align: u64,
+    /// Has at least one vptr.
+    pub is_dynamic: bool,
+    /// Has a pure virtual function.
+    pub is_abstract: bool,
+    /// `new (p) T` can build a dummy.
+    pub has_dummy_constructor: bool,
+    /// `p->~T()` is accessible.
+    pub is_destructible: bool,
+    /// Every base subobject: non-virtual ones at every depth, each virtual base once.
+    pub bases: Vec<BaseSubobject>,
+    /// Every data member of the class and its base subobjects, by ascending bit offset.
+    pub fields: Vec<FieldLayout>,
+    /// Every vptr slot, ascending, members and array elements included.
+    pub vptr_offsets: Vec<u64>,
+    /// Bytes covered by no field and no vptr.
+    pub padding: Vec<ByteRange>,
+    /// [`rehydrate::tables::layout_hash`] of this layout.
+    pub layout_hash: u64,
+}
+
+/// A base-class subobject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseSubobject {
+    /// Qualified name of the base class.
+    pub name: String,
+    /// Absolute offset.
+    pub offset: u64,
+    /// A virtual base.
+    pub is_virtual: bool,
+    /// Classes to `static_cast` through, from the complete object to this subobject (a virtual
+    /// base is always reached directly from the complete object).
+    pub path: Vec<String>,
+}
+
+/// A data member at its absolute position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldLayout {
+    /// Member name.
+    pub name: String,
+    /// Qualified name of the declaring class.
+    pub owner: String,
+    /// Offset of the subobject of `owner` that holds this member.
+    pub owner_offset: u64,
+    /// That subobject is a virtual base or lies inside one.
+    pub owner_in_virtual_base: bool,
+    /// Absolute byte offset (a bit-field: the byte holding its first bit).
+    pub offset: u64,
+    /// `sizeof` the member's type.
+    pub size: u64,
+    /// The member's type as written.
+    pub type_name: String,
+    /// Access in the owner.
+    pub access: Access,
+    /// Bit position of a bit-field.
+    pub bit_field: Option<BitField>,
+    /// Reached through an anonymous union or struct.
+    pub in_anonymous: bool,
+}
+
+impl FieldLayout {
+    /// Bytes the member occupies.
+    pub fn byte_range(&self) -> ByteRange {
+        match self.bit_field {
+            Some(bits) => ByteRange {
+                start: bits.offset_bits / 8,
+                end: (bits.offset_bits + u64::from(bits.width_bits)).div_ceil(8),
+            },
+            None => ByteRange {
+                start: self.offset,
+                end: self.offset + self.size,
+            },
+        }
+    }
+}
+
+impl ClassLayout {
+    /// Total padding bytes.
+    pub fn padding_bytes(&self) -> u64 {
+        self.padding.iter().map(ByteRange::len).sum()
+    }
+}
+
+/// Builds the model for every selected class.
+pub(crate) fn build(facts: &AstFacts) -> Result<LayoutModel, Error> {
+    let mut layouts = Layouts::new(facts);
+    let classes = facts
+        .selected
+        .iter()
+        .map(|name| class_layout(&mut layouts, name))
+        .collect::<Result<_, _>>()?;
+    Ok(LayoutModel { classes })
+}
+
+fn class_layout(layouts: &mut Layouts<'_>, name: &str) -> Result<ClassLayout, Error> {
+    let record = layouts.facts(name);
+    let layout = layouts.get(name)?;
+
+    let mut bases = Vec::new();
+    non_virtual_bases(layouts, name, 0, &[], &mut bases)?;
+    let mut virtual_bases: Vec<_> = layout
+        .vbase_offsets
+        .iter()
+        .map(|(b, o)| (b.clone(), *o))
+        .collect();
+    virtual_bases.sort_by_key(|(_, offset)| *offset);
+    for (base, offset) in virtual_bases {
+        let path = vec![base.clone()];
+        bases.push(BaseSubobject {
+            name: base.clone(),
+            offset,
+            is_virtual: true,
+            path: path.clone(),
+        });
+        non_virtual_bases(layouts, &base, offset, &path, &mut bases)?;
+    }
+
+    // Fields of the complete object and of each base subobject.
+    let mut fields = Vec::new();
+    let mut vptrs = BTreeSet::new();
+    let owners = std::iter::once((name.to_string(), 0, false)).chain(bases.iter().map(|b| {
+        (
+            b.name.clone(),
+            b.offset,
+            b.is_virtual || is_inside_virtual(&bases, b),
+        )
+    }));
+    for (owner, owner_offset, owner_in_virtual_base) in owners {
+        if layouts.get(&owner)?.is_dynamic {
+            vptrs.insert(owner_offset);
+        }
+        for field in &layouts.facts(&owner).fields {
+            let bit_offset = owner_offset * 8 + field.offset_bits;
+            fields.push(FieldLayout {
+                name: field.name.clone(),
+                owner: owner.clone(),
+                owner_offset,
+                owner_in_virtual_base,
+                offset: bit_offset / 8,
+                size: field.size,
+                type_name: field.type_name.clone(),
+                access: field.access,
+                bit_field: field.bit_width.map(|width_bits| BitField {
+                    offset_bits: bit_offset,
+                    width_bits,
+                }),
+                in_anonymous: field.in_anonymous,
+            });
+            member_vptrs(layouts, &field.kind, bit_offset / 8, &mut vptrs)?;
+        }
+    }
+    fields.sort_by_key(|f| f.bit_field.map_or(f.offset * 8, |b| b.offset_bits));
+    let vptr_offsets: Vec<u64> = vptrs.into_iter().collect();
+    let padding = padding(record.size, &fields, &vptr_offsets);
+
+    let hash_bases: Vec<_> = bases
+        .iter()
+        .map(|b| (b.name.as_str(), b.offset, b.is_virtual))
+        .collect();
+    let hash_fields: Vec<_> = fields
+        .iter()
+        .map(|f| {
+            (
+                f.name.as_str(),
+                f.owner.as_str(),
+                f.offset,
+                f.size,
+                f.bit_field.map(|b| (b.offset_bits, b.width_bits)),
+            )
+        })
+        .collect();
+    let layout_hash = rehydrate::tables::layout_hash(
+        name,
+        record.size,
+        record.align,
+        &hash_bases,
+        &hash_fields,
+        &vptr_offsets,
+    );
+
+    Ok(ClassLayout {
+        name: name.to_string(),
+        pos: record.pos.clone(),
+        size: record.size,
+        align: record.align,
+        is_dynamic: layout.is_dynamic,
+        is_abstract: record.is_abstract,
+        has_dummy_constructor: record.has_dummy_constructor,
+        is_destructible: record.is_destructible,
+        bases,
+        fields,
+        vptr_offsets,
+        padding,
+        layout_hash,
+    })
+}
+
+/// Whether a non-virtual base subobject lies inside a virtual base (its path starts at one).
+fn is_inside_virtual(bases: &[BaseSubobject], base: &BaseSubobject) -> bool {
+    bases
+        .iter()
+        .any(|b| b.is_virtual && base.path.first() == Some(&b.name))
+}
+
+fn non_virtual_bases(
+    layouts: &mut Layouts<'_>,
+    class: &str,
+    offset: u64,
+    path: &[String],
+    out: &mut Vec<BaseSubobject>,
+) -> Result<(), Error> {
+    let layout = layouts.get(class)?;
+    for base in &layouts.facts(class).bases {
+        if base.is_virtual {
+            continue;
+        }
+        let base_offset = offset + layout.base_offsets[&base.record];
+        let mut base_path = path.to_vec();
+        base_path.push(base.record.clone());
+        out.push(BaseSubobject {
+            name: base.record.clone(),
+            offset: base_offset,
+            is_virtual: false,
+            path: base_path.clone(),
+        });
+        non_virtual_bases(layouts, &base.record, base_offset, &base_path, out)?;
+    }
+    Ok(())
+}
+
+/// Vptrs of a complete object of class `record` placed at `offset`.
+fn object_vptrs(
+    layouts: &mut Layouts<'_>,
+    record: &str,
+    offset: u64,
+    out: &mut BTreeSet<u64>,
+) -> Result<(), Error> {
+    let nested = class_layout(layouts, record)?;
+    out.extend(nested.vptr_offsets.iter().map(|v| v + offset));
+    Ok(())
+}
+
+fn member_vptrs(
+    layouts: &mut Layouts<'_>,
+    kind: &MemberKind,
+    offset: u64,
+    out: &mut BTreeSet<u64>,
+) -> Result<(), Error> {
+    match kind {
+        MemberKind::Plain => Ok(()),
+        MemberKind::Record(record) => object_vptrs(layouts, record, offset, out),
+        MemberKind::RecordArray {
+            element,
+            count,
+            element_size,
+        } => {
+            for index in 0..*count {
+                object_vptrs(layouts, element, offset + index * element_size, out)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn padding(size: u64, fields: &[FieldLayout], vptrs: &[u64]) -> Vec<ByteRange> {
+    let mut covered = vec![false; size as usize];
+    let ranges = fields
+        .iter()
+        .map(FieldLayout::byte_range)
+        .chain(vptrs.iter().map(|&v| ByteRange {
+            start: v,
+            end: v + POINTER_SIZE,
+        }));
+    for range in ranges {
+        for byte in range.start..range.end.min(size) {
+            covered[byte as usize] = true;
+        }
+    }
+    let mut holes = Vec::new();
+    let mut start = None;
+    for (byte, &is_covered) in covered.iter().enumerate() {
+        match (is_covered, start) {
+            (false, None) => start = Some(byte as u64),
+            (true, Some(s)) => {
+                holes.push(ByteRange {
+                    start: s,
+                    end: byte as u64,
+                });
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        holes.push(ByteRange {
+            start: s,
+            end: size,
+        });
+    }
+    holes
+}

@@ -1,0 +1,87 @@
+//! `layout-gen`: the build-time half of hot reload for C++ modules.
+//!
+//! It parses a module's headers with libclang, computes the complete layout of each selected
+//! class (bases by the Itanium C++ ABI, fields at absolute offsets, every vptr slot, padding),
+//! and emits:
+//!
+//! - Rust tables for the host ([`emit::rust`]), typed by `rehydrate::tables`;
+//! - a C++ shim for the module ([`emit::cpp`]): the exported descriptor, placement-construction
+//!   and destruction thunks, and compile-time checks that the compiler agrees with the tables;
+//! - readable and JSON layouts ([`inspect`]).
+//!
+//! Data flows one way: [`clang_ast`] (the only libclang user) → [`facts`] → [`itanium`] →
+//! [`ir`] → emitters. The CLI and `build-support` both go through [`generate`].
+
+mod clang_ast;
+pub mod emit;
+mod error;
+pub mod facts;
+pub mod inspect;
+mod ir;
+mod itanium;
+mod request;
+mod write;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{Diagnostic, Error};
+pub use ir::{BaseSubobject, ClassLayout, FieldLayout, LayoutModel};
+pub use request::{Request, Selection, DEFAULT_ANNOTATION};
+pub use write::write_if_changed;
+
+/// Parses the request's headers and computes the layout of every selected class.
+pub fn analyze(request: &Request) -> Result<LayoutModel, Error> {
+    let facts = clang_ast::walk(request)?;
+    ir::build(&facts)
+}
+
+/// File names of the generated outputs inside the output directory.
+pub const RUST_TABLES_FILE: &str = "layout_tables.rs";
+/// See [`RUST_TABLES_FILE`].
+pub const CPP_SHIM_FILE: &str = "rehydrate_shim.cpp";
+
+/// What [`generate`] wrote.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The analysed model.
+    pub model: LayoutModel,
+    /// Path of the Rust tables.
+    pub rust_tables: PathBuf,
+    /// Path of the C++ shim.
+    pub cpp_shim: PathBuf,
+    /// Which of the two files changed on disk (unchanged files are not rewritten).
+    pub changed: Vec<PathBuf>,
+}
+
+/// Analyses the request and writes the Rust tables and the C++ shim into `out_dir`, rewriting
+/// a file only when its contents change. Nothing is written when analysis fails.
+pub fn generate(request: &Request, out_dir: &Path) -> Result<Generated, Error> {
+    let model = analyze(request)?;
+    let rust = emit::rust::tables(&model);
+    // The shim is compiled from wherever the build puts it, so it names headers absolutely;
+    // `analyze` has already checked that they exist.
+    let headers: Vec<PathBuf> = request
+        .headers
+        .iter()
+        .map(|h| h.canonicalize().unwrap_or_else(|_| h.clone()))
+        .collect();
+    let cpp = emit::cpp::shim(&model, &headers);
+    std::fs::create_dir_all(out_dir).map_err(|source| Error::Write {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    let rust_tables = out_dir.join(RUST_TABLES_FILE);
+    let cpp_shim = out_dir.join(CPP_SHIM_FILE);
+    let mut changed = Vec::new();
+    for (path, contents) in [(&rust_tables, &rust), (&cpp_shim, &cpp)] {
+        if write_if_changed(path, contents)? {
+            changed.push(path.clone());
+        }
+    }
+    Ok(Generated {
+        model,
+        rust_tables,
+        cpp_shim,
+        changed,
+    })
+}

@@ -1,0 +1,82 @@
+/* The module descriptor shared by the rehydrate runtime (Rust) and a module's generated shim.
+ * Mirrors rehydrate/src/abi.rs field for field; the abi_mirror test checks every size and
+ * offset. Change both together and bump REHYDRATE_ABI_VERSION. */
+#ifndef REHYDRATE_MODULE_ABI_H
+#define REHYDRATE_MODULE_ABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define REHYDRATE_ABI_VERSION 1u
+
+#define REHYDRATE_CLASS_DYNAMIC 1u
+#define REHYDRATE_CLASS_ABSTRACT 2u
+#define REHYDRATE_CLASS_DUMMY_CONSTRUCTIBLE 4u
+
+#define REHYDRATE_STATUS_OK 0
+#define REHYDRATE_STATUS_CPP_EXCEPTION 1
+
+/* Marks a class for selection by annotation (`layout-gen --annotated`). */
+#if defined(__clang__)
+#define REHYDRATE_RELOADABLE __attribute__((annotate("rehydrate")))
+#else
+#define REHYDRATE_RELOADABLE
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef int32_t (*rehydrate_construct_fn)(void *place, char *error, size_t error_capacity);
+typedef int32_t (*rehydrate_destroy_fn)(void *object, char *error, size_t error_capacity);
+typedef int32_t (*rehydrate_measure_bases_fn)(const void *object, uint64_t *offsets);
+
+typedef struct rehydrate_field_desc {
+    const char *name;
+    const char *owner;
+    uint64_t offset;
+    uint64_t size;
+    uint64_t bit_offset; /* UINT64_MAX when not a bit-field */
+    uint32_t bit_width;  /* 0 when not a bit-field */
+    uint32_t access;     /* 0 public, 1 protected, 2 private */
+} rehydrate_field_desc;
+
+typedef struct rehydrate_base_desc {
+    const char *name;
+    uint64_t offset;
+    uint32_t is_virtual;
+    uint32_t reserved;
+} rehydrate_base_desc;
+
+typedef struct rehydrate_class_desc {
+    const char *name;
+    uint64_t size;
+    uint64_t align;
+    uint64_t layout_hash;
+    uint32_t flags;
+    uint32_t reserved;
+    uint64_t base_count;
+    const rehydrate_base_desc *bases;
+    uint64_t field_count;
+    const rehydrate_field_desc *fields;
+    uint64_t vptr_count;
+    const uint64_t *vptr_offsets;
+    rehydrate_construct_fn construct;
+    rehydrate_destroy_fn destroy;
+    rehydrate_measure_bases_fn measure_bases;
+} rehydrate_class_desc;
+
+typedef struct rehydrate_module_desc {
+    uint32_t abi_version;
+    uint32_t reserved;
+    uint64_t class_count;
+    const rehydrate_class_desc *classes;
+} rehydrate_module_desc;
+
+typedef const rehydrate_module_desc *(*rehydrate_descriptor_fn)(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* REHYDRATE_MODULE_ABI_H */

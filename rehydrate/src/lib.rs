@@ -1,0 +1,19 @@
+//! Runtime side of hot reload for C++ modules.
+//!
+//! This crate owns the types that the build-time generator (`layout-gen`) and a reloaded C++
+//! module agree on:
+//!
+//! - [`tables`]: the field-offset tables the host compiles in (generated Rust, `include!`-ed);
+//! - [`abi`]: the `#[repr(C)]` module descriptor that the generated C++ shim exports, mirrored
+//!   field for field in `include/rehydrate/module_abi.h`.
+//!
+//! Loading, probing and `rehydrate_all()` build on these types.
+
+pub mod abi;
+pub mod tables;
+
+/// Path of the C/C++ include directory holding `rehydrate/module_abi.h`, for build scripts and
+/// tests that compile a module's shim.
+pub fn include_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("include")
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs clang/libclang when missing, then runs
+# every test of the workspace (real compilers, real shared libraries).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo test --workspace --locked "$@"

@@ -1,0 +1,342 @@
+//! Oracle: for every fixture class, `layout-gen`'s JSON must equal what clang itself prints with
+//! `-Xclang -fdump-record-layouts` (sizes, alignment, every base subobject, every field with its
+//! owner and bit position, every vptr slot including those inside members and member arrays).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use integration_tests::clangxx;
+use layout_gen::{Request, Selection};
+use serde_json::Value;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../layout-gen/tests/fixtures/shapes.hpp")
+        .canonicalize()
+        .unwrap()
+}
+
+/// One line of the dump: `offset[:first-last] | <indent>text`.
+#[derive(Debug)]
+struct DumpLine {
+    offset: u64,
+    bits: Option<(u64, u64)>,
+    depth: usize,
+    text: String,
+}
+
+/// What clang says about one class.
+#[derive(Debug, Default, PartialEq)]
+struct Oracle {
+    size: u64,
+    align: u64,
+    vptrs: Vec<u64>,
+    bases: Vec<(String, u64, bool)>,
+    /// (name, owner, byte offset, bit offset and width for bit-fields)
+    fields: Vec<(String, String, u64, Option<(u64, u64)>)>,
+}
+
+fn strip_tag(text: &str) -> &str {
+    ["struct ", "class ", "union "]
+        .iter()
+        .fold(text, |t, tag| t.strip_prefix(tag).unwrap_or(t))
+}
+
+fn parse_dump(dump: &str) -> BTreeMap<String, (Vec<DumpLine>, u64, u64)> {
+    let mut classes = BTreeMap::new();
+    for block in dump.split("*** Dumping AST Record Layout").skip(1) {
+        let mut lines = Vec::new();
+        let (mut size, mut align) = (0, 0);
+        for raw in block.lines() {
+            let Some((left, right)) = raw.split_once(" | ") else {
+                continue;
+            };
+            let left = left.trim();
+            if !left
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == ':' || c == '-')
+            {
+                continue;
+            }
+            if left.is_empty() {
+                for part in right
+                    .trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches([',', ']'])
+                    .split(", ")
+                {
+                    if let Some(v) = part.strip_prefix("sizeof=") {
+                        size = v.parse().unwrap();
+                    }
+                    if let Some(v) = part.strip_prefix("align=") {
+                        align = v.parse().unwrap();
+                    }
+                }
+                continue;
+            }
+            let (offset, bits) = match left.split_once(':') {
+                Some((byte, range)) => {
+                    let (first, last) = range.split_once('-').unwrap();
+                    (
+                        byte.parse().unwrap(),
+                        Some((first.parse().unwrap(), last.parse().unwrap())),
+                    )
+                }
+                None => (left.parse().unwrap(), None),
+            };
+            let depth = (right.len() - right.trim_start().len()) / 2;
+            lines.push(DumpLine {
+                offset,
+                bits,
+                depth,
+                text: right.trim().to_string(),
+            });
+        }
+        let name = strip_tag(lines[0].text.trim_end_matches(" (empty)")).to_string();
+        classes.entry(name).or_insert((lines, size, align));
+    }
+    classes
+}
+
+fn children(lines: &[DumpLine], parent: usize) -> Vec<usize> {
+    let depth = lines[parent].depth;
+    let mut out = Vec::new();
+    for (index, line) in lines.iter().enumerate().skip(parent + 1) {
+        if line.depth <= depth {
+            break;
+        }
+        if line.depth == depth + 1 {
+            out.push(index);
+        }
+    }
+    out
+}
+
+/// The element class and count of an array field type such as `Diamond[2][2]`.
+fn array_of(text: &str) -> Option<(String, u64)> {
+    let type_part = text.rsplit_once(' ')?.0;
+    let open = type_part.find('[')?;
+    let element = strip_tag(&type_part[..open]).to_string();
+    let count = type_part[open..]
+        .split(|c| c == '[' || c == ']')
+        .filter(|s| !s.is_empty())
+        .map(|n| n.parse::<u64>().unwrap())
+        .product();
+    Some((element, count))
+}
+
+type Dumps = BTreeMap<String, (Vec<DumpLine>, u64, u64)>;
+
+/// The dump of an array's element class; `None` for scalar elements, which have no dump.
+fn lookup<'d>(dumps: &'d Dumps, element: &str) -> Option<&'d (Vec<DumpLine>, u64, u64)> {
+    dumps
+        .iter()
+        .find(|(name, _)| *name == element || name.ends_with(&format!("::{element}")))
+        .map(|(_, d)| d)
+}
+
+/// Vptrs anywhere under `node` (members included); member arrays use their element's dump.
+fn subtree_vptrs(lines: &[DumpLine], node: usize, dumps: &Dumps, base: u64, out: &mut Vec<u64>) {
+    for child in children(lines, node) {
+        let line = &lines[child];
+        if line.text.ends_with("vtable pointer)") {
+            out.push(base + line.offset);
+        } else if let Some((element, count)) = array_of(&line.text) {
+            let Some((element_lines, element_size, _)) = lookup(dumps, &element) else {
+                continue;
+            };
+            for index in 0..count {
+                let mut inner = Vec::new();
+                subtree_vptrs(element_lines, 0, dumps, 0, &mut inner);
+                out.extend(
+                    inner
+                        .iter()
+                        .map(|v| base + line.offset + index * element_size + v),
+                );
+            }
+        }
+        subtree_vptrs(lines, child, dumps, base, out);
+    }
+}
+
+fn collect_subobject(
+    lines: &[DumpLine],
+    node: usize,
+    owner: &str,
+    dumps: &Dumps,
+    oracle: &mut Oracle,
+) {
+    for child in children(lines, node) {
+        let line = &lines[child];
+        let text = line.text.trim_end_matches(" (empty)").trim();
+        if text.ends_with("vtable pointer)") {
+            oracle.vptrs.push(line.offset);
+        } else if let Some(label_at) = text.find(" (") {
+            let (name, label) = text.split_at(label_at);
+            let is_virtual = label.contains("virtual base");
+            assert!(label.contains("base)"), "unexpected dump line {text:?}");
+            let name = strip_tag(name).to_string();
+            oracle.bases.push((name.clone(), line.offset, is_virtual));
+            collect_subobject(lines, child, &name, dumps, oracle);
+        } else if text.contains("(anonymous at ") && !text.ends_with(')')
+            || text.contains("::(anonymous at ") && text.ends_with(')')
+        {
+            collect_subobject(lines, child, owner, dumps, oracle);
+        } else {
+            let name = text.rsplit(' ').next().unwrap().to_string();
+            let bits = line
+                .bits
+                .map(|(first, last)| (line.offset * 8 + first, last - first + 1));
+            oracle
+                .fields
+                .push((name, owner.to_string(), line.offset, bits));
+            let mut inner = Vec::new();
+            subtree_vptrs(lines, child, dumps, 0, &mut inner);
+            if let Some((element_lines, element_size, count)) = array_of(text)
+                .and_then(|(element, count)| lookup(dumps, &element).map(|(l, s, _)| (l, s, count)))
+            {
+                let mut element_vptrs = Vec::new();
+                subtree_vptrs(element_lines, 0, dumps, 0, &mut element_vptrs);
+                for index in 0..count {
+                    inner.extend(
+                        element_vptrs
+                            .iter()
+                            .map(|v| line.offset + index * element_size + v),
+                    );
+                }
+            }
+            oracle.vptrs.extend(inner);
+        }
+    }
+}
+
+fn oracle_for(dumps: &Dumps, class: &str) -> Oracle {
+    let (lines, size, align) = dumps.get(class).unwrap_or_else(|| {
+        panic!(
+            "clang dumped no layout for {class}; dumped: {:?}",
+            dumps.keys().collect::<Vec<_>>()
+        )
+    });
+    let mut oracle = Oracle {
+        size: *size,
+        align: *align,
+        ..Oracle::default()
+    };
+    collect_subobject(lines, 0, class, dumps, &mut oracle);
+    oracle.vptrs.sort();
+    oracle.vptrs.dedup();
+    oracle.bases.sort();
+    oracle.fields.sort();
+    oracle
+}
+
+fn from_json(class: &Value) -> Oracle {
+    let mut oracle = Oracle {
+        size: class["size"].as_u64().unwrap(),
+        align: class["align"].as_u64().unwrap(),
+        vptrs: class["vptrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect(),
+        bases: class["bases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["name"].as_str().unwrap().to_string(),
+                    b["offset"].as_u64().unwrap(),
+                    b["virtual"].as_bool().unwrap(),
+                )
+            })
+            .collect(),
+        fields: class["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let bits = f
+                    .get("bit_offset")
+                    .map(|o| (o.as_u64().unwrap(), f["bit_width"].as_u64().unwrap()));
+                (
+                    f["name"].as_str().unwrap().to_string(),
+                    f["owner"].as_str().unwrap().to_string(),
+                    f["offset"].as_u64().unwrap(),
+                    bits,
+                )
+            })
+            .collect(),
+    };
+    oracle.bases.sort();
+    oracle.fields.sort();
+    oracle
+}
+
+#[test]
+fn every_fixture_class_matches_clangs_record_layout() {
+    let request = Request {
+        headers: vec![fixture()],
+        clang_args: vec![],
+        selection: Selection {
+            namespaces: vec!["fx".into()],
+            classes: vec!["game::Pool<int>".into()],
+            annotation: None,
+        },
+    };
+    let model = layout_gen::analyze(&request).expect("fixtures analyse");
+    let json = layout_gen::inspect::json(&model);
+    let classes = json["classes"].as_array().unwrap();
+    assert!(
+        classes.len() >= 30,
+        "expected every fixture class, got {}",
+        classes.len()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let force = dir.path().join("force_layouts.cpp");
+    let mut source = format!("#include \"{}\"\n", fixture().display());
+    for (index, class) in classes.iter().enumerate() {
+        source.push_str(&format!(
+            "unsigned long force_{index} = sizeof({});\n",
+            class["name"].as_str().unwrap()
+        ));
+    }
+    std::fs::write(&force, source).unwrap();
+    let output = Command::new(clangxx().program)
+        .args([
+            "-std=c++17",
+            "-fsyntax-only",
+            "-Xclang",
+            "-fdump-record-layouts",
+        ])
+        .arg(&force)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dumps = parse_dump(&String::from_utf8_lossy(&output.stdout));
+
+    let mut mismatches = Vec::new();
+    for class in classes {
+        let name = class["name"].as_str().unwrap();
+        let expected = oracle_for(&dumps, name);
+        let actual = from_json(class);
+        if expected != actual {
+            mismatches.push(format!(
+                "{name}:\n  clang:      {expected:?}\n  layout-gen: {actual:?}"
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} class(es) differ from clang:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
