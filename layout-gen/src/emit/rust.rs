@@ -20,7 +20,15 @@ pub fn tables(model: &LayoutModel) -> String {
         .collect();
     let constants = model.classes.iter().zip(&idents).map(|(class, ident)| {
         let table = class_table(class);
-        let doc = format!(" Layout of `{}` (defined at {}).", class.name, class.pos);
+        let file = std::path::Path::new(&class.pos.file)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned());
+        let doc = format!(
+            " Layout of `{}` ({}:{}).",
+            class.name,
+            file.unwrap_or_default(),
+            class.pos.line
+        );
         quote! {
             #[doc = #doc]
             pub const #ident: ::rehydrate::tables::ClassTable = #table;

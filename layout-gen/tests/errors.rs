@@ -1,0 +1,126 @@
+//! Bad input gets a typed error that names the culprit, and writes nothing.
+
+use std::path::{Path, PathBuf};
+
+use layout_gen::{Error, Request, Selection};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shapes.hpp")
+}
+
+fn select(headers: Vec<PathBuf>, classes: &[&str]) -> Request {
+    Request {
+        headers,
+        clang_args: vec![],
+        selection: Selection {
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            ..Selection::default()
+        },
+    }
+}
+
+#[test]
+fn missing_header_is_named() {
+    let missing = PathBuf::from("does/not/exist.hpp");
+    let error = layout_gen::analyze(&select(vec![missing.clone()], &[])).unwrap_err();
+    assert!(
+        matches!(&error, Error::HeaderNotFound { path } if *path == missing),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("does/not/exist.hpp"));
+}
+
+#[test]
+fn syntax_error_gives_file_line_and_column_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = dir.path().join("broken.hpp");
+    std::fs::write(
+        &header,
+        "struct Fine { int a; };\nstruct Broken { int b }\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let error = layout_gen::generate(&select(vec![header.clone()], &["Fine"]), &out).unwrap_err();
+    let Error::Diagnostics { diagnostics } = &error else {
+        panic!("expected diagnostics, got {error:?}")
+    };
+    let expected_position = format!("{}:2:", header.canonicalize().unwrap().display());
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.position.starts_with(&expected_position)
+                && d.message.contains("expected ';'")),
+        "{diagnostics:?}"
+    );
+    assert!(error.to_string().contains("broken.hpp:2:"), "{error}");
+    assert!(!out.exists(), "nothing may be written on failure");
+}
+
+#[test]
+fn unknown_class_is_named() {
+    let error = layout_gen::analyze(&select(vec![fixture()], &["fx::Nope"])).unwrap_err();
+    assert!(
+        matches!(&error, Error::ClassNotFound { name, .. } if name == "fx::Nope"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("fx::Nope"));
+}
+
+#[test]
+fn uninstantiated_template_is_named() {
+    let error = layout_gen::analyze(&select(vec![fixture()], &["game::Pool"])).unwrap_err();
+    assert!(
+        matches!(&error, Error::UninstantiatedTemplate { name } if name == "game::Pool"),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("game::Pool<int>"),
+        "the message suggests an instantiation: {error}"
+    );
+}
+
+#[test]
+fn incomplete_class_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = dir.path().join("forward.hpp");
+    std::fs::write(&header, "namespace ns { struct Later; }\n").unwrap();
+    let error = layout_gen::analyze(&select(vec![header], &["ns::Later"])).unwrap_err();
+    assert!(
+        matches!(&error, Error::IncompleteType { class, .. } if class == "ns::Later"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn dependent_base_of_a_template_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = dir.path().join("dependent.hpp");
+    std::fs::write(
+        &header,
+        "template <class T> struct B { virtual ~B() {} T t; };\n\
+         template <class T> struct D : B<T> { int d = 0; };\n",
+    )
+    .unwrap();
+    let error = layout_gen::analyze(&select(vec![header], &["D<int>"])).unwrap_err();
+    assert!(
+        matches!(&error, Error::IncompleteType { class, reason } if class == "D<int>" && reason.contains("B<T>")),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn empty_namespace_selection_says_so() {
+    let request = Request {
+        headers: vec![fixture()],
+        clang_args: vec![],
+        selection: Selection {
+            namespaces: vec!["nowhere".into()],
+            ..Selection::default()
+        },
+    };
+    let error = layout_gen::analyze(&request).unwrap_err();
+    assert!(
+        matches!(&error, Error::NothingSelected(why) if why.contains("nowhere")),
+        "{error:?}"
+    );
+}
