@@ -93,7 +93,14 @@ fn class_text(class: &ClassLayout, out: &mut String) {
         ));
     }
     for &vptr in &class.vptr_offsets {
-        rows.push((vptr * 8, 1, format!("  {vptr:>7} {:>5}  vptr", 8)));
+        let holder = class
+            .fields
+            .iter()
+            .find(|f| f.bit_field.is_none() && f.offset <= vptr && vptr < f.offset + f.size);
+        let place = holder
+            .map(|f| format!(" (inside member {})", f.name))
+            .unwrap_or_default();
+        rows.push((vptr * 8, 3, format!("  {vptr:>7} {:>5}  vptr{place}", 8)));
     }
     for field in &class.fields {
         let (offset, key) = match field.bit_field {
