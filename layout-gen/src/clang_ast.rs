@@ -32,6 +32,40 @@ const SELECT_ALIAS: &str = "layout_gen_select_";
 /// Source lines the synthesized translation unit spends on each class selected by name.
 const LINES_PER_SELECTION: u32 = 2;
 
+/// Parses the same translation unit as [`walk`] and nothing more: the baseline that the
+/// generate benchmark compares against.
+pub(crate) fn parse_only(request: &Request) -> Result<(), Error> {
+    let headers = canonical_headers(&request.headers)?;
+    let _guard = LIBCLANG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let clang = Clang::new().map_err(Error::Libclang)?;
+    let index = Index::new(&clang, false, false);
+    let unit_path = synthesized_unit_path(&headers[0]);
+    let unit_source = synthesized_unit(&headers, &request.selection.classes);
+    let arguments = clang_arguments(request);
+    index
+        .parser(&unit_path)
+        .arguments(&arguments)
+        .unsaved(&[Unsaved::new(&unit_path, &unit_source)])
+        .skip_function_bodies(true)
+        .parse()
+        .map(drop)
+        .map_err(|source| Error::ParseFailed {
+            header: headers[0].clone(),
+            source,
+        })
+}
+
+fn clang_arguments(request: &Request) -> Vec<String> {
+    let mut arguments: Vec<String> = ["-x", "c++", "-std=c++17"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    arguments.extend(request.clang_args.iter().cloned());
+    arguments
+}
+
 /// Parses the headers and collects the facts of every selected class and what it reaches.
 pub(crate) fn walk(request: &Request) -> Result<AstFacts, Error> {
     let headers = canonical_headers(&request.headers)?;
@@ -295,6 +329,24 @@ fn tokens(entity: Entity<'_>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A default member initializer (`int a = 0;`, `int b{0};`) on any direct member: it makes the
+/// default constructor non-trivial, so the class is not POD.
+fn has_member_initializers(record: Type<'_>) -> bool {
+    record
+        .get_fields()
+        .unwrap_or_default()
+        .into_iter()
+        .any(|field| {
+            let name = field.get_name().unwrap_or_default();
+            let spelled = tokens(field);
+            let after_name = spelled
+                .iter()
+                .rposition(|t| *t == name)
+                .map_or(&spelled[..0], |i| &spelled[i + 1..]);
+            after_name.iter().any(|t| t == "=" || t == "{")
+        })
+}
+
 /// `= delete` in a declaration.
 fn is_deleted(entity: Entity<'_>) -> bool {
     tokens(entity)
@@ -400,7 +452,6 @@ impl Collector {
 
         let mut fields = Vec::new();
         self.fields(ty, &name, 0, None, &mut fields)?;
-        let has_initializers = fields.iter().any(|f| f.has_initializer);
 
         let is_abstract = declaration.is_abstract_record();
         let is_destructible = destructor
@@ -424,11 +475,11 @@ impl Collector {
             && user_constructors.is_empty()
             && destructor.is_none()
             && !declares_copy_assignment
-            && !has_initializers
             && fields
                 .iter()
                 .all(|f| f.access == Access::Public && !f.type_name.contains('&'))
-            && self.members_and_bases(&fields, &[], |r| r.is_pod_for_layout);
+            && self.members_and_bases(&fields, &[], |r| r.is_pod_for_layout)
+            && !has_member_initializers(ty); // last: it tokenizes
 
         let facts = RecordFacts {
             name: name.clone(),
@@ -532,14 +583,12 @@ impl Collector {
                 ),
             };
             let kind = self.member_kind(canonical)?;
-            let spelled = tokens(field);
-            let after_name = spelled
-                .iter()
-                .rposition(|t| *t == name)
-                .map_or(&spelled[..0], |i| &spelled[i + 1..]);
-            let has_initializer = after_name.iter().any(|t| t == "=" || t == "{");
+            // Tokenizing is the costliest libclang call here, and only a member of class type can
+            // be `[[no_unique_address]]` to any effect.
+            let no_unique_address = !matches!(kind, MemberKind::Plain)
+                && tokens(field).iter().any(|t| t == "no_unique_address");
             out.push(FieldFacts {
-                has_initializer,
+                no_unique_address,
                 type_name: field_type.get_display_name(),
                 name,
                 offset_bits,
@@ -547,7 +596,6 @@ impl Collector {
                 align,
                 bit_width,
                 access,
-                no_unique_address: spelled.iter().any(|t| t == "no_unique_address"),
                 in_anonymous: anonymous_access.is_some(),
                 kind,
             });

@@ -75,8 +75,6 @@ pub struct FieldFacts {
     pub no_unique_address: bool,
     /// Reached through an anonymous union or struct.
     pub in_anonymous: bool,
-    /// Has a default member initializer (`= value` or `{value}`).
-    pub has_initializer: bool,
     /// Class-type relation, for nested vptrs and empty-subobject rules.
     pub kind: MemberKind,
 }

@@ -35,6 +35,12 @@ pub fn analyze(request: &Request) -> Result<LayoutModel, Error> {
     ir::build(&facts)
 }
 
+/// Parses the request's translation unit with libclang and does nothing else. This is the
+/// baseline of the `generate` benchmark: the cost no layout tool built on libclang can avoid.
+pub fn parse_only(request: &Request) -> Result<(), Error> {
+    clang_ast::parse_only(request)
+}
+
 /// File names of the generated outputs inside the output directory.
 pub const RUST_TABLES_FILE: &str = "layout_tables.rs";
 /// See [`RUST_TABLES_FILE`].
