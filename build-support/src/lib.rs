@@ -2,12 +2,10 @@
 //!
 //! ```no_run
 //! // build.rs
-//! fn main() {
-//!     build_support::Module::new("world")
-//!         .header("module/world.hpp")
-//!         .namespace("world")
-//!         .generate_or_exit();
-//! }
+//! build_support::Module::new("world")
+//!     .header("module/world.hpp")
+//!     .namespace("world")
+//!     .generate_or_exit();
 //! // src/main.rs
 //! // include!(concat!(env!("OUT_DIR"), "/rehydrate/world/layout_tables.rs"));
 //! ```
@@ -18,8 +16,8 @@
 
 use std::path::{Path, PathBuf};
 
+use layout_gen::Request;
 pub use layout_gen::{Error, Generated};
-use layout_gen::{Request, Selection};
 
 /// One C++ module: its headers, which classes to describe, and how to parse them.
 #[derive(Debug, Clone)]

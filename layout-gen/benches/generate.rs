@@ -3,6 +3,7 @@
 //! generate / parse; the goal is at most 1.3x.
 //!
 //! Run with `cargo bench -p layout-gen --bench generate`.
+#![allow(missing_docs)] // criterion's macros generate undocumented functions
 
 use std::fmt::Write as _;
 use std::path::Path;

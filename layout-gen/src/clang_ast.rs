@@ -36,6 +36,7 @@ const LINES_PER_SELECTION: u32 = 2;
 /// generate benchmark compares against.
 pub(crate) fn parse_only(request: &Request) -> Result<(), Error> {
     let headers = canonical_headers(&request.headers)?;
+    // Declared before `clang` so that it is released after `clang` is dropped.
     let _guard = LIBCLANG
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -69,7 +70,8 @@ fn clang_arguments(request: &Request) -> Vec<String> {
 /// Parses the headers and collects the facts of every selected class and what it reaches.
 pub(crate) fn walk(request: &Request) -> Result<AstFacts, Error> {
     let headers = canonical_headers(&request.headers)?;
-    let guard = LIBCLANG
+    // Declared before `clang` so that it is released after `clang` is dropped.
+    let _guard = LIBCLANG
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let clang = Clang::new().map_err(Error::Libclang)?;
@@ -122,8 +124,6 @@ pub(crate) fn walk(request: &Request) -> Result<AstFacts, Error> {
     }
     let mut seen = HashSet::new();
     selected.retain(|name| seen.insert(name.clone()));
-    drop(unit);
-    drop(guard);
     if selected.is_empty() {
         return Err(Error::NothingSelected(describe_selection(request)));
     }
@@ -255,17 +255,16 @@ fn selected_by_name<'tu>(root: Entity<'tu>, index: usize, name: &str) -> Result<
 fn collect_definitions<'tu>(scope: Entity<'tu>, out: &mut Vec<Entity<'tu>>) {
     scope.visit_children(|entity, _| {
         match entity.get_kind() {
-            EntityKind::Namespace | EntityKind::LinkageSpec => {
-                if !entity.is_in_system_header() {
-                    collect_definitions(entity, out);
-                }
+            EntityKind::Namespace | EntityKind::LinkageSpec if !entity.is_in_system_header() => {
+                collect_definitions(entity, out);
             }
-            EntityKind::StructDecl | EntityKind::ClassDecl => {
-                if entity.is_definition() && !entity.is_anonymous() && !entity.is_in_system_header()
-                {
-                    out.push(entity);
-                    collect_definitions(entity, out);
-                }
+            EntityKind::StructDecl | EntityKind::ClassDecl
+                if entity.is_definition()
+                    && !entity.is_anonymous()
+                    && !entity.is_in_system_header() =>
+            {
+                out.push(entity);
+                collect_definitions(entity, out);
             }
             _ => {}
         }

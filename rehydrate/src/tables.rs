@@ -131,6 +131,11 @@ pub struct ClassTable {
     pub layout_hash: u64,
 }
 
+/// A base as [`layout_hash`] sees it: name, offset, virtual.
+pub type HashedBase<'a> = (&'a str, u64, bool);
+/// A field as [`layout_hash`] sees it: name, owner, offset, size, bit offset and width.
+pub type HashedField<'a> = (&'a str, &'a str, u64, u64, Option<(u64, u32)>);
+
 /// A stable 64-bit hash of everything in a layout that a reload depends on: size, alignment,
 /// fields (name, owner, offset, size, bits), bases and vptr slots.
 ///
@@ -141,8 +146,8 @@ pub fn layout_hash(
     name: &str,
     size: u64,
     align: u64,
-    bases: &[(&str, u64, bool)],
-    fields: &[(&str, &str, u64, u64, Option<(u64, u32)>)],
+    bases: &[HashedBase<'_>],
+    fields: &[HashedField<'_>],
     vptr_offsets: &[u64],
 ) -> u64 {
     let mut hash = Fnv1a::new();

@@ -67,9 +67,7 @@ fn rust_and_c_views_of_the_descriptor_agree() {
     for (expr, _) in &facts {
         program.push_str(&format!("    std::printf(\"%zu\\n\", (size_t)({expr}));\n"));
     }
-    program.push_str(&format!(
-        "    std::printf(\"%u\\n\", REHYDRATE_ABI_VERSION);\n    return 0;\n}}\n"
-    ));
+    program.push_str("    std::printf(\"%u\\n\", REHYDRATE_ABI_VERSION);\n    return 0;\n}\n");
     std::fs::write(&source, program).unwrap();
     let include = format!("-I{}", rehydrate::include_dir().display());
 

@@ -26,6 +26,9 @@ struct DumpLine {
     text: String,
 }
 
+/// A field as the oracle compares it: name, owner, byte offset, bit offset and width.
+type OracleField = (String, String, u64, Option<(u64, u64)>);
+
 /// What clang says about one class.
 #[derive(Debug, Default, PartialEq)]
 struct Oracle {
@@ -34,7 +37,7 @@ struct Oracle {
     vptrs: Vec<u64>,
     bases: Vec<(String, u64, bool)>,
     /// (name, owner, byte offset, bit offset and width for bit-fields)
-    fields: Vec<(String, String, u64, Option<(u64, u64)>)>,
+    fields: Vec<OracleField>,
 }
 
 fn strip_tag(text: &str) -> &str {
@@ -119,7 +122,7 @@ fn array_of(text: &str) -> Option<(String, u64)> {
     let open = type_part.find('[')?;
     let element = strip_tag(&type_part[..open]).to_string();
     let count = type_part[open..]
-        .split(|c| c == '[' || c == ']')
+        .split(['[', ']'])
         .filter(|s| !s.is_empty())
         .map(|n| n.parse::<u64>().unwrap())
         .product();
