@@ -328,6 +328,26 @@ fn tokens(entity: Entity<'_>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Clang spells an unnamed type with the absolute path of its header
+/// (`struct (unnamed struct at /home/me/src/world.hpp:12:5)`); keep only the file name so that
+/// generated code does not depend on where the project is checked out.
+fn portable_spelling(spelling: &str) -> String {
+    let mut out = String::with_capacity(spelling.len());
+    let mut rest = spelling;
+    while let Some(at) = rest.find(" at /") {
+        let path_start = at + " at ".len();
+        out.push_str(&rest[..path_start]);
+        let path_end = rest[path_start..]
+            .find([':', ')'])
+            .map_or(rest.len(), |i| path_start + i);
+        let path = &rest[path_start..path_end];
+        out.push_str(path.rsplit('/').next().unwrap_or(path));
+        rest = &rest[path_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A default member initializer (`int a = 0;`, `int b{0};`) on any direct member: it makes the
 /// default constructor non-trivial, so the class is not POD.
 fn has_member_initializers(record: Type<'_>) -> bool {
@@ -588,7 +608,7 @@ impl Collector {
                 && tokens(field).iter().any(|t| t == "no_unique_address");
             out.push(FieldFacts {
                 no_unique_address,
-                type_name: field_type.get_display_name(),
+                type_name: portable_spelling(&field_type.get_display_name()),
                 name,
                 offset_bits,
                 size,
@@ -627,5 +647,19 @@ impl Collector {
             }
             _ => Ok(MemberKind::Plain),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::portable_spelling;
+
+    #[test]
+    fn unnamed_type_spelling_keeps_only_the_file_name() {
+        assert_eq!(
+            portable_spelling("struct (unnamed struct at /work/x/shapes.hpp:92:5)"),
+            "struct (unnamed struct at shapes.hpp:92:5)"
+        );
+        assert_eq!(portable_spelling("std::uint64_t"), "std::uint64_t");
     }
 }
