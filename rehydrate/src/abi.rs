@@ -12,7 +12,7 @@
 use std::ffi::{c_char, c_void};
 
 /// Version of this descriptor layout; the shim writes it into [`ModuleDesc::abi_version`].
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Name of the exported function returning the module's descriptor.
 pub const DESCRIPTOR_SYMBOL: &str = "rehydrate_module_descriptor";
@@ -47,6 +47,40 @@ pub type DestroyFn =
 /// the byte offset of every base subobject as the compiler computes it (`static_cast` along the
 /// table's path), in the order of [`ClassDesc::bases`]. `offsets` holds `base_count` entries.
 pub type MeasureBasesFn = unsafe extern "C" fn(object: *const c_void, offsets: *mut u64) -> i32;
+
+/// Signature of [`ModuleDesc::attach`]: hands the module the runtime's [`HostApi`]. The module
+/// keeps the pointer until the next `attach` (or forever); the runtime keeps the table alive for
+/// as long as the module is loaded.
+pub type AttachFn = unsafe extern "C" fn(api: *const HostApi) -> i32;
+
+/// Signature of [`HostApi::track`]: records a live object the module's own code created.
+/// `type_id_name` is `typeid(*object).name()`; `object` is the complete object's address.
+/// Returns 0 when the object was recorded.
+pub type TrackFn = unsafe extern "C" fn(
+    context: *mut c_void,
+    type_id_name: *const c_char,
+    object: *mut c_void,
+) -> i32;
+
+/// Signature of [`HostApi::untrack`]: forgets a live object before the module destroys it.
+pub type UntrackFn = unsafe extern "C" fn(context: *mut c_void, object: *mut c_void);
+
+/// The table of functions the runtime hands a module when it loads it (no `-rdynamic`, no
+/// global symbol lookup). Mirrored by `rehydrate_host_api` in the C header.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HostApi {
+    /// [`ABI_VERSION`] of the runtime.
+    pub abi_version: u32,
+    /// Always 0.
+    pub reserved: u32,
+    /// Passed back to every function.
+    pub context: *mut c_void,
+    /// Records a live object.
+    pub track: TrackFn,
+    /// Forgets a live object.
+    pub untrack: UntrackFn,
+}
 
 /// Signature of the exported [`DESCRIPTOR_SYMBOL`] function.
 pub type DescriptorFn = unsafe extern "C" fn() -> *const ModuleDesc;
@@ -91,6 +125,8 @@ pub struct BaseDesc {
 pub struct ClassDesc {
     /// NUL-terminated qualified name.
     pub name: *const c_char,
+    /// NUL-terminated `typeid(T).name()`: how objects the module tracks are identified.
+    pub type_id_name: *const c_char,
     /// `sizeof`.
     pub size: u64,
     /// `alignof`.
@@ -133,4 +169,6 @@ pub struct ModuleDesc {
     pub class_count: u64,
     /// Described classes.
     pub classes: *const ClassDesc,
+    /// Hands the module the runtime's function table.
+    pub attach: AttachFn,
 }

@@ -5,7 +5,7 @@
 use std::mem::{align_of, offset_of, size_of};
 
 use integration_tests::{compilers, run};
-use rehydrate::abi::{BaseDesc, ClassDesc, FieldDesc, ModuleDesc};
+use rehydrate::abi::{BaseDesc, ClassDesc, FieldDesc, HostApi, ModuleDesc};
 
 /// `(C++ expression, value on the Rust side)` pairs.
 fn rust_view() -> Vec<(String, usize)> {

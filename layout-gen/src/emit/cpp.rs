@@ -49,7 +49,7 @@ pub fn shim(model: &LayoutModel, headers: &[PathBuf]) -> String {
     }
     let _ = writeln!(
         out,
-        "const rehydrate_module_desc rehydrate_module = {{REHYDRATE_ABI_VERSION, 0, {}, rehydrate_classes}};\n}}  // namespace\n",
+        "const rehydrate_module_desc rehydrate_module = {{REHYDRATE_ABI_VERSION, 0, {}, rehydrate_classes, &rehydrate_attach}};\n}}  // namespace\n",
         model.classes.len()
     );
     out.push_str(EXPORT);
@@ -66,6 +66,7 @@ const PRELUDE: &str = "\
 #include <exception>
 #include <new>
 #include <type_traits>
+#include <typeinfo>
 
 #include \"rehydrate/module_abi.h\"
 
@@ -120,7 +121,21 @@ std::int32_t rehydrate_destroy(void* object, char* error, std::size_t capacity) 
     return REHYDRATE_STATUS_CPP_EXCEPTION;
 }
 
+const rehydrate_host_api* rehydrate_host = nullptr;
+
+std::int32_t rehydrate_attach(const rehydrate_host_api* api) noexcept {
+    if (api == nullptr || api->abi_version != REHYDRATE_ABI_VERSION) return REHYDRATE_STATUS_CPP_EXCEPTION;
+    rehydrate_host = api;
+    return REHYDRATE_STATUS_OK;
+}
+
 }  // namespace
+
+// For rehydrate/module.h; hidden, so that an old and a new build of the module loaded side by
+// side never reach each other's runtime table.
+extern \"C\" __attribute__((visibility(\"hidden\"))) const rehydrate_host_api* rehydrate_module_host(void) noexcept {
+    return rehydrate_host;
+}
 ";
 
 const EXPORT: &str = "\
@@ -330,7 +345,7 @@ fn class_descriptor(index: usize, class: &ClassLayout, out: &mut String) {
     let measure = table(!class.bases.is_empty(), "measure_bases");
     let _ = writeln!(
         out,
-        "    {{{}, {}, {}, {:#x}ull, {flags}, 0,\n     {}, {}, {}, {}, {}, {},\n     {construct}, {destroy}, {measure}}},",
+        "    {{{}, typeid({ty}).name(), {}, {}, {:#x}ull, {flags}, 0,\n     {}, {}, {}, {}, {}, {},\n     {construct}, {destroy}, {measure}}},",
         cpp_string(&class.name),
         class.size,
         class.align,

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REHYDRATE_ABI_VERSION 1u
+#define REHYDRATE_ABI_VERSION 2u
 
 #define REHYDRATE_CLASS_DYNAMIC 1u
 #define REHYDRATE_CLASS_ABSTRACT 2u
@@ -31,6 +31,20 @@ typedef int32_t (*rehydrate_construct_fn)(void *place, char *error, size_t error
 typedef int32_t (*rehydrate_destroy_fn)(void *object, char *error, size_t error_capacity);
 typedef int32_t (*rehydrate_measure_bases_fn)(const void *object, uint64_t *offsets);
 
+typedef int32_t (*rehydrate_track_fn)(void *context, const char *type_id_name, void *object);
+typedef void (*rehydrate_untrack_fn)(void *context, void *object);
+
+/* Handed to the module by the runtime when it loads the module. */
+typedef struct rehydrate_host_api {
+    uint32_t abi_version;
+    uint32_t reserved;
+    void *context;
+    rehydrate_track_fn track;
+    rehydrate_untrack_fn untrack;
+} rehydrate_host_api;
+
+typedef int32_t (*rehydrate_attach_fn)(const rehydrate_host_api *api);
+
 typedef struct rehydrate_field_desc {
     const char *name;
     const char *owner;
@@ -50,6 +64,7 @@ typedef struct rehydrate_base_desc {
 
 typedef struct rehydrate_class_desc {
     const char *name;
+    const char *type_id_name; /* typeid(T).name() */
     uint64_t size;
     uint64_t align;
     uint64_t layout_hash;
@@ -71,6 +86,7 @@ typedef struct rehydrate_module_desc {
     uint32_t reserved;
     uint64_t class_count;
     const rehydrate_class_desc *classes;
+    rehydrate_attach_fn attach;
 } rehydrate_module_desc;
 
 typedef const rehydrate_module_desc *(*rehydrate_descriptor_fn)(void);

@@ -1,0 +1,52 @@
+/* For module authors: tell the runtime about objects the module's own C++ code creates.
+ *
+ *     Robot* robot = rehydrate::track(new Robot);   // after construction
+ *     rehydrate::untrack(robot); delete robot;      // before destruction
+ *
+ * Objects are identified by their dynamic type (typeid) and their complete-object address, so
+ * tracking through a base-class pointer is fine. Without a runtime attached (a module used
+ * without the host), both calls do nothing. */
+#ifndef REHYDRATE_MODULE_H
+#define REHYDRATE_MODULE_H
+
+#include <type_traits>
+#include <typeinfo>
+
+#include "rehydrate/module_abi.h"
+
+/* Defined by the generated shim. */
+extern "C" const rehydrate_host_api *rehydrate_module_host(void) noexcept;
+
+namespace rehydrate {
+
+template <class T>
+void *complete_object(T *object) noexcept {
+    if constexpr (std::is_polymorphic<T>::value) {
+        return dynamic_cast<void *>(object);
+    } else {
+        return static_cast<void *>(object);
+    }
+}
+
+/* Records `object` as live; returns it, so that `return rehydrate::track(new T);` reads well. */
+template <class T>
+T *track(T *object) noexcept {
+    const rehydrate_host_api *host = rehydrate_module_host();
+    if (host != nullptr && object != nullptr) {
+        host->track(host->context, typeid(*object).name(), complete_object(object));
+    }
+    return object;
+}
+
+/* Forgets `object`; call it before destroying the object. */
+template <class T>
+void untrack(T *object) noexcept {
+    const rehydrate_host_api *host = rehydrate_module_host();
+    if (host != nullptr && object != nullptr) {
+        host->untrack(host->context, complete_object(object));
+    }
+}
+
+}  // namespace rehydrate
+
+#endif /* REHYDRATE_MODULE_H */
