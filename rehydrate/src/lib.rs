@@ -7,10 +7,21 @@
 //! - [`abi`]: the `#[repr(C)]` module descriptor that the generated C++ shim exports, mirrored
 //!   field for field in `include/rehydrate/module_abi.h`.
 //!
-//! Loading, probing and `rehydrate_all()` build on these types.
+//! and the runtime itself: [`Runtime`] loads a module through a shadow copy, probes its classes
+//! ([`probe`]), tracks live objects, and reloads with `runtime.reload(path)?.rehydrate_all()?`,
+//! validating every live object first and rolling back on any error.
 
 pub mod abi;
+mod error;
+pub mod maps;
+mod module;
+pub mod probe;
+mod registry;
+mod runtime;
 pub mod tables;
+
+pub use error::Error;
+pub use runtime::{LiveObject, ModuleSymbol, Reload, ReloadReport, Runtime};
 
 /// Path of the C/C++ include directory holding `rehydrate/module_abi.h`, for build scripts and
 /// tests that compile a module's shim.

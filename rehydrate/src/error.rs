@@ -1,0 +1,134 @@
+//! The runtime's error type. Every variant names the path, symbol, class, field or object at
+//! fault; causes stay in `source()`.
+
+use std::path::PathBuf;
+
+/// Why loading, probing or reloading a module failed. A failed reload has changed nothing: the
+/// old module is still loaded and every live object is byte-for-byte as it was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The module file could not be copied to its private shadow location.
+    #[error("cannot make a shadow copy of {}", path.display())]
+    ShadowCopy {
+        /// The module path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `dlopen` refused the module.
+    #[error("cannot load module {}", path.display())]
+    Load {
+        /// The module path.
+        path: PathBuf,
+        /// The loader's error.
+        #[source]
+        source: libloading::Error,
+    },
+    /// The module does not export a symbol the runtime needs.
+    #[error("module {} does not export `{symbol}` (was the layout-gen shim compiled in?)", path.display())]
+    MissingSymbol {
+        /// The module path.
+        path: PathBuf,
+        /// The symbol.
+        symbol: String,
+    },
+    /// The module's shim speaks another descriptor version.
+    #[error("module {} has descriptor ABI version {found}, this runtime speaks {expected}: regenerate its shim", path.display())]
+    AbiVersion {
+        /// The module path.
+        path: PathBuf,
+        /// Version in the module.
+        found: u32,
+        /// Version of this runtime.
+        expected: u32,
+    },
+    /// The module rejected the runtime's function table.
+    #[error("module {} refused the runtime's function table", path.display())]
+    Attach {
+        /// The module path.
+        path: PathBuf,
+    },
+    /// No class of this name is described by the module.
+    #[error("class {class} is not described by module {}", path.display())]
+    UnknownClass {
+        /// The class.
+        class: String,
+        /// The module path.
+        path: PathBuf,
+    },
+    /// A constructor or destructor thunk reported a C++ exception.
+    #[error("{operation} of {class} threw a C++ exception: {message}")]
+    CppException {
+        /// `construction` or `destruction`.
+        operation: &'static str,
+        /// The class.
+        class: String,
+        /// The exception's `what()`.
+        message: String,
+    },
+    /// The class cannot build a dummy (abstract, or no accessible default constructor).
+    #[error("{class} has no usable default constructor, so it cannot be created or probed")]
+    NotConstructible {
+        /// The class.
+        class: String,
+    },
+    /// Probing found bytes that change differently in every dummy outside any declared field.
+    #[error("{class} cannot be rehydrated: bytes {offsets:?} change differently in every dummy and belong to no field")]
+    Anomalous {
+        /// The class.
+        class: String,
+        /// The anomalous byte offsets.
+        offsets: Vec<usize>,
+    },
+    /// The compiler and the generated table disagree about the class (stale tables).
+    #[error("{class} does not match its generated table: {detail}")]
+    TableMismatch {
+        /// The class.
+        class: String,
+        /// What differs.
+        detail: String,
+    },
+    /// A class with live objects is absent from the new module.
+    #[error("class {class} has {objects} live object(s) but the new module {} does not describe it", path.display())]
+    ClassMissing {
+        /// The class.
+        class: String,
+        /// How many objects are live.
+        objects: usize,
+        /// The new module.
+        path: PathBuf,
+    },
+    /// A class with live objects has a different layout in the new module.
+    #[error("the layout of {class} changed, so its {objects} live object(s) cannot be kept: {}", changes.join("; "))]
+    LayoutChanged {
+        /// The class.
+        class: String,
+        /// How many objects are live.
+        objects: usize,
+        /// What moved (`field hp: offset 8 -> 12`).
+        changes: Vec<String>,
+    },
+    /// A live object's implicit bytes are not the old module's: it was not made by this module,
+    /// or something overwrote its vptrs.
+    #[error("live object {address:#x} of class {class} has unexpected implicit bytes at offset {offset}")]
+    StaleObject {
+        /// The object's address.
+        address: usize,
+        /// Its class.
+        class: String,
+        /// The first byte that differs.
+        offset: usize,
+    },
+    /// The module tracked an object whose dynamic type no described class has.
+    #[error(
+        "{objects} live object(s) have type {type_id_name}, which no class of the module describes"
+    )]
+    UntrackableType {
+        /// `typeid(...).name()` of the object.
+        type_id_name: String,
+        /// How many.
+        objects: usize,
+    },
+}

@@ -1,0 +1,357 @@
+//! Probing a class: which bytes of a live object are the compiler's own (vptrs, type-info
+//! slots), found without trusting any one compiler's conventions.
+//!
+//! Dummies are default-initialised (`new (p) T`) in buffers of the class's size and alignment,
+//! each filled with a different sentinel byte, then every byte is classified:
+//! - a declared field (from the table) is never copied; vptr slots the table places inside
+//!   members (polymorphic members, arrays of them) are judged by the probe instead;
+//! - padding still holds each buffer's own sentinel;
+//! - implicit bytes changed and are identical in every dummy: these are copied at reload;
+//! - anomalous bytes changed but differ between dummies: never copied, and outside fields they
+//!   make the class unrehydratable.
+//!
+//! The result is cross-checked with the table's vptr slots; disagreements are reported.
+
+use std::alloc::{alloc, dealloc, Layout};
+use std::ops::Range;
+
+use crate::abi::ThunkStatus;
+use crate::error::Error;
+use crate::module::ModuleClass;
+
+/// Sentinel bytes, one per dummy; any two differ.
+const SENTINELS: [u8; 3] = [0xA5, 0x5A, 0xC3];
+
+/// What one byte of an object is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteClass {
+    /// Part of a declared data member.
+    Field,
+    /// Untouched by the constructor.
+    Padding,
+    /// Written by the constructor with the same value every time: vptrs and the like.
+    Implicit,
+    /// Written with a different value in different dummies, outside any field.
+    Anomalous,
+}
+
+/// The probe's result for one class.
+#[derive(Debug, Clone)]
+pub struct ClassImage {
+    /// One entry per byte of the object.
+    pub byte_map: Vec<ByteClass>,
+    /// A dummy's bytes; meaningful at implicit positions only.
+    pub image: Vec<u8>,
+    /// The implicit bytes as ascending, merged ranges.
+    pub implicit_runs: Vec<Range<usize>>,
+    /// Disagreements with the table (implicit bytes outside vptr slots, vptr slots that did
+    /// not change), for people to read.
+    pub findings: Vec<String>,
+}
+
+/// Why a class could not be probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// No usable default constructor.
+    NotConstructible,
+    /// The constructor or destructor threw.
+    CppException {
+        /// `construction` or `destruction`.
+        operation: &'static str,
+        /// `what()`.
+        message: String,
+    },
+    /// Anomalous bytes outside fields.
+    Anomalous(Vec<usize>),
+    /// The compiler put a base subobject elsewhere than the table says.
+    BaseMismatch(String),
+}
+
+impl ProbeFailure {
+    /// The error a reload reports for `class`.
+    pub(crate) fn to_error(&self, class: &str) -> Error {
+        match self {
+            ProbeFailure::NotConstructible => Error::NotConstructible {
+                class: class.to_string(),
+            },
+            ProbeFailure::CppException { operation, message } => Error::CppException {
+                operation,
+                class: class.to_string(),
+                message: message.clone(),
+            },
+            ProbeFailure::Anomalous(offsets) => Error::Anomalous {
+                class: class.to_string(),
+                offsets: offsets.clone(),
+            },
+            ProbeFailure::BaseMismatch(detail) => Error::TableMismatch {
+                class: class.to_string(),
+                detail: detail.clone(),
+            },
+        }
+    }
+}
+
+/// An aligned, sentinel-filled buffer that frees itself.
+struct Buffer {
+    pointer: *mut u8,
+    layout: Layout,
+}
+
+impl Buffer {
+    fn filled(size: usize, align: usize, sentinel: u8) -> Buffer {
+        let layout = Layout::from_size_align(size.max(1), align.max(1))
+            .expect("class sizes and alignments are valid");
+        // SAFETY: the layout has a non-zero size.
+        let pointer = unsafe { alloc(layout) };
+        if pointer.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        // SAFETY: `pointer` holds `layout.size()` writable bytes.
+        unsafe { pointer.write_bytes(sentinel, layout.size()) };
+        Buffer { pointer, layout }
+    }
+
+    fn bytes(&self, size: usize) -> &[u8] {
+        // SAFETY: the buffer holds at least `size` initialised bytes (sentinels or what the
+        // constructor wrote).
+        unsafe { std::slice::from_raw_parts(self.pointer, size) }
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `filled` with this layout.
+        unsafe { dealloc(self.pointer, self.layout) };
+    }
+}
+
+/// Calls a thunk that reports C++ exceptions through a message buffer.
+fn call_thunk(
+    thunk: unsafe extern "C" fn(*mut std::ffi::c_void, *mut std::ffi::c_char, usize) -> i32,
+    object: *mut u8,
+    operation: &'static str,
+) -> Result<(), ProbeFailure> {
+    let mut message = [0u8; 512];
+    // SAFETY: the thunk is the module's noexcept construct/destroy function; `object` is a
+    // buffer of the class's size and alignment (construct) or a constructed object (destroy).
+    let status = unsafe { thunk(object.cast(), message.as_mut_ptr().cast(), message.len()) };
+    if status == ThunkStatus::Ok as i32 {
+        return Ok(());
+    }
+    let end = message
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(message.len());
+    Err(ProbeFailure::CppException {
+        operation,
+        message: String::from_utf8_lossy(&message[..end]).into_owned(),
+    })
+}
+
+/// Probes `class` with one dummy per sentinel.
+pub(crate) fn probe(class: &ModuleClass) -> Result<ClassImage, ProbeFailure> {
+    let construct = class.construct.ok_or(ProbeFailure::NotConstructible)?;
+    let size = class.size;
+    let buffers: Vec<Buffer> = SENTINELS
+        .iter()
+        .map(|&s| Buffer::filled(size, class.align, s))
+        .collect();
+    let mut constructed = Vec::new();
+    let mut failure = None;
+    for buffer in &buffers {
+        match call_thunk(construct, buffer.pointer, "construction") {
+            Ok(()) => constructed.push(buffer),
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+    // Copy the bytes out and measure the bases before the destructors run.
+    let snapshots: Vec<Vec<u8>> = constructed.iter().map(|b| b.bytes(size).to_vec()).collect();
+    if failure.is_none() {
+        if let (Some(measure), Some(dummy)) = (class.measure_bases, constructed.first()) {
+            failure = check_base_offsets(class, measure, dummy.pointer).err();
+        }
+    }
+    for buffer in &constructed {
+        if let Some(destroy) = class.destroy {
+            if let Err(error) = call_thunk(destroy, buffer.pointer, "destruction") {
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    classify(class, &snapshots)
+}
+
+/// Compares the compiler's base offsets, measured on a real dummy, with the table's.
+fn check_base_offsets(
+    class: &ModuleClass,
+    measure: crate::abi::MeasureBasesFn,
+    dummy: *mut u8,
+) -> Result<(), ProbeFailure> {
+    let mut measured = vec![0u64; class.base_offsets.len()];
+    // SAFETY: `dummy` is a constructed object of this class; `measured` holds one slot per
+    // base, as the thunk writes.
+    unsafe { measure(dummy.cast(), measured.as_mut_ptr()) };
+    for ((base, table), &compiler) in class.base_offsets.iter().zip(&measured) {
+        if *table as u64 != compiler {
+            return Err(ProbeFailure::BaseMismatch(format!(
+                "base {base} is at offset {compiler} but the table says {table}: regenerate the tables"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn classify(class: &ModuleClass, snapshots: &[Vec<u8>]) -> Result<ClassImage, ProbeFailure> {
+    let size = class.size;
+    let mut in_field = vec![false; size];
+    for (_, range) in &class.fields {
+        for byte in range.clone().filter(|&b| b < size) {
+            in_field[byte] = true;
+        }
+    }
+    let mut in_vptr = vec![false; size];
+    for &slot in &class.vptr_offsets {
+        for byte in slot..(slot + 8).min(size) {
+            in_vptr[byte] = true;
+        }
+    }
+    let mut byte_map = Vec::with_capacity(size);
+    let mut findings = Vec::new();
+    let mut anomalous = Vec::new();
+    for byte in 0..size {
+        let values: Vec<u8> = snapshots.iter().map(|s| s[byte]).collect();
+        let observed = if values.iter().zip(SENTINELS).all(|(&v, s)| v == s) {
+            ByteClass::Padding
+        } else if values.iter().all(|&v| v == values[0]) {
+            ByteClass::Implicit
+        } else {
+            ByteClass::Anomalous
+        };
+        let class_of_byte = if in_field[byte] && !in_vptr[byte] {
+            ByteClass::Field
+        } else {
+            observed
+        };
+        if in_vptr[byte] && observed != ByteClass::Implicit {
+            findings.push(format!(
+                "vptr slot byte {byte} was not written identically by every dummy ({observed:?})"
+            ));
+        }
+        if observed == ByteClass::Implicit && !in_vptr[byte] && !in_field[byte] {
+            findings.push(format!(
+                "implicit byte {byte} lies outside the table's vptr slots"
+            ));
+        }
+        if class_of_byte == ByteClass::Anomalous {
+            anomalous.push(byte);
+        }
+        byte_map.push(class_of_byte);
+    }
+    if !anomalous.is_empty() {
+        return Err(ProbeFailure::Anomalous(anomalous));
+    }
+    for finding in &findings {
+        tracing::warn!(class = %class.name, "{finding}");
+    }
+    let mut implicit_runs: Vec<Range<usize>> = Vec::new();
+    for (byte, kind) in byte_map.iter().enumerate() {
+        if *kind != ByteClass::Implicit {
+            continue;
+        }
+        match implicit_runs.last_mut() {
+            Some(run) if run.end == byte => run.end += 1,
+            _ => implicit_runs.push(byte..byte + 1),
+        }
+    }
+    Ok(ClassImage {
+        byte_map,
+        image: snapshots[0].clone(),
+        implicit_runs,
+        findings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn class(size: usize, fields: Vec<Range<usize>>, vptrs: Vec<usize>) -> ModuleClass {
+        ModuleClass {
+            name: Arc::from("T"),
+            size,
+            align: 8,
+            layout_hash: 0,
+            fields: fields
+                .into_iter()
+                .map(|r| ("T::f".to_string(), r))
+                .collect(),
+            vptr_offsets: vptrs,
+            construct: None,
+            destroy: None,
+            measure_bases: None,
+            base_offsets: vec![],
+        }
+    }
+
+    fn snapshots(size: usize, write: impl Fn(usize, &mut Vec<u8>)) -> Vec<Vec<u8>> {
+        SENTINELS
+            .iter()
+            .enumerate()
+            .map(|(k, &s)| {
+                let mut bytes = vec![s; size];
+                write(k, &mut bytes);
+                bytes
+            })
+            .collect()
+    }
+
+    #[test]
+    fn vptr_field_and_padding_are_told_apart() {
+        // vptr at 0..8, field at 8..12 (left uninitialised), padding 12..16
+        let shots = snapshots(16, |_, b| {
+            b[..8].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes())
+        });
+        let image = classify(&class(16, vec![8..12], vec![0]), &shots).unwrap();
+        assert_eq!(image.implicit_runs, vec![0..8]);
+        assert!(image.byte_map[8..12].iter().all(|&b| b == ByteClass::Field));
+        assert!(image.byte_map[12..]
+            .iter()
+            .all(|&b| b == ByteClass::Padding));
+        assert!(image.findings.is_empty());
+    }
+
+    #[test]
+    fn vptr_inside_a_member_is_implicit() {
+        let shots = snapshots(24, |_, b| b[8..16].copy_from_slice(&7u64.to_le_bytes()));
+        let image = classify(&class(24, vec![8..24], vec![8]), &shots).unwrap();
+        assert_eq!(image.implicit_runs, vec![8..16]);
+    }
+
+    #[test]
+    fn differing_writes_outside_fields_are_anomalous() {
+        let shots = snapshots(8, |k, b| b[3] = k as u8);
+        assert_eq!(
+            classify(&class(8, vec![], vec![]), &shots).unwrap_err(),
+            ProbeFailure::Anomalous(vec![3])
+        );
+    }
+
+    #[test]
+    fn disagreements_with_the_table_are_reported() {
+        // The table says vptr at 0 but the constructor wrote 8..16 instead.
+        let shots = snapshots(16, |_, b| b[8..16].copy_from_slice(&9u64.to_le_bytes()));
+        let image = classify(&class(16, vec![], vec![0]), &shots).unwrap();
+        assert!(image
+            .findings
+            .iter()
+            .any(|f| f.contains("vptr slot byte 0")));
+        assert!(image.findings.iter().any(|f| f.contains("implicit byte 8")));
+    }
+}

@@ -1,0 +1,514 @@
+//! The runtime: one loaded build of a module, the probe images of its classes, its live
+//! objects, and reloads.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), rehydrate::Error> {
+//! let mut runtime = rehydrate::Runtime::load("target/libgame.so")?;
+//! let robot = runtime.create("world::Robot")?;
+//! // ... the module is edited and rebuilt ...
+//! let report = runtime.reload("target/libgame.so")?.rehydrate_all()?;
+//! println!("{} objects now run the new code", report.objects);
+//! # Ok(()) }
+//! ```
+//!
+//! # Threading contract
+//!
+//! [`Runtime::reload`] takes `&mut self`: no other use of the runtime can overlap a reload.
+//! Objects the module tracks from other threads wait on the registry lock during
+//! [`Reload::rehydrate_all`]. What the types cannot enforce is the caller's side: no thread may
+//! be running module code (calling virtual functions of live objects) while `rehydrate_all`
+//! patches them and unloads the old build.
+
+use std::alloc::{alloc, dealloc, Layout};
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::module::{LoadedModule, ModuleClass, UNKNOWN_TYPE_PREFIX};
+use crate::probe::{probe, ClassImage, ProbeFailure};
+use crate::registry::{ClassSlot, Objects, Registry};
+
+/// One loaded build and the probe result of each of its classes (same order as its classes).
+struct Build {
+    module: LoadedModule,
+    images: Vec<Result<ClassImage, ProbeFailure>>,
+}
+
+impl Build {
+    fn load(path: &Path, registry: &Arc<Registry>) -> Result<(Build, Duration, Duration), Error> {
+        let started = Instant::now();
+        let module = LoadedModule::load(path, registry.clone())?;
+        let loaded = started.elapsed();
+        let started = Instant::now();
+        let images = module.classes.iter().map(probe).collect();
+        Ok((Build { module, images }, loaded, started.elapsed()))
+    }
+
+    fn image(&self, index: usize) -> Result<&ClassImage, Error> {
+        self.images[index]
+            .as_ref()
+            .map_err(|failure| failure.to_error(&self.module.classes[index].name))
+    }
+}
+
+struct Shared {
+    registry: Arc<Registry>,
+    current: RwLock<Build>,
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, Build> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Build> {
+        self.current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A module and everything alive in it. See the module docs for the flow and the threading
+/// contract.
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+/// An object the host created through [`Runtime::create`]; destroyed (with the destructor of
+/// the build loaded at that time) when dropped. Keeps the module loaded while it lives.
+pub struct LiveObject {
+    address: NonNull<u8>,
+    layout: Layout,
+    slot: ClassSlot,
+    shared: Arc<Shared>,
+}
+
+/// A reload in progress: the new build is loaded and probed next to the old one; nothing has
+/// been written. [`Reload::rehydrate_all`] commits it; dropping it rolls back (the new build is
+/// unloaded and the old one stays).
+#[must_use = "a reload does nothing until rehydrate_all() is called"]
+pub struct Reload<'rt> {
+    runtime: &'rt mut Runtime,
+    new: Build,
+    load_time: Duration,
+    probe_time: Duration,
+}
+
+/// What a committed reload did, with the time of each phase.
+#[derive(Debug, Clone)]
+pub struct ReloadReport {
+    /// Live objects patched.
+    pub objects: usize,
+    /// Classes that had live objects.
+    pub classes: usize,
+    /// Loading the new build (shadow copy, `dlopen`, descriptor).
+    pub load: Duration,
+    /// Probing every class of the new build.
+    pub probe: Duration,
+    /// Checking every live object against the old build's image.
+    pub validate: Duration,
+    /// Copying the new implicit bytes into every live object.
+    pub patch: Duration,
+    /// Unloading the old build.
+    pub unload: Duration,
+    /// `/proc/self/maps` no longer shows the old build.
+    pub old_image_unmapped: bool,
+}
+
+/// A symbol of the current build, usable while the runtime is borrowed (a reload needs
+/// `&mut Runtime`, so the value cannot outlive the build it came from through this guard).
+pub struct ModuleSymbol<'rt, T> {
+    value: T,
+    _runtime: PhantomData<&'rt Runtime>,
+}
+
+impl<T> std::ops::Deref for ModuleSymbol<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl Runtime {
+    /// Loads the module at `path` (through a private shadow copy) and probes its classes.
+    pub fn load(path: impl AsRef<Path>) -> Result<Runtime, Error> {
+        let registry = Arc::new(Registry::default());
+        let (build, load, probe) = Build::load(path.as_ref(), &registry)?;
+        tracing::info!(module = %path.as_ref().display(), ?load, ?probe, "module loaded");
+        Ok(Runtime {
+            shared: Arc::new(Shared {
+                registry,
+                current: RwLock::new(build),
+            }),
+        })
+    }
+
+    /// Creates a live object of `class` with its default constructor (`new (p) T`).
+    pub fn create(&self, class: &str) -> Result<LiveObject, Error> {
+        let build = self.shared.read();
+        let module = &build.module;
+        let description = module.class(class).ok_or_else(|| Error::UnknownClass {
+            class: class.to_string(),
+            path: module.source.clone(),
+        })?;
+        let construct = description
+            .construct
+            .ok_or_else(|| Error::NotConstructible {
+                class: class.to_string(),
+            })?;
+        let layout = Layout::from_size_align(description.size.max(1), description.align.max(1))
+            .expect("class sizes and alignments from the descriptor are valid");
+        // SAFETY: the layout has a non-zero size.
+        let address = NonNull::new(unsafe { alloc(layout) })
+            .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        let mut message = [0u8; 512];
+        // SAFETY: `construct` is the module's noexcept placement constructor for this class;
+        // `address` has the class's size and alignment.
+        let status = unsafe {
+            construct(
+                address.as_ptr().cast(),
+                message.as_mut_ptr().cast(),
+                message.len(),
+            )
+        };
+        if status != 0 {
+            // SAFETY: allocated above with this layout; the constructor did not complete.
+            unsafe { dealloc(address.as_ptr(), layout) };
+            let end = message
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(message.len());
+            return Err(Error::CppException {
+                operation: "construction",
+                class: class.to_string(),
+                message: String::from_utf8_lossy(&message[..end]).into_owned(),
+            });
+        }
+        let slot = self.shared.registry.slot(class);
+        self.shared.registry.insert(address.as_ptr() as usize, slot);
+        Ok(LiveObject {
+            address,
+            layout,
+            slot,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Loads and probes a new build of the module next to the current one. Nothing is written
+    /// until [`Reload::rehydrate_all`]; any error leaves everything as it was.
+    pub fn reload(&mut self, path: impl AsRef<Path>) -> Result<Reload<'_>, Error> {
+        let (new, load_time, probe_time) = Build::load(path.as_ref(), &self.shared.registry)?;
+        tracing::info!(module = %path.as_ref().display(), load = ?load_time, probe = ?probe_time, "new build loaded and probed");
+        Ok(Reload {
+            runtime: self,
+            new,
+            load_time,
+            probe_time,
+        })
+    }
+
+    /// Looks up a function the current build exports.
+    ///
+    /// # Safety
+    /// `T` must be the symbol's true type, and the value must not be copied out of the guard
+    /// and used after a reload.
+    pub unsafe fn symbol<T: Copy>(&self, name: &str) -> Result<ModuleSymbol<'_, T>, Error> {
+        let build = self.shared.read();
+        // SAFETY: the caller guarantees the type; the guard's lifetime keeps reloads away.
+        let value =
+            unsafe { build.module.symbol::<T>(name) }.ok_or_else(|| Error::MissingSymbol {
+                path: build.module.source.clone(),
+                symbol: name.to_string(),
+            })?;
+        Ok(ModuleSymbol {
+            value,
+            _runtime: PhantomData,
+        })
+    }
+
+    /// Number of live objects (host-created and module-tracked).
+    pub fn live_objects(&self) -> usize {
+        self.shared.registry.lock().len()
+    }
+
+    /// Every live object as (class, complete-object address).
+    pub fn live_object_addresses(&self) -> Vec<(String, usize)> {
+        let objects = self.shared.registry.lock();
+        objects
+            .classes
+            .iter()
+            .flat_map(|c| c.objects.iter().map(|&a| (c.name.to_string(), a)))
+            .collect()
+    }
+
+    /// The probe result for `class` in the current build.
+    pub fn class_image(&self, class: &str) -> Result<ClassImage, Error> {
+        let build = self.shared.read();
+        let index = build
+            .module
+            .class_index(class)
+            .ok_or_else(|| Error::UnknownClass {
+                class: class.to_string(),
+                path: build.module.source.clone(),
+            })?;
+        build.image(index).cloned()
+    }
+
+    /// Vptr offsets of `class` according to the current build's descriptor.
+    pub fn vptr_offsets(&self, class: &str) -> Option<Vec<usize>> {
+        self.shared
+            .read()
+            .module
+            .class(class)
+            .map(|c| c.vptr_offsets.clone())
+    }
+
+    /// Path of the current build's private shadow copy (what `/proc/self/maps` shows).
+    pub fn shadow_path(&self) -> PathBuf {
+        self.shared.read().module.shadow.clone()
+    }
+
+    /// Address ranges the current build occupies.
+    pub fn image_ranges(&self) -> Vec<Range<usize>> {
+        crate::maps::mappings_of(&self.shadow_path())
+    }
+}
+
+impl LiveObject {
+    /// The complete object's address, to pass to the module's functions.
+    pub fn as_ptr(&self) -> *mut std::ffi::c_void {
+        self.address.as_ptr().cast()
+    }
+
+    /// The object's class.
+    pub fn class(&self) -> String {
+        self.shared.registry.class_name(self.slot).to_string()
+    }
+}
+
+impl Drop for LiveObject {
+    fn drop(&mut self) {
+        let address = self.address.as_ptr();
+        self.shared.registry.remove(address as usize);
+        let class = self.shared.registry.class_name(self.slot);
+        let build = self.shared.read();
+        match build.module.class(&class).and_then(|c| c.destroy) {
+            Some(destroy) => {
+                let mut message = [0u8; 256];
+                // SAFETY: the object was constructed by this class's constructor and is
+                // destroyed once; the destructor is the current build's, whose vptrs the
+                // object carries after any reload.
+                let status =
+                    unsafe { destroy(address.cast(), message.as_mut_ptr().cast(), message.len()) };
+                if status != 0 {
+                    tracing::error!(%class, "the destructor threw; the object's memory is freed anyway");
+                }
+            }
+            None => {
+                tracing::warn!(%class, "no accessible destructor; freeing the object's memory without one")
+            }
+        }
+        // SAFETY: allocated in `Runtime::create` with this layout.
+        unsafe { dealloc(address, self.layout) };
+    }
+}
+
+impl Reload<'_> {
+    /// Path of the new build's shadow copy.
+    pub fn new_shadow_path(&self) -> &Path {
+        &self.new.module.shadow
+    }
+
+    /// Validates every live object against the old build, copies the new build's implicit
+    /// bytes (vptrs) into each of them, makes the new build current and unloads the old one.
+    /// On error nothing has been written and the old build stays current.
+    pub fn rehydrate_all(self) -> Result<ReloadReport, Error> {
+        let Reload {
+            runtime,
+            new,
+            load_time,
+            probe_time,
+        } = self;
+        let shared = runtime.shared.clone();
+        let objects = shared.registry.lock();
+        let mut current = shared.write();
+
+        let started = Instant::now();
+        let plan = validate(&objects, &current, &new)?;
+        let validate_time = started.elapsed();
+
+        let started = Instant::now();
+        for step in &plan {
+            patch(
+                &objects.classes[step.slot as usize].objects,
+                new.image(step.new_index)?,
+            );
+        }
+        let patch_time = started.elapsed();
+
+        let old = std::mem::replace(&mut *current, new);
+        drop(current);
+        let object_count = objects.len();
+        drop(objects);
+        let started = Instant::now();
+        let old_shadow = old.module.shadow.clone();
+        drop(old); // dlclose; the module's static destructors may untrack objects
+        let unload_time = started.elapsed();
+        let old_image_unmapped = crate::maps::mappings_of(&old_shadow).is_empty();
+
+        let report = ReloadReport {
+            objects: object_count,
+            classes: plan.len(),
+            load: load_time,
+            probe: probe_time,
+            validate: validate_time,
+            patch: patch_time,
+            unload: unload_time,
+            old_image_unmapped,
+        };
+        tracing::info!(
+            objects = report.objects, load = ?report.load, probe = ?report.probe, validate = ?report.validate,
+            patch = ?report.patch, unload = ?report.unload, "reload committed"
+        );
+        Ok(report)
+    }
+}
+
+/// One class to patch: its registry slot and its index in the new build.
+struct PatchStep {
+    slot: ClassSlot,
+    new_index: usize,
+}
+
+fn validate(objects: &Objects, old: &Build, new: &Build) -> Result<Vec<PatchStep>, Error> {
+    let mut plan = Vec::new();
+    for (slot, class) in objects.classes.iter().enumerate() {
+        if class.objects.is_empty() {
+            continue;
+        }
+        let name = &*class.name;
+        let count = class.objects.len();
+        if let Some(type_id) = name.strip_prefix(UNKNOWN_TYPE_PREFIX) {
+            return Err(Error::UntrackableType {
+                type_id_name: type_id.to_string(),
+                objects: count,
+            });
+        }
+        let old_index = old
+            .module
+            .class_index(name)
+            .ok_or_else(|| Error::UnknownClass {
+                class: name.to_string(),
+                path: old.module.source.clone(),
+            })?;
+        let old_class = &old.module.classes[old_index];
+        let old_image = old.image(old_index)?;
+        let new_index = new
+            .module
+            .class_index(name)
+            .ok_or_else(|| Error::ClassMissing {
+                class: name.to_string(),
+                objects: count,
+                path: new.module.source.clone(),
+            })?;
+        let new_class = &new.module.classes[new_index];
+        if new_class.layout_hash != old_class.layout_hash {
+            return Err(Error::LayoutChanged {
+                class: name.to_string(),
+                objects: count,
+                changes: layout_changes(old_class, new_class),
+            });
+        }
+        let new_image = new.image(new_index)?;
+        if new_image.implicit_runs != old_image.implicit_runs {
+            return Err(Error::LayoutChanged {
+                class: name.to_string(),
+                objects: count,
+                changes: vec![format!(
+                    "the compiler-written bytes moved from {:?} to {:?}",
+                    old_image.implicit_runs, new_image.implicit_runs
+                )],
+            });
+        }
+        for &address in &class.objects {
+            for run in &old_image.implicit_runs {
+                // SAFETY: `address` is a registered live object of this class, at least
+                // `size` bytes long, and `run` lies within the class's size.
+                let live = unsafe {
+                    std::slice::from_raw_parts((address + run.start) as *const u8, run.len())
+                };
+                if let Some(at) = live
+                    .iter()
+                    .zip(&old_image.image[run.clone()])
+                    .position(|(a, b)| a != b)
+                {
+                    return Err(Error::StaleObject {
+                        address,
+                        class: name.to_string(),
+                        offset: run.start + at,
+                    });
+                }
+            }
+        }
+        plan.push(PatchStep {
+            slot: slot as ClassSlot,
+            new_index,
+        });
+    }
+    Ok(plan)
+}
+
+/// Copies the image's implicit runs into every object.
+fn patch(objects: &[usize], image: &ClassImage) {
+    for &address in objects {
+        for run in &image.implicit_runs {
+            // SAFETY: validated live objects of this class; the run lies within its size, and
+            // the image is a separate buffer.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    image.image[run.clone()].as_ptr(),
+                    (address + run.start) as *mut u8,
+                    run.len(),
+                )
+            };
+        }
+    }
+}
+
+/// What differs between two layouts of one class, for the error message.
+fn layout_changes(old: &ModuleClass, new: &ModuleClass) -> Vec<String> {
+    let mut changes = Vec::new();
+    if old.size != new.size {
+        changes.push(format!("size {} -> {}", old.size, new.size));
+    }
+    for (field, range) in &old.fields {
+        match new.fields.iter().find(|(f, _)| f == field) {
+            Some((_, moved)) if moved != range => {
+                changes.push(format!("field {field}: bytes {range:?} -> {moved:?}"))
+            }
+            Some(_) => {}
+            None => changes.push(format!("field {field} removed")),
+        }
+    }
+    for (field, range) in &new.fields {
+        if !old.fields.iter().any(|(f, _)| f == field) {
+            changes.push(format!("field {field} added at bytes {range:?}"));
+        }
+    }
+    if old.vptr_offsets != new.vptr_offsets {
+        changes.push(format!(
+            "vptr slots {:?} -> {:?}",
+            old.vptr_offsets, new.vptr_offsets
+        ));
+    }
+    if changes.is_empty() {
+        changes.push("bases moved".to_string());
+    }
+    changes
+}
