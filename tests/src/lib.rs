@@ -94,3 +94,109 @@ pub fn run(program: &Path) -> String {
     );
     String::from_utf8(out.stdout).expect("program printed UTF-8")
 }
+
+/// One build of the reload fixture module (`tests/fixtures/reload`).
+#[derive(Debug, Clone)]
+pub struct ModuleBuild {
+    /// Compiler to build with.
+    pub compiler: Compiler,
+    /// Optimisation flag (`-O0`, `-O2`).
+    pub optimisation: &'static str,
+    /// `MODULE_VERSION`.
+    pub version: u32,
+    /// A `FAULT_*` macro to define, if any.
+    pub fault: Option<&'static str>,
+    /// A class to leave out of the shim (so the module does not describe it).
+    pub without_class: Option<&'static str>,
+}
+
+/// Every class of the reload fixture.
+pub const RELOAD_CLASSES: [&str; 5] = [
+    "rl::Single",
+    "rl::Multi",
+    "rl::Diamond",
+    "rl::Holder",
+    "rl::Deep",
+];
+
+impl ModuleBuild {
+    /// A plain build of `version`.
+    pub fn new(compiler: Compiler, optimisation: &'static str, version: u32) -> Self {
+        ModuleBuild {
+            compiler,
+            optimisation,
+            version,
+            fault: None,
+            without_class: None,
+        }
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "rl-{}{}-v{}{}{}",
+            self.compiler.name.replace('+', "x"),
+            self.optimisation,
+            self.version,
+            self.fault.map(|f| format!("-{f}")).unwrap_or_default(),
+            self.without_class
+                .map(|c| format!("-without-{}", c.replace("::", "_")))
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Builds the module into `dir` (once per process and variant) and returns the library.
+    pub fn build(&self, dir: &Path) -> PathBuf {
+        static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+        let name = self.name();
+        let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, path)) = built.iter().find(|(n, _)| *n == name) {
+            return path.clone();
+        }
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reload");
+        let generated = dir.join(format!("{name}-generated"));
+        let mut defines = vec![format!("-DMODULE_VERSION={}", self.version)];
+        if let Some(fault) = self.fault {
+            defines.push(format!("-D{fault}"));
+        }
+        let include_rehydrate = format!("-I{}", rehydrate::include_dir().display());
+        let classes: Vec<String> = RELOAD_CLASSES
+            .iter()
+            .filter(|c| Some(**c) != self.without_class)
+            .map(|c| c.to_string())
+            .collect();
+        let request = layout_gen::Request {
+            headers: vec![fixture.join("shapes.hpp")],
+            clang_args: defines
+                .iter()
+                .cloned()
+                .chain([include_rehydrate.clone()])
+                .collect(),
+            selection: layout_gen::Selection {
+                classes,
+                ..Default::default()
+            },
+        };
+        let shim = layout_gen::generate(&request, &generated)
+            .expect("the fixture's tables generate")
+            .cpp_shim;
+        let library = dir.join(format!("lib{name}.so"));
+        let include_fixture = format!("-I{}", fixture.display());
+        let mut args: Vec<&str> = vec![
+            "-std=c++17",
+            self.optimisation,
+            "-fPIC",
+            "-shared",
+            "-Wall",
+            "-Wextra",
+        ];
+        args.extend([include_fixture.as_str(), include_rehydrate.as_str()]);
+        args.extend(defines.iter().map(String::as_str));
+        if self.compiler.name == "g++" {
+            args.push("-fno-gnu-unique");
+        }
+        self.compiler
+            .compile(&[&fixture.join("module.cpp"), &shim], &library, &args);
+        built.push((name, library.clone()));
+        library
+    }
+}

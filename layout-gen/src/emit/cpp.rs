@@ -111,7 +111,7 @@ std::int32_t rehydrate_construct(void* place, char* error, std::size_t capacity)
 template <typename T>
 std::int32_t rehydrate_destroy(void* object, char* error, std::size_t capacity) noexcept {
     try {
-        static_cast<T*>(object)->~T();
+        static_cast<T*>(object)->T::~T();  // the exact type is known: no virtual dispatch
         return REHYDRATE_STATUS_OK;
     } catch (const std::exception& e) {
         rehydrate_write_error(error, capacity, e.what());

@@ -1,0 +1,333 @@
+//! Reloads with real modules built by g++ and clang++ at -O0 and -O2.
+//!
+//! Objects are created both by the host and by the module's own C++ code, in every fixture
+//! shape. After each reload: virtual calls through every base return the new build's values,
+//! `typeid` and `dynamic_cast` work, every byte other than the compiler-written ones is
+//! unchanged, every vptr slot of every live object points into the new build's mapping, and the
+//! old build's mapping is gone from `/proc/self/maps` (a new build is often mapped at the old
+//! address, so the last two checks are what make the test meaningful).
+
+use std::ffi::{c_char, c_void, CString};
+use std::path::{Path, PathBuf};
+
+use integration_tests::{clangxx, gxx, Compiler, ModuleBuild, RELOAD_CLASSES};
+use rehydrate::probe::ByteClass;
+use rehydrate::{Error, LiveObject, Runtime};
+
+type CheckFn = unsafe extern "C" fn(*const c_char, *mut c_void) -> i32;
+type MakeFn = unsafe extern "C" fn(*const c_char) -> *mut c_void;
+type DestroyFn = unsafe extern "C" fn(*const c_char, *mut c_void);
+type SetFieldsFn = unsafe extern "C" fn(*const c_char, *mut c_void, i32);
+type VersionFn = unsafe extern "C" fn() -> i32;
+
+fn modules_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("reload-modules");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Host-created and module-created objects of every fixture class, with distinct field values.
+struct World {
+    host: Vec<LiveObject>,
+    module_made: Vec<(CString, usize)>,
+}
+
+fn populate(runtime: &Runtime) -> World {
+    let mut host = Vec::new();
+    let mut module_made = Vec::new();
+    // SAFETY: the fixture exports these functions with these signatures.
+    let make = unsafe { runtime.symbol::<MakeFn>("rl_make") }.unwrap();
+    for class in RELOAD_CLASSES {
+        let name = CString::new(class).unwrap();
+        for _ in 0..2 {
+            host.push(runtime.create(class).unwrap());
+            // SAFETY: a fixture class name; the module tracks what it returns.
+            let object = unsafe { make(name.as_ptr()) };
+            assert!(!object.is_null());
+            module_made.push((name.clone(), object as usize));
+        }
+    }
+    // SAFETY: as above.
+    let set_fields = unsafe { runtime.symbol::<SetFieldsFn>("rl_set_fields") }.unwrap();
+    for (index, (class, address)) in runtime.live_object_addresses().into_iter().enumerate() {
+        let class = CString::new(class).unwrap();
+        // SAFETY: a live object of that class.
+        unsafe {
+            set_fields(
+                class.as_ptr(),
+                address as *mut c_void,
+                1000 + 10 * index as i32,
+            )
+        };
+    }
+    assert_eq!(runtime.live_objects(), RELOAD_CLASSES.len() * 4);
+    World { host, module_made }
+}
+
+fn destroy(runtime: &Runtime, world: World) {
+    // SAFETY: the fixture's destroy function; each module-made object is destroyed once.
+    let destroy = unsafe { runtime.symbol::<DestroyFn>("rl_destroy") }.unwrap();
+    for (class, address) in &world.module_made {
+        // SAFETY: as above.
+        unsafe { destroy(class.as_ptr(), *address as *mut c_void) };
+    }
+    drop(world.host);
+    assert_eq!(
+        runtime.live_objects(),
+        0,
+        "every object unregistered itself"
+    );
+}
+
+/// Every live object behaves as build `version` says, through every base.
+fn check_behaviour(runtime: &Runtime, version: i32) {
+    // SAFETY: the fixture exports these functions with these signatures.
+    let (check, current) = unsafe {
+        (
+            runtime.symbol::<CheckFn>("rl_check").unwrap(),
+            runtime.symbol::<VersionFn>("rl_version").unwrap(),
+        )
+    };
+    // SAFETY: takes nothing.
+    assert_eq!(unsafe { current() }, version);
+    for (class, address) in runtime.live_object_addresses() {
+        let name = CString::new(class.clone()).unwrap();
+        // SAFETY: a live object of that class.
+        let code = unsafe { check(name.as_ptr(), address as *mut c_void) };
+        assert_eq!(
+            code, 0,
+            "{class} at {address:#x} misbehaves under build {version} (code {code})"
+        );
+    }
+}
+
+/// Every vptr slot of every live object points into the current build's mapping.
+fn check_vptrs(runtime: &Runtime) {
+    let ranges = runtime.image_ranges();
+    assert!(!ranges.is_empty(), "the current build is mapped");
+    for (class, address) in runtime.live_object_addresses() {
+        let slots = runtime.vptr_offsets(&class).unwrap();
+        assert!(!slots.is_empty());
+        for offset in slots {
+            // SAFETY: a vptr slot inside a live object.
+            let vptr = unsafe { ((address + offset) as *const usize).read_unaligned() };
+            assert!(
+                ranges.iter().any(|r| r.contains(&vptr)),
+                "{class} at {address:#x}: vptr at +{offset} = {vptr:#x} is outside the current build {ranges:x?}"
+            );
+        }
+    }
+}
+
+fn snapshot(runtime: &Runtime) -> Vec<(String, usize, Vec<u8>)> {
+    runtime
+        .live_object_addresses()
+        .into_iter()
+        .map(|(class, address)| {
+            let size = runtime.class_image(&class).unwrap().byte_map.len();
+            // SAFETY: `size` bytes of a live object.
+            let bytes = unsafe { std::slice::from_raw_parts(address as *const u8, size) }.to_vec();
+            (class, address, bytes)
+        })
+        .collect()
+}
+
+/// Every byte that is not compiler-written is as it was before.
+fn check_state_kept(runtime: &Runtime, before: &[(String, usize, Vec<u8>)]) {
+    for (class, address, bytes) in before {
+        let map = runtime.class_image(class).unwrap().byte_map;
+        // SAFETY: a live object of `bytes.len()` bytes.
+        let now = unsafe { std::slice::from_raw_parts(*address as *const u8, bytes.len()) };
+        for (offset, kind) in map.iter().enumerate() {
+            if *kind != ByteClass::Implicit {
+                assert_eq!(
+                    now[offset], bytes[offset],
+                    "{class} at {address:#x}: byte {offset} ({kind:?}) changed"
+                );
+            }
+        }
+    }
+}
+
+fn round_trip(compiler: Compiler, optimisation: &'static str) {
+    let dir = modules_dir();
+    let v1 = ModuleBuild::new(compiler.clone(), optimisation, 1).build(&dir);
+    let v2 = ModuleBuild::new(compiler.clone(), optimisation, 2).build(&dir);
+    let mut runtime = Runtime::load(&v1).unwrap();
+    let world = populate(&runtime);
+    check_vptrs(&runtime);
+    check_behaviour(&runtime, 1);
+
+    for (target, version) in [(&v2, 2), (&v1, 1), (&v2, 2)] {
+        let before = snapshot(&runtime);
+        let old_shadow = runtime.shadow_path();
+        let report = runtime.reload(target).unwrap().rehydrate_all().unwrap();
+        assert_eq!(report.objects, RELOAD_CLASSES.len() * 4);
+        assert!(report.old_image_unmapped, "the old build was unloaded");
+        assert!(
+            rehydrate::maps::mappings_of(&old_shadow).is_empty(),
+            "{} is still mapped",
+            old_shadow.display()
+        );
+        assert!(!old_shadow.exists(), "the old shadow copy was deleted");
+        check_vptrs(&runtime); // first: calling through a stale vptr would crash, not fail
+        check_behaviour(&runtime, version);
+        check_state_kept(&runtime, &before);
+    }
+    destroy(&runtime, world);
+}
+
+#[test]
+fn gxx_o0_round_trip() {
+    round_trip(gxx(), "-O0");
+}
+
+#[test]
+fn gxx_o2_round_trip() {
+    round_trip(gxx(), "-O2");
+}
+
+#[test]
+fn clangxx_o0_round_trip() {
+    round_trip(clangxx(), "-O0");
+}
+
+#[test]
+fn clangxx_o2_round_trip() {
+    round_trip(clangxx(), "-O2");
+}
+
+/// A tiny shared library from C++ source, for the malformed-module cases.
+fn tiny_library(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let cpp = dir.join(format!("{name}.cpp"));
+    std::fs::write(&cpp, source).unwrap();
+    let library = dir.join(format!("lib{name}.so"));
+    let include = format!("-I{}", rehydrate::include_dir().display());
+    gxx().compile(
+        &[&cpp],
+        &library,
+        &[
+            "-std=c++17",
+            "-fPIC",
+            "-shared",
+            "-fno-gnu-unique",
+            &include,
+        ],
+    );
+    library
+}
+
+fn still_mapped(stem: &str) -> bool {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(stem))
+}
+
+#[test]
+fn failed_reloads_roll_back_and_change_nothing() {
+    let dir = modules_dir();
+    let build = |version, fault, without_class| ModuleBuild {
+        compiler: gxx(),
+        optimisation: "-O0",
+        version,
+        fault,
+        without_class,
+    };
+    let v1 = build(1, None, None).build(&dir);
+    let missing = dir.join("no-such-module.so");
+    let corrupt = dir.join("libcorrupt.so");
+    std::fs::write(&corrupt, b"\x7fELF this is not a shared library").unwrap();
+    let no_descriptor = tiny_library(&dir, "no_descriptor", "extern \"C\" { int answer = 42; }\n");
+    let wrong_abi = tiny_library(
+        &dir,
+        "wrong_abi",
+        "#include \"rehydrate/module_abi.h\"\n\
+         static int32_t attach(const rehydrate_host_api*) { return 0; }\n\
+         static const rehydrate_module_desc desc = {99, 0, 0, nullptr, &attach};\n\
+         extern \"C\" const rehydrate_module_desc* rehydrate_module_descriptor(void) { return &desc; }\n",
+    );
+    let class_missing = build(2, None, Some("rl::Single")).build(&dir);
+    let layout_changed = build(2, Some("FAULT_LAYOUT_CHANGE"), None).build(&dir);
+    let throwing = build(2, Some("FAULT_THROWING_CONSTRUCTOR"), None).build(&dir);
+    let anomalous = build(2, Some("FAULT_ANOMALOUS"), None).build(&dir);
+
+    let mut runtime = Runtime::load(&v1).unwrap();
+    let world = populate(&runtime);
+    let shadow = runtime.shadow_path();
+
+    type Expectation = fn(&Error) -> bool;
+    let cases: [(&str, &Path, Expectation); 8] = [
+        (
+            "missing file",
+            &missing,
+            |e| matches!(e, Error::ShadowCopy { path, .. } if path.ends_with("no-such-module.so")),
+        ),
+        (
+            "corrupt file",
+            &corrupt,
+            |e| matches!(e, Error::Load { path, .. } if path.ends_with("libcorrupt.so")),
+        ),
+        (
+            "no descriptor",
+            &no_descriptor,
+            |e| matches!(e, Error::MissingSymbol { symbol, .. } if symbol == "rehydrate_module_descriptor"),
+        ),
+        ("wrong ABI version", &wrong_abi, |e| {
+            matches!(e, Error::AbiVersion { found: 99, .. })
+        }),
+        (
+            "class missing",
+            &class_missing,
+            |e| matches!(e, Error::ClassMissing { class, objects: 4, .. } if class == "rl::Single"),
+        ),
+        (
+            "layout changed",
+            &layout_changed,
+            |e| matches!(e, Error::LayoutChanged { class, changes, .. } if class == "rl::Single" && changes.iter().any(|c| c.contains("added_field"))),
+        ),
+        (
+            "throwing constructor",
+            &throwing,
+            |e| matches!(e, Error::CppException { operation: "construction", message, .. } if message.contains("refuses")),
+        ),
+        (
+            "anomalous bytes",
+            &anomalous,
+            |e| matches!(e, Error::Anomalous { offsets, .. } if !offsets.is_empty()),
+        ),
+    ];
+    for (label, target, expected) in cases {
+        let before = snapshot(&runtime);
+        let error = match runtime.reload(target) {
+            Ok(reload) => reload.rehydrate_all().expect_err(label),
+            Err(error) => error,
+        };
+        assert!(expected(&error), "{label}: unexpected error {error:?}");
+        assert!(!error.to_string().is_empty());
+        assert_eq!(snapshot(&runtime), before, "{label}: a live object changed");
+        assert_eq!(
+            runtime.shadow_path(),
+            shadow,
+            "{label}: the old build is still current"
+        );
+        assert!(
+            !rehydrate::maps::mappings_of(&shadow).is_empty(),
+            "{label}: the old build is still loaded"
+        );
+        let stem = target.file_stem().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !still_mapped(&format!("/{stem}-")),
+            "{label}: the failed build was unloaded"
+        );
+        check_vptrs(&runtime);
+        check_behaviour(&runtime, 1);
+    }
+
+    // After all that, a good reload still works.
+    let v2 = build(2, None, None).build(&dir);
+    runtime.reload(&v2).unwrap().rehydrate_all().unwrap();
+    check_vptrs(&runtime);
+    check_behaviour(&runtime, 2);
+    destroy(&runtime, world);
+}
