@@ -46,6 +46,12 @@ struct ModuleHost {
     slot_of_type: HashMap<Box<[u8]>, ClassSlot>,
 }
 
+// SAFETY: `api.context` points at the `ModuleHost` itself and is only dereferenced by the
+// callbacks, which touch nothing but the thread-safe `Registry` and the immutable type map.
+unsafe impl Send for ModuleHost {}
+// SAFETY: as above: shared access only reads immutable data or goes through the registry lock.
+unsafe impl Sync for ModuleHost {}
+
 /// A loaded build of a module.
 pub(crate) struct LoadedModule {
     // Field order matters: the library is closed before the host context it may point at.
@@ -188,12 +194,10 @@ impl LoadedModule {
                             ..(f.bit_offset + u64::from(f.bit_width)).div_ceil(8) as usize
                     };
                     // SAFETY: as above.
-                    (
-                        format!("{}::{}", unsafe { owned(f.owner) }, unsafe {
-                            owned(f.name)
-                        }),
-                        range,
-                    )
+                    let owner = unsafe { owned(f.owner) };
+                    // SAFETY: as above.
+                    let name = unsafe { owned(f.name) };
+                    (format!("{owner}::{name}"), range)
                 })
                 .collect();
             // SAFETY: as above.

@@ -211,15 +211,13 @@ fn classify(class: &ModuleClass, snapshots: &[Vec<u8>]) -> Result<ClassImage, Pr
     let size = class.size;
     let mut in_field = vec![false; size];
     for (_, range) in &class.fields {
-        for byte in range.clone().filter(|&b| b < size) {
-            in_field[byte] = true;
-        }
+        let end = range.end.min(size);
+        in_field[range.start.min(end)..end].fill(true);
     }
     let mut in_vptr = vec![false; size];
     for &slot in &class.vptr_offsets {
-        for byte in slot..(slot + 8).min(size) {
-            in_vptr[byte] = true;
-        }
+        let end = (slot + 8).min(size);
+        in_vptr[slot.min(end)..end].fill(true);
     }
     let mut byte_map = Vec::with_capacity(size);
     let mut findings = Vec::new();
@@ -318,7 +316,11 @@ mod tests {
         let shots = snapshots(16, |_, b| {
             b[..8].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes())
         });
-        let image = classify(&class(16, vec![8..12], vec![0]), &shots).unwrap();
+        let image = classify(
+            &class(16, vec![Range { start: 8, end: 12 }], vec![0]),
+            &shots,
+        )
+        .unwrap();
         assert_eq!(image.implicit_runs, vec![0..8]);
         assert!(image.byte_map[8..12].iter().all(|&b| b == ByteClass::Field));
         assert!(image.byte_map[12..]
@@ -330,7 +332,11 @@ mod tests {
     #[test]
     fn vptr_inside_a_member_is_implicit() {
         let shots = snapshots(24, |_, b| b[8..16].copy_from_slice(&7u64.to_le_bytes()));
-        let image = classify(&class(24, vec![8..24], vec![8]), &shots).unwrap();
+        let image = classify(
+            &class(24, vec![Range { start: 8, end: 24 }], vec![8]),
+            &shots,
+        )
+        .unwrap();
         assert_eq!(image.implicit_runs, vec![8..16]);
     }
 

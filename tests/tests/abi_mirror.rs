@@ -32,6 +32,7 @@ fn rust_view() -> Vec<(String, usize)> {
         "rehydrate_class_desc",
         [
             name,
+            type_id_name,
             size,
             align,
             layout_hash,
@@ -51,7 +52,12 @@ fn rust_view() -> Vec<(String, usize)> {
     record!(
         ModuleDesc,
         "rehydrate_module_desc",
-        [abi_version, reserved, class_count, classes]
+        [abi_version, reserved, class_count, classes, attach]
+    );
+    record!(
+        HostApi,
+        "rehydrate_host_api",
+        [abi_version, reserved, context, track, untrack]
     );
     facts
 }
