@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+use rustc_hash::FxHashMap;
 
 use crate::abi::{self, ConstructFn, DescriptorFn, DestroyFn, HostApi, MeasureBasesFn, ModuleDesc};
 use crate::error::Error;
@@ -43,6 +44,10 @@ pub(crate) struct ModuleClass {
 struct ModuleHost {
     api: HostApi,
     registry: Arc<Registry>,
+    /// Keyed by the address of the `typeid(T).name()` string: within one module every
+    /// `typeid` of a type returns the same string, so this avoids hashing the text.
+    slot_of_type_name_address: FxHashMap<usize, ClassSlot>,
+    /// The fallback, keyed by the text.
     slot_of_type: HashMap<Box<[u8]>, ClassSlot>,
 }
 
@@ -177,6 +182,7 @@ impl LoadedModule {
         }
         let mut classes = Vec::new();
         let mut slot_of_type = HashMap::new();
+        let mut slot_of_type_name_address = FxHashMap::default();
         // SAFETY: the descriptor's arrays hold `class_count` (etc.) entries of static data.
         for class in unsafe { table(desc.classes, desc.class_count) } {
             // SAFETY: every string in the descriptor is a NUL-terminated static.
@@ -211,10 +217,9 @@ impl LoadedModule {
                 .iter()
                 .map(|&v| v as usize)
                 .collect();
-            slot_of_type.insert(
-                type_id.into_bytes().into_boxed_slice(),
-                registry.slot(&name),
-            );
+            let slot = registry.slot(&name);
+            slot_of_type_name_address.insert(class.type_id_name as usize, slot);
+            slot_of_type.insert(type_id.into_bytes().into_boxed_slice(), slot);
             classes.push(ModuleClass {
                 name,
                 size: class.size as usize,
@@ -242,6 +247,7 @@ impl LoadedModule {
                 untrack: untrack_callback,
             },
             registry,
+            slot_of_type_name_address,
             slot_of_type,
         });
         host.api.context = (&*host as *const ModuleHost).cast_mut().cast();
@@ -317,20 +323,28 @@ unsafe extern "C" fn track_callback(
     if type_id_name.is_null() || object.is_null() {
         return 1;
     }
+    let slot = match host.slot_of_type_name_address.get(&(type_id_name as usize)) {
+        Some(&slot) => slot,
+        None => slot_of_type_text(host, type_id_name),
+    };
+    if host.registry.insert(object as usize, slot) {
+        0
+    } else {
+        1
+    }
+}
+
+/// The slow path of [`track_callback`]: look the type up by its text.
+fn slot_of_type_text(host: &ModuleHost, type_id_name: *const c_char) -> ClassSlot {
     // SAFETY: `typeid(...).name()` is a NUL-terminated static string.
     let type_id = unsafe { CStr::from_ptr(type_id_name) }.to_bytes();
-    let slot = match host.slot_of_type.get(type_id) {
+    match host.slot_of_type.get(type_id) {
         Some(&slot) => slot,
         None => {
             let name = format!("{UNKNOWN_TYPE_PREFIX}{}", String::from_utf8_lossy(type_id));
             tracing::warn!(type_id = %name, "the module tracked an object of a type it does not describe");
             host.registry.slot(&name)
         }
-    };
-    if host.registry.insert(object as usize, slot) {
-        0
-    } else {
-        1
     }
 }
 

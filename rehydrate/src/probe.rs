@@ -44,9 +44,79 @@ pub struct ClassImage {
     pub image: Vec<u8>,
     /// The implicit bytes as ascending, merged ranges.
     pub implicit_runs: Vec<Range<usize>>,
+    /// The implicit bytes as the writes a reload makes: whole 8-byte words (offset, value),
+    /// then any bytes left over at the end of a run.
+    pub writes: Writes,
     /// Disagreements with the table (implicit bytes outside vptr slots, vptr slots that did
     /// not change), for people to read.
     pub findings: Vec<String>,
+}
+
+/// The implicit bytes of a class as 8-byte words and leftover bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Writes {
+    /// (offset, value) of each whole word.
+    pub words: Vec<(usize, u64)>,
+    /// (offset, value) of each leftover byte.
+    pub bytes: Vec<(usize, u8)>,
+}
+
+impl Writes {
+    fn from_runs(runs: &[Range<usize>], image: &[u8]) -> Writes {
+        let mut writes = Writes::default();
+        for run in runs {
+            let mut at = run.start;
+            while at + 8 <= run.end {
+                let word: [u8; 8] = image[at..at + 8].try_into().expect("eight bytes");
+                writes.words.push((at, u64::from_ne_bytes(word)));
+                at += 8;
+            }
+            writes.bytes.extend((at..run.end).map(|b| (b, image[b])));
+        }
+        writes
+    }
+
+    /// The first offset where the object at `address` differs from these values.
+    ///
+    /// # Safety
+    /// `address` is a live object at least as large as the class these writes belong to.
+    pub(crate) unsafe fn first_difference(&self, address: usize) -> Option<usize> {
+        for &(offset, word) in &self.words {
+            // SAFETY: within the object, by the caller's contract.
+            let live = unsafe { ((address + offset) as *const u64).read_unaligned() };
+            if live != word {
+                let differing = (live ^ word)
+                    .to_ne_bytes()
+                    .iter()
+                    .position(|&b| b != 0)
+                    .unwrap_or(0);
+                return Some(offset + differing);
+            }
+        }
+        for &(offset, byte) in &self.bytes {
+            // SAFETY: as above.
+            if unsafe { *((address + offset) as *const u8) } != byte {
+                return Some(offset);
+            }
+        }
+        None
+    }
+
+    /// Writes these values into the object at `address`.
+    ///
+    /// # Safety
+    /// `address` is a live object at least as large as the class these writes belong to, and
+    /// nothing else accesses its implicit bytes meanwhile.
+    pub(crate) unsafe fn apply(&self, address: usize) {
+        for &(offset, word) in &self.words {
+            // SAFETY: within the object, by the caller's contract.
+            unsafe { ((address + offset) as *mut u64).write_unaligned(word) };
+        }
+        for &(offset, byte) in &self.bytes {
+            // SAFETY: as above.
+            unsafe { *((address + offset) as *mut u8) = byte };
+        }
+    }
 }
 
 /// Why a class could not be probed.
@@ -267,10 +337,12 @@ fn classify(class: &ModuleClass, snapshots: &[Vec<u8>]) -> Result<ClassImage, Pr
             _ => implicit_runs.push(byte..byte + 1),
         }
     }
+    let writes = Writes::from_runs(&implicit_runs, &snapshots[0]);
     Ok(ClassImage {
         byte_map,
         image: snapshots[0].clone(),
         implicit_runs,
+        writes,
         findings,
     })
 }
@@ -322,6 +394,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(image.implicit_runs, vec![0..8]);
+        assert_eq!(image.writes.words, vec![(0, 0x1122_3344_5566_7788)]);
+        assert!(image.writes.bytes.is_empty());
         assert!(image.byte_map[8..12].iter().all(|&b| b == ByteClass::Field));
         assert!(image.byte_map[12..]
             .iter()

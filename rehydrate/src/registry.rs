@@ -5,8 +5,9 @@
 //! (`rehydrate::track` through the host API). Both register the complete object's address and a
 //! class slot; registering and unregistering are O(1) under one mutex, from any thread.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustc_hash::FxHashMap;
 
 /// Index of a class in the registry; stable for the registry's lifetime, across reloads.
 pub(crate) type ClassSlot = u32;
@@ -24,9 +25,9 @@ pub(crate) struct ClassObjects {
 #[derive(Debug, Default)]
 pub(crate) struct Objects {
     pub classes: Vec<ClassObjects>,
-    slot_of: HashMap<Arc<str>, ClassSlot>,
+    slot_of: FxHashMap<Arc<str>, ClassSlot>,
     /// address -> (class slot, index in that class's `objects`)
-    where_is: HashMap<usize, (ClassSlot, u32)>,
+    where_is: FxHashMap<usize, (ClassSlot, u32)>,
 }
 
 impl Objects {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::module::{LoadedModule, ModuleClass, UNKNOWN_TYPE_PREFIX};
-use crate::probe::{probe, ClassImage, ProbeFailure};
+use crate::probe::{probe, ClassImage, ProbeFailure, Writes};
 use crate::registry::{ClassSlot, Objects, Registry};
 
 /// One loaded build and the probe result of each of its classes (same order as its classes).
@@ -436,25 +436,12 @@ fn validate(objects: &Objects, old: &Build, new: &Build) -> Result<Vec<PatchStep
                 )],
             });
         }
-        for &address in &class.objects {
-            for run in &old_image.implicit_runs {
-                // SAFETY: `address` is a registered live object of this class, at least
-                // `size` bytes long, and `run` lies within the class's size.
-                let live = unsafe {
-                    std::slice::from_raw_parts((address + run.start) as *const u8, run.len())
-                };
-                if let Some(at) = live
-                    .iter()
-                    .zip(&old_image.image[run.clone()])
-                    .position(|(a, b)| a != b)
-                {
-                    return Err(Error::StaleObject {
-                        address,
-                        class: name.to_string(),
-                        offset: run.start + at,
-                    });
-                }
-            }
+        if let Some((address, offset)) = first_stale_object(&class.objects, &old_image.writes) {
+            return Err(Error::StaleObject {
+                address,
+                class: name.to_string(),
+                offset,
+            });
         }
         plan.push(PatchStep {
             slot: slot as ClassSlot,
@@ -464,21 +451,49 @@ fn validate(objects: &Objects, old: &Build, new: &Build) -> Result<Vec<PatchStep
     Ok(plan)
 }
 
-/// Copies the image's implicit runs into every object.
-fn patch(objects: &[usize], image: &ClassImage) {
-    for &address in objects {
-        for run in &image.implicit_runs {
-            // SAFETY: validated live objects of this class; the run lies within its size, and
-            // the image is a separate buffer.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    image.image[run.clone()].as_ptr(),
-                    (address + run.start) as *mut u8,
-                    run.len(),
-                )
-            };
-        }
+/// Above this many objects of one class, validation and patching use every core.
+const PARALLEL_THRESHOLD: usize = 32 * 1024;
+
+/// Runs `work` on `objects`, split into one chunk per core when there are many.
+fn for_chunks<R: Send>(objects: &[usize], work: impl Fn(&[usize]) -> R + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if objects.len() < PARALLEL_THRESHOLD || cores == 1 {
+        return vec![work(objects)];
     }
+    let chunk = objects.len().div_ceil(cores);
+    std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = objects
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || work(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("validation and patching do not panic"))
+            .collect()
+    })
+}
+
+/// The first object whose implicit bytes differ from `expected`, and the offset.
+fn first_stale_object(objects: &[usize], expected: &Writes) -> Option<(usize, usize)> {
+    let found = for_chunks(objects, |part| {
+        part.iter().find_map(|&address| {
+            // SAFETY: registered live objects of the class `expected` was probed from.
+            unsafe { expected.first_difference(address) }.map(|offset| (address, offset))
+        })
+    });
+    found.into_iter().flatten().next()
+}
+
+/// Writes the new build's implicit bytes into every object.
+fn patch(objects: &[usize], image: &ClassImage) {
+    for_chunks(objects, |part| {
+        for &address in part {
+            // SAFETY: validated live objects of this class; the caller holds the registry
+            // lock and, by the threading contract, no module code runs on them.
+            unsafe { image.writes.apply(address) };
+        }
+    });
 }
 
 /// What differs between two layouts of one class, for the error message.
