@@ -243,7 +243,7 @@ impl Runtime {
         objects
             .classes
             .iter()
-            .flat_map(|c| c.objects.iter().map(|&a| (c.name.to_string(), a)))
+            .flat_map(|c| c.addresses().map(|a| (c.name.to_string(), a)))
             .collect()
     }
 
@@ -346,7 +346,7 @@ impl Reload<'_> {
         let started = Instant::now();
         for step in &plan {
             patch(
-                &objects.classes[step.slot as usize].objects,
+                objects.classes[step.slot as usize].slots(),
                 new.image(step.new_index)?,
             );
         }
@@ -389,11 +389,11 @@ struct PatchStep {
 fn validate(objects: &Objects, old: &Build, new: &Build) -> Result<Vec<PatchStep>, Error> {
     let mut plan = Vec::new();
     for (slot, class) in objects.classes.iter().enumerate() {
-        if class.objects.is_empty() {
+        if class.is_empty() {
             continue;
         }
         let name = &*class.name;
-        let count = class.objects.len();
+        let count = class.len();
         if let Some(type_id) = name.strip_prefix(UNKNOWN_TYPE_PREFIX) {
             return Err(Error::UntrackableType {
                 type_id_name: type_id.to_string(),
@@ -436,7 +436,7 @@ fn validate(objects: &Objects, old: &Build, new: &Build) -> Result<Vec<PatchStep
                 )],
             });
         }
-        if let Some((address, offset)) = first_stale_object(&class.objects, &old_image.writes) {
+        if let Some((address, offset)) = first_stale_object(class.slots(), &old_image.writes) {
             return Err(Error::StaleObject {
                 address,
                 class: name.to_string(),
@@ -454,7 +454,8 @@ fn validate(objects: &Objects, old: &Build, new: &Build) -> Result<Vec<PatchStep
 /// Above this many objects of one class, validation and patching use every core.
 const PARALLEL_THRESHOLD: usize = 32 * 1024;
 
-/// Runs `work` on `objects`, split into one chunk per core when there are many.
+/// Runs `work` on `objects` (a class's slot array: 0 marks a free entry), split into one chunk
+/// per core when there are many.
 fn for_chunks<R: Send>(objects: &[usize], work: impl Fn(&[usize]) -> R + Sync) -> Vec<R> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if objects.len() < PARALLEL_THRESHOLD || cores == 1 {
@@ -477,10 +478,12 @@ fn for_chunks<R: Send>(objects: &[usize], work: impl Fn(&[usize]) -> R + Sync) -
 /// The first object whose implicit bytes differ from `expected`, and the offset.
 fn first_stale_object(objects: &[usize], expected: &Writes) -> Option<(usize, usize)> {
     let found = for_chunks(objects, |part| {
-        part.iter().find_map(|&address| {
-            // SAFETY: registered live objects of the class `expected` was probed from.
-            unsafe { expected.first_difference(address) }.map(|offset| (address, offset))
-        })
+        part.iter()
+            .filter(|&&address| address != 0)
+            .find_map(|&address| {
+                // SAFETY: registered live objects of the class `expected` was probed from.
+                unsafe { expected.first_difference(address) }.map(|offset| (address, offset))
+            })
     });
     found.into_iter().flatten().next()
 }
@@ -488,7 +491,7 @@ fn first_stale_object(objects: &[usize], expected: &Writes) -> Option<(usize, us
 /// Writes the new build's implicit bytes into every object.
 fn patch(objects: &[usize], image: &ClassImage) {
     for_chunks(objects, |part| {
-        for &address in part {
+        for &address in part.iter().filter(|&&address| address != 0) {
             // SAFETY: validated live objects of this class; the caller holds the registry
             // lock and, by the threading contract, no module code runs on them.
             unsafe { image.writes.apply(address) };

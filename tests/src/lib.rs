@@ -95,9 +95,51 @@ pub fn run(program: &Path) -> String {
     String::from_utf8(out.stdout).expect("program printed UTF-8")
 }
 
-/// One build of the reload fixture module (`tests/fixtures/reload`).
+/// A C++ module kept under `tests/fixtures/`.
+#[derive(Debug)]
+pub struct Fixture {
+    /// Folder under `tests/fixtures/`.
+    pub folder: &'static str,
+    /// The header layout-gen reads.
+    pub header: &'static str,
+    /// The module's source.
+    pub source: &'static str,
+    /// The classes the shim describes.
+    pub classes: &'static [&'static str],
+}
+
+/// Every class of the reload fixture.
+pub const RELOAD_CLASSES: [&str; 5] = [
+    "rl::Single",
+    "rl::Multi",
+    "rl::Diamond",
+    "rl::Holder",
+    "rl::Deep",
+];
+
+/// The reload fixture: every shape, in two versions, with fault injection.
+pub static RELOAD: Fixture = Fixture {
+    folder: "reload",
+    header: "shapes.hpp",
+    source: "module.cpp",
+    classes: &RELOAD_CLASSES,
+};
+
+/// The benchmark fixture: 8 classes with 1 to 5 vptr slots.
+pub static BENCH: Fixture = Fixture {
+    folder: "bench",
+    header: "bench.hpp",
+    source: "bench.cpp",
+    classes: &[
+        "bm::K1", "bm::K2", "bm::K3", "bm::K4", "bm::K5", "bm::K6", "bm::K7", "bm::K8",
+    ],
+};
+
+/// One build of a fixture module.
 #[derive(Debug, Clone)]
 pub struct ModuleBuild {
+    /// The module.
+    pub fixture: &'static Fixture,
     /// Compiler to build with.
     pub compiler: Compiler,
     /// Optimisation flag (`-O0`, `-O2`).
@@ -110,19 +152,11 @@ pub struct ModuleBuild {
     pub without_class: Option<&'static str>,
 }
 
-/// Every class of the reload fixture.
-pub const RELOAD_CLASSES: [&str; 5] = [
-    "rl::Single",
-    "rl::Multi",
-    "rl::Diamond",
-    "rl::Holder",
-    "rl::Deep",
-];
-
 impl ModuleBuild {
-    /// A plain build of `version`.
+    /// A plain build of the reload fixture's `version`.
     pub fn new(compiler: Compiler, optimisation: &'static str, version: u32) -> Self {
         ModuleBuild {
+            fixture: &RELOAD,
             compiler,
             optimisation,
             version,
@@ -133,7 +167,8 @@ impl ModuleBuild {
 
     fn name(&self) -> String {
         format!(
-            "rl-{}{}-v{}{}{}",
+            "{}-{}{}-v{}{}{}",
+            self.fixture.folder,
             self.compiler.name.replace('+', "x"),
             self.optimisation,
             self.version,
@@ -152,20 +187,24 @@ impl ModuleBuild {
         if let Some((_, path)) = built.iter().find(|(n, _)| *n == name) {
             return path.clone();
         }
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reload");
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(self.fixture.folder);
         let generated = dir.join(format!("{name}-generated"));
         let mut defines = vec![format!("-DMODULE_VERSION={}", self.version)];
         if let Some(fault) = self.fault {
             defines.push(format!("-D{fault}"));
         }
         let include_rehydrate = format!("-I{}", rehydrate::include_dir().display());
-        let classes: Vec<String> = RELOAD_CLASSES
+        let classes: Vec<String> = self
+            .fixture
+            .classes
             .iter()
             .filter(|c| Some(**c) != self.without_class)
             .map(|c| c.to_string())
             .collect();
         let request = layout_gen::Request {
-            headers: vec![fixture.join("shapes.hpp")],
+            headers: vec![fixture.join(self.fixture.header)],
             clang_args: defines
                 .iter()
                 .cloned()
@@ -194,8 +233,11 @@ impl ModuleBuild {
         if self.compiler.name == "g++" {
             args.push("-fno-gnu-unique");
         }
-        self.compiler
-            .compile(&[&fixture.join("module.cpp"), &shim], &library, &args);
+        self.compiler.compile(
+            &[&fixture.join(self.fixture.source), &shim],
+            &library,
+            &args,
+        );
         built.push((name, library.clone()));
         library
     }

@@ -228,6 +228,7 @@ fn still_mapped(stem: &str) -> bool {
 fn failed_reloads_roll_back_and_change_nothing() {
     let dir = modules_dir();
     let build = |version, fault, without_class| ModuleBuild {
+        fixture: &integration_tests::RELOAD,
         compiler: gxx(),
         optimisation: "-O0",
         version,

@@ -1,0 +1,164 @@
+//! Runtime benchmarks, each against a baseline measured in the same run (see BENCHMARKS.md):
+//!
+//! - `rehydrate_all` over 1,000,000 live objects of 8 classes with 1 to 5 vptr slots, against a
+//!   plain loop writing the same 8-byte words to the same addresses;
+//! - registering and unregistering an object from module code, against `malloc` + `free` of the
+//!   same size, both in a C++ loop inside the module;
+//! - a whole reload (load, probe, validate, patch, unload) with 100,000 live objects.
+//!
+//! Run with `cargo bench -p integration-tests --bench runtime`.
+#![allow(missing_docs)] // criterion's macros generate undocumented functions
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use integration_tests::{gxx, ModuleBuild, BENCH};
+use rehydrate::{LiveObject, Runtime};
+
+fn builds() -> (PathBuf, PathBuf) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-modules");
+    std::fs::create_dir_all(&dir).unwrap();
+    let build = |version| {
+        ModuleBuild {
+            fixture: &BENCH,
+            ..ModuleBuild::new(gxx(), "-O2", version)
+        }
+        .build(&dir)
+    };
+    (build(1), build(2))
+}
+
+fn populate(runtime: &Runtime, count: usize) -> Vec<LiveObject> {
+    (0..count)
+        .map(|i| {
+            runtime
+                .create(BENCH.classes[i % BENCH.classes.len()])
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Reloads alternately into the two builds and times only what `time` covers.
+fn timed_reloads(
+    runtime: &mut Runtime,
+    builds: &(PathBuf, PathBuf),
+    iterations: u64,
+    whole: bool,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for i in 0..iterations {
+        let target = if i % 2 == 0 { &builds.1 } else { &builds.0 };
+        let started = Instant::now();
+        let reload = runtime.reload(target).unwrap();
+        let patch_started = Instant::now();
+        let report = reload.rehydrate_all().unwrap();
+        assert!(report.old_image_unmapped);
+        total += if whole {
+            started.elapsed()
+        } else {
+            patch_started.elapsed()
+        };
+    }
+    // Leave the runtime on build 1 whatever the count was.
+    if iterations % 2 == 1 {
+        runtime.reload(&builds.0).unwrap().rehydrate_all().unwrap();
+    }
+    total
+}
+
+fn rehydrate_all_one_million(c: &mut Criterion) {
+    let builds = builds();
+    let mut runtime = Runtime::load(&builds.0).unwrap();
+    let objects = populate(&runtime, 1_000_000);
+    // The baseline writes the same words rehydrate_all writes, to the same addresses.
+    let plan: Vec<(Vec<(usize, u64)>, Vec<usize>)> = BENCH
+        .classes
+        .iter()
+        .map(|class| {
+            let words = runtime.class_image(class).unwrap().writes.words;
+            let addresses = objects
+                .iter()
+                .filter(|o| o.class() == *class)
+                .map(|o| o.as_ptr() as usize)
+                .collect();
+            (words, addresses)
+        })
+        .collect();
+    let slots: usize = plan.iter().map(|(w, a)| w.len() * a.len()).sum();
+    eprintln!(
+        "rehydrate_all: {} objects, {slots} vptr slots",
+        objects.len()
+    );
+
+    let mut group = c.benchmark_group("rehydrate_all_1m_objects");
+    group.sample_size(10);
+    group.bench_function("baseline_plain_word_writes", |b| {
+        b.iter(|| {
+            for (words, addresses) in &plan {
+                for &address in addresses {
+                    for &(offset, word) in words {
+                        // SAFETY: a vptr slot of a live object; the value is the one it holds.
+                        unsafe { (black_box(address + offset) as *mut u64).write_unaligned(word) };
+                    }
+                }
+            }
+        })
+    });
+    group.bench_function("rehydrate_all", |b| {
+        b.iter_custom(|n| timed_reloads(&mut runtime, &builds, n, false))
+    });
+    group.finish();
+    drop(objects);
+}
+
+fn register_unregister(c: &mut Criterion) {
+    let builds = builds();
+    let runtime = Runtime::load(&builds.0).unwrap();
+    const COUNT: i32 = 1_000;
+    const ROUNDS: i32 = 100;
+    // SAFETY: the bench module exports these with these signatures.
+    let (track_untrack, malloc_free) = unsafe {
+        (
+            *runtime
+                .symbol::<unsafe extern "C" fn(i32, i32)>("bm_track_untrack")
+                .unwrap(),
+            *runtime
+                .symbol::<unsafe extern "C" fn(i32, i32)>("bm_malloc_free")
+                .unwrap(),
+        )
+    };
+    let mut group = c.benchmark_group("register_unregister_100k_pairs");
+    // SAFETY: plain C loops in the loaded module.
+    group.bench_function("baseline_malloc_free", |b| {
+        b.iter(|| unsafe { malloc_free(COUNT, ROUNDS) })
+    });
+    // SAFETY: as above; the module tracks and untracks its own objects.
+    group.bench_function("track_untrack", |b| {
+        b.iter(|| unsafe { track_untrack(COUNT, ROUNDS) })
+    });
+    group.finish();
+    assert_eq!(runtime.live_objects(), 0);
+}
+
+fn whole_reload(c: &mut Criterion) {
+    let builds = builds();
+    let mut runtime = Runtime::load(&builds.0).unwrap();
+    let objects = populate(&runtime, 100_000);
+    let mut group = c.benchmark_group("whole_reload_100k_objects");
+    group.sample_size(20);
+    group.bench_function("load_probe_validate_patch_unload", |b| {
+        b.iter_custom(|n| timed_reloads(&mut runtime, &builds, n, true))
+    });
+    group.finish();
+    drop(objects);
+}
+
+criterion_group!(
+    benches,
+    rehydrate_all_one_million,
+    register_unregister,
+    whole_reload
+);
+criterion_main!(benches);
