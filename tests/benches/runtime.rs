@@ -68,12 +68,15 @@ fn timed_reloads(
     total
 }
 
+/// One class's vptr words (offset, value) and the addresses of its objects.
+type ClassWrites = (Vec<(usize, u64)>, Vec<usize>);
+
 fn rehydrate_all_one_million(c: &mut Criterion) {
     let builds = builds();
     let mut runtime = Runtime::load(&builds.0).unwrap();
     let objects = populate(&runtime, 1_000_000);
     // The baseline writes the same words rehydrate_all writes, to the same addresses.
-    let plan: Vec<(Vec<(usize, u64)>, Vec<usize>)> = BENCH
+    let plan: Vec<ClassWrites> = BENCH
         .classes
         .iter()
         .map(|class| {
@@ -130,13 +133,17 @@ fn register_unregister(c: &mut Criterion) {
         )
     };
     let mut group = c.benchmark_group("register_unregister_100k_pairs");
-    // SAFETY: plain C loops in the loaded module.
     group.bench_function("baseline_malloc_free", |b| {
-        b.iter(|| unsafe { malloc_free(COUNT, ROUNDS) })
+        b.iter(|| {
+            // SAFETY: a plain C loop in the loaded module.
+            unsafe { malloc_free(COUNT, ROUNDS) }
+        })
     });
-    // SAFETY: as above; the module tracks and untracks its own objects.
     group.bench_function("track_untrack", |b| {
-        b.iter(|| unsafe { track_untrack(COUNT, ROUNDS) })
+        b.iter(|| {
+            // SAFETY: as above; the module tracks and untracks objects it owns.
+            unsafe { track_untrack(COUNT, ROUNDS) }
+        })
     });
     group.finish();
     assert_eq!(runtime.live_objects(), 0);
