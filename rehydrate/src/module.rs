@@ -300,6 +300,9 @@ impl Drop for LoadedModule {
             }
         }
         let _ = std::fs::remove_file(&self.shadow);
+        if let Some(folder) = self.shadow.parent() {
+            let _ = std::fs::remove_dir(folder); // only succeeds once the last copy is gone
+        }
         if !crate::maps::mappings_of(&self.shadow).is_empty() {
             tracing::warn!(
                 module = %self.source.display(),
