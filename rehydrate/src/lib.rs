@@ -13,6 +13,7 @@
 
 pub mod abi;
 mod error;
+pub mod forwarder;
 pub mod maps;
 mod module;
 pub mod probe;
@@ -21,6 +22,7 @@ mod runtime;
 pub mod tables;
 
 pub use error::Error;
+pub use forwarder::Forwarder;
 pub use runtime::{LiveObject, ModuleSymbol, Reload, ReloadReport, Runtime};
 
 /// Path of the C/C++ include directory holding `rehydrate/module_abi.h`, for build scripts and

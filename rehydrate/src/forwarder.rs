@@ -1,0 +1,269 @@
+//! Forwarders: stable callback addresses for code that is never reloaded.
+//!
+//! A forwarder is a tiny thunk in an executable page that jumps through its own slot in a
+//! paired read/write data page. The address of the thunk never changes; re-pointing it is one
+//! atomic store into the slot, safe while other threads call through it.
+//!
+//! - Pages come in pairs: a code page, then the data page right after it, so thunk `i` and slot
+//!   `i` are always one page apart and every thunk has the same encoding. New pairs are mapped on
+//!   demand; released forwarders are reused. Pages are never unmapped (foreign code may keep an
+//!   address forever); a released forwarder points at a trap that aborts with a message.
+//! - No page is ever writable and executable at once: a code page is written while it is
+//!   read/write, then made read+execute for good. Only data pages change afterwards.
+//! - x86-64: `jmp qword ptr [rip + disp32]` (6 bytes, padded with `int3` to 8). It touches no
+//!   register and no stack, so integer and vector argument registers, `AL` for variadic callees,
+//!   stack arguments and return values all pass through.
+//! - aarch64 (encoded and unit-tested, not run here): `ldr x16, <slot>; br x16`. x16 (IP0) is the
+//!   register the AAPCS64 reserves for exactly this kind of veneer.
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// Bytes of code per thunk (and bytes of data per slot).
+pub const THUNK_SIZE: usize = 8;
+
+/// The x86-64 thunk for a slot `page_size` bytes after it: `jmp [rip + page_size - 6]`, `int3`
+/// padding.
+pub fn x86_64_thunk(page_size: usize) -> [u8; THUNK_SIZE] {
+    let displacement = i32::try_from(page_size - 6).expect("a page is smaller than 2 GiB");
+    let d = displacement.to_le_bytes();
+    [0xFF, 0x25, d[0], d[1], d[2], d[3], 0xCC, 0xCC]
+}
+
+/// The aarch64 thunk for a slot `page_size` bytes after it: `ldr x16, #page_size` (literal,
+/// PC-relative), `br x16`.
+pub fn aarch64_thunk(page_size: usize) -> [u8; THUNK_SIZE] {
+    assert!(
+        page_size % 4 == 0 && page_size < (1 << 20),
+        "LDR (literal) reaches +-1 MiB in words"
+    );
+    let imm19 = (page_size / 4) as u32;
+    let ldr_x16 = 0x5800_0000 | (imm19 << 5) | 16;
+    let br_x16: u32 = 0xD61F_0200;
+    let mut bytes = [0u8; THUNK_SIZE];
+    bytes[..4].copy_from_slice(&ldr_x16.to_le_bytes());
+    bytes[4..].copy_from_slice(&br_x16.to_le_bytes());
+    bytes
+}
+
+fn native_thunk(page_size: usize) -> [u8; THUNK_SIZE] {
+    #[cfg(target_arch = "x86_64")]
+    return x86_64_thunk(page_size);
+    #[cfg(target_arch = "aarch64")]
+    return aarch64_thunk(page_size);
+}
+
+/// Where a released forwarder jumps: a call through a stale callback must not run anything.
+extern "C" fn released_forwarder_called() {
+    eprintln!("rehydrate: a released forwarder was called; aborting");
+    std::process::abort();
+}
+
+/// One code page and its data page.
+struct PagePair {
+    code: usize,
+    slots: &'static [AtomicUsize],
+}
+
+struct Pool {
+    page_size: usize,
+    pairs: Vec<PagePair>,
+    free: Vec<(u32, u32)>,
+}
+
+fn pool() -> &'static Mutex<Pool> {
+    static POOL: OnceLock<Mutex<Pool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        Mutex::new(Pool {
+            page_size,
+            pairs: Vec::new(),
+            free: Vec::new(),
+        })
+    })
+}
+
+impl Pool {
+    /// Maps a new pair: thunks written while the code page is read/write, then read+execute.
+    fn grow(&mut self) -> std::io::Result<()> {
+        let page = self.page_size;
+        // SAFETY: an anonymous private mapping of two pages, nothing else is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let code = base as usize;
+        let thunk = native_thunk(page);
+        let count = page / THUNK_SIZE;
+        for index in 0..count {
+            // SAFETY: inside the freshly mapped, writable code page.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    thunk.as_ptr(),
+                    (code + index * THUNK_SIZE) as *mut u8,
+                    THUNK_SIZE,
+                )
+            };
+        }
+        // SAFETY: the slots are the second page of the mapping, aligned and never unmapped;
+        // AtomicUsize has the layout of usize.
+        let slots: &'static [AtomicUsize] =
+            unsafe { std::slice::from_raw_parts((code + page) as *const AtomicUsize, count) };
+        for slot in slots {
+            slot.store(released_forwarder_called as usize, Ordering::Relaxed);
+        }
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: flushes the instruction cache for the page just written.
+        unsafe {
+            extern "C" {
+                fn __clear_cache(start: *mut libc::c_char, end: *mut libc::c_char);
+            }
+            __clear_cache(code as *mut _, (code + page) as *mut _);
+        }
+        // SAFETY: the first page of our own mapping; from now on it is read+execute for good.
+        if unsafe { libc::mprotect(base, page, libc::PROT_READ | libc::PROT_EXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let pair = self.pairs.len() as u32;
+        self.free.extend((0..count as u32).rev().map(|i| (pair, i)));
+        self.pairs.push(PagePair { code, slots });
+        Ok(())
+    }
+}
+
+/// A stable callable address that forwards to a target which can change at any time.
+///
+/// Dropping it releases the thunk for reuse; afterwards its address aborts the process if
+/// called, so release a forwarder only once no foreign code holds its address.
+#[derive(Debug)]
+pub struct Forwarder {
+    pair: u32,
+    index: u32,
+    code: usize,
+    slot: &'static AtomicUsize,
+}
+
+impl Forwarder {
+    /// A forwarder to `target`, a function with any signature.
+    pub fn new(target: *const c_void) -> std::io::Result<Forwarder> {
+        let mut pool = pool().lock().unwrap_or_else(|p| p.into_inner());
+        if pool.free.is_empty() {
+            pool.grow()?;
+        }
+        let (pair, index) = pool.free.pop().expect("grow adds free thunks");
+        let pages = &pool.pairs[pair as usize];
+        let slot = &pages.slots[index as usize];
+        slot.store(target as usize, Ordering::Release);
+        Ok(Forwarder {
+            pair,
+            index,
+            code: pages.code + index as usize * THUNK_SIZE,
+            slot,
+        })
+    }
+
+    /// The stable address to hand out; transmute it to the target's function-pointer type.
+    pub fn address(&self) -> *const c_void {
+        self.code as *const c_void
+    }
+
+    /// The current target.
+    pub fn target(&self) -> *const c_void {
+        self.slot.load(Ordering::Acquire) as *const c_void
+    }
+
+    /// Re-points the forwarder: one atomic store; a concurrent call lands in the old or the new
+    /// target, never elsewhere.
+    pub fn retarget(&self, target: *const c_void) {
+        self.slot.store(target as usize, Ordering::Release);
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.slot
+            .store(released_forwarder_called as usize, Ordering::Release);
+        let mut pool = pool().lock().unwrap_or_else(|p| p.into_inner());
+        pool.free.push((self.pair, self.index));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x86_64_encoding_is_jmp_rip_relative_to_the_next_page() {
+        // jmp qword ptr [rip + 0xffa]: the slot is 4096 bytes after the thunk start, and rip
+        // points 6 bytes in.
+        assert_eq!(
+            x86_64_thunk(4096),
+            [0xFF, 0x25, 0xFA, 0x0F, 0x00, 0x00, 0xCC, 0xCC]
+        );
+    }
+
+    #[test]
+    fn aarch64_encoding_is_ldr_literal_x16_then_br_x16() {
+        // ldr x16, #4096 = 0x58008010 (imm19 = 1024), br x16 = 0xd61f0200.
+        assert_eq!(
+            aarch64_thunk(4096),
+            [0x10, 0x80, 0x00, 0x58, 0x00, 0x02, 0x1F, 0xD6]
+        );
+        // 16 KiB pages: imm19 = 4096.
+        assert_eq!(
+            u32::from_le_bytes(aarch64_thunk(16384)[..4].try_into().unwrap()),
+            0x5802_0010
+        );
+    }
+
+    extern "C" fn add(a: i64, b: i64) -> i64 {
+        a + b
+    }
+    extern "C" fn sub(a: i64, b: i64) -> i64 {
+        a - b
+    }
+
+    #[test]
+    fn calls_go_to_the_current_target_and_released_thunks_are_reused() {
+        let forwarder = Forwarder::new(add as *const c_void).unwrap();
+        // SAFETY: the forwarder forwards to functions of exactly this type.
+        let call: extern "C" fn(i64, i64) -> i64 =
+            unsafe { std::mem::transmute(forwarder.address()) };
+        assert_eq!(call(40, 2), 42);
+        forwarder.retarget(sub as *const c_void);
+        assert_eq!(call(40, 2), 38);
+        let address = forwarder.address();
+        drop(forwarder);
+        let again = Forwarder::new(add as *const c_void).unwrap();
+        assert_eq!(
+            again.address(),
+            address,
+            "the released thunk is reused first"
+        );
+    }
+
+    #[test]
+    fn many_forwarders_take_new_pages_and_no_page_is_writable_and_executable() {
+        let forwarders: Vec<Forwarder> = (0..2000)
+            .map(|_| Forwarder::new(add as *const c_void).unwrap())
+            .collect();
+        for (i, forwarder) in forwarders.iter().enumerate() {
+            // SAFETY: as above.
+            let call: extern "C" fn(i64, i64) -> i64 =
+                unsafe { std::mem::transmute(forwarder.address()) };
+            assert_eq!(call(i as i64, 1), i as i64 + 1);
+        }
+        assert!(crate::maps::writable_and_executable_mappings().is_empty());
+    }
+}
