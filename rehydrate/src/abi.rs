@@ -12,7 +12,7 @@
 use std::ffi::{c_char, c_void};
 
 /// Version of this descriptor layout; the shim writes it into [`ModuleDesc::abi_version`].
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Name of the exported function returning the module's descriptor.
 pub const DESCRIPTOR_SYMBOL: &str = "rehydrate_module_descriptor";
@@ -65,6 +65,12 @@ pub type TrackFn = unsafe extern "C" fn(
 /// Signature of [`HostApi::untrack`]: forgets a live object before the module destroys it.
 pub type UntrackFn = unsafe extern "C" fn(context: *mut c_void, object: *mut c_void);
 
+/// Signature of [`HostApi::forwarder`]: a stable address that forwards to the module's exported
+/// function `symbol` in whichever build is current (re-pointed at every reload). Null when this
+/// build does not export `symbol`.
+pub type ForwarderFn =
+    unsafe extern "C" fn(context: *mut c_void, symbol: *const c_char) -> *const c_void;
+
 /// The table of functions the runtime hands a module when it loads it (no `-rdynamic`, no
 /// global symbol lookup). Mirrored by `rehydrate_host_api` in the C header.
 #[repr(C)]
@@ -80,6 +86,8 @@ pub struct HostApi {
     pub track: TrackFn,
     /// Forgets a live object.
     pub untrack: UntrackFn,
+    /// Hands out a forwarder bound to one of the module's exported functions.
+    pub forwarder: ForwarderFn,
 }
 
 /// Signature of the exported [`DESCRIPTOR_SYMBOL`] function.

@@ -90,6 +90,15 @@ pub enum Error {
         /// What differs.
         detail: String,
     },
+    /// A forwarder page could not be mapped.
+    #[error("cannot make a forwarder for `{symbol}`")]
+    Forwarder {
+        /// The symbol.
+        symbol: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A class with live objects is absent from the new module.
     #[error("class {class} has {objects} live object(s) but the new module {} does not describe it", path.display())]
     ClassMissing {

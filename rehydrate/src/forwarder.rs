@@ -121,7 +121,10 @@ impl Pool {
         let slots: &'static [AtomicUsize] =
             unsafe { std::slice::from_raw_parts((code + page) as *const AtomicUsize, count) };
         for slot in slots {
-            slot.store(released_forwarder_called as usize, Ordering::Relaxed);
+            slot.store(
+                released_forwarder_called as *const () as usize,
+                Ordering::Relaxed,
+            );
         }
         #[cfg(target_arch = "aarch64")]
         // SAFETY: flushes the instruction cache for the page just written.
@@ -192,8 +195,10 @@ impl Forwarder {
 
 impl Drop for Forwarder {
     fn drop(&mut self) {
-        self.slot
-            .store(released_forwarder_called as usize, Ordering::Release);
+        self.slot.store(
+            released_forwarder_called as *const () as usize,
+            Ordering::Release,
+        );
         let mut pool = pool().lock().unwrap_or_else(|p| p.into_inner());
         pool.free.push((self.pair, self.index));
     }

@@ -12,6 +12,7 @@
 //! validating every live object first and rolling back on any error.
 
 pub mod abi;
+mod bindings;
 mod error;
 pub mod forwarder;
 pub mod maps;
@@ -23,7 +24,7 @@ pub mod tables;
 
 pub use error::Error;
 pub use forwarder::Forwarder;
-pub use runtime::{LiveObject, ModuleSymbol, Reload, ReloadReport, Runtime};
+pub use runtime::{BoundForwarder, LiveObject, ModuleSymbol, Reload, ReloadReport, Runtime};
 
 /// Path of the C/C++ include directory holding `rehydrate/module_abi.h`, for build scripts and
 /// tests that compile a module's shim.

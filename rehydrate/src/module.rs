@@ -17,6 +17,7 @@ use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use rustc_hash::FxHashMap;
 
 use crate::abi::{self, ConstructFn, DescriptorFn, DestroyFn, HostApi, MeasureBasesFn, ModuleDesc};
+use crate::bindings::{Bindings, Owner};
 use crate::error::Error;
 use crate::registry::{ClassSlot, Registry};
 
@@ -44,6 +45,9 @@ pub(crate) struct ModuleClass {
 struct ModuleHost {
     api: HostApi,
     registry: Arc<Registry>,
+    bindings: Arc<Bindings>,
+    /// The `dlopen` handle, for the module's own forwarder requests.
+    library_handle: usize,
     /// Keyed by the address of the `typeid(T).name()` string: within one module every
     /// `typeid` of a type returns the same string, so this avoids hashing the text.
     slot_of_type_name_address: FxHashMap<usize, ClassSlot>,
@@ -127,7 +131,11 @@ unsafe fn table<'a, T>(pointer: *const T, count: u64) -> &'a [T] {
 impl LoadedModule {
     /// Loads `source` through a fresh shadow copy, reads its descriptor and attaches the host
     /// API, whose callbacks record objects in `registry`.
-    pub fn load(source: &Path, registry: Arc<Registry>) -> Result<LoadedModule, Error> {
+    pub fn load(
+        source: &Path,
+        registry: Arc<Registry>,
+        bindings: Arc<Bindings>,
+    ) -> Result<LoadedModule, Error> {
         if !source.is_file() {
             return Err(Error::ShadowCopy {
                 path: source.to_path_buf(),
@@ -149,7 +157,8 @@ impl LoadedModule {
                     source: e,
                 })
             })?;
-        let module = Self::describe(library, source, &shadow, registry).map_err(remove_shadow)?;
+        let module =
+            Self::describe(library, source, &shadow, registry, bindings).map_err(remove_shadow)?;
         tracing::debug!(module = %source.display(), shadow = %shadow.display(), classes = module.classes.len(), "loaded");
         Ok(module)
     }
@@ -159,6 +168,7 @@ impl LoadedModule {
         source: &Path,
         shadow: &Path,
         registry: Arc<Registry>,
+        bindings: Arc<Bindings>,
     ) -> Result<LoadedModule, Error> {
         let missing = |symbol: &str| Error::MissingSymbol {
             path: source.to_path_buf(),
@@ -245,12 +255,19 @@ impl LoadedModule {
                 context: std::ptr::null_mut(),
                 track: track_callback,
                 untrack: untrack_callback,
+                forwarder: forwarder_callback,
             },
             registry,
+            bindings,
+            library_handle: 0,
             slot_of_type_name_address,
             slot_of_type,
         });
         host.api.context = (&*host as *const ModuleHost).cast_mut().cast();
+        let raw = library.into_raw();
+        host.library_handle = raw as usize;
+        // SAFETY: `raw` came from `into_raw` just above and is owned by this new value.
+        let library = unsafe { Library::from_raw(raw) };
         // SAFETY: `attach` is the shim's noexcept function; the table it receives lives in
         // `host`, which is dropped only after the library is closed.
         if unsafe { (desc.attach)(&host.api) } != abi::ThunkStatus::Ok as i32 {
@@ -276,6 +293,12 @@ impl LoadedModule {
     /// The index of the class called `name`.
     pub fn class_index(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
+    }
+
+    /// The address of an exported symbol.
+    pub fn symbol_address(&self, name: &str) -> Option<*const c_void> {
+        // SAFETY: reading a symbol's address does not call or dereference it.
+        unsafe { self.symbol::<*const c_void>(name) }.filter(|p| !p.is_null())
     }
 
     /// Looks up an exported symbol.
@@ -357,4 +380,31 @@ unsafe extern "C" fn untrack_callback(context: *mut c_void, object: *mut c_void)
     // SAFETY: as in `track_callback`.
     let host = unsafe { &*(context as *const ModuleHost) };
     host.registry.remove(object as usize);
+}
+
+/// # Safety
+/// As [`track_callback`]; `symbol` is a NUL-terminated string.
+unsafe extern "C" fn forwarder_callback(
+    context: *mut c_void,
+    symbol: *const c_char,
+) -> *const c_void {
+    // SAFETY: as in `track_callback`.
+    let host = unsafe { &*(context as *const ModuleHost) };
+    if symbol.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: the handle is this module's, open while the module can call; `symbol` is a C string.
+    let target = unsafe { libc::dlsym(host.library_handle as *mut c_void, symbol) };
+    if target.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: `symbol` is a NUL-terminated string.
+    let name = unsafe { CStr::from_ptr(symbol) }.to_string_lossy();
+    match host.bindings.bind(&name, target, Owner::Module) {
+        Ok((_, address)) => address,
+        Err(error) => {
+            tracing::error!(symbol = %name, %error, "cannot map a forwarder page");
+            std::ptr::null()
+        }
+    }
 }

@@ -27,6 +27,7 @@ use std::ptr::NonNull;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use crate::bindings::{Bindings, Owner};
 use crate::error::Error;
 use crate::module::{LoadedModule, ModuleClass, UNKNOWN_TYPE_PREFIX};
 use crate::probe::{probe, ClassImage, ProbeFailure, Writes};
@@ -39,9 +40,13 @@ struct Build {
 }
 
 impl Build {
-    fn load(path: &Path, registry: &Arc<Registry>) -> Result<(Build, Duration, Duration), Error> {
+    fn load(
+        path: &Path,
+        registry: &Arc<Registry>,
+        bindings: &Arc<Bindings>,
+    ) -> Result<(Build, Duration, Duration), Error> {
         let started = Instant::now();
-        let module = LoadedModule::load(path, registry.clone())?;
+        let module = LoadedModule::load(path, registry.clone(), bindings.clone())?;
         let loaded = started.elapsed();
         let started = Instant::now();
         let images = module.classes.iter().map(probe).collect();
@@ -57,6 +62,7 @@ impl Build {
 
 struct Shared {
     registry: Arc<Registry>,
+    bindings: Arc<Bindings>,
     current: RwLock<Build>,
 }
 
@@ -139,11 +145,13 @@ impl Runtime {
     /// Loads the module at `path` (through a private shadow copy) and probes its classes.
     pub fn load(path: impl AsRef<Path>) -> Result<Runtime, Error> {
         let registry = Arc::new(Registry::default());
-        let (build, load, probe) = Build::load(path.as_ref(), &registry)?;
+        let bindings = Arc::new(Bindings::default());
+        let (build, load, probe) = Build::load(path.as_ref(), &registry, &bindings)?;
         tracing::info!(module = %path.as_ref().display(), ?load, ?probe, "module loaded");
         Ok(Runtime {
             shared: Arc::new(Shared {
                 registry,
+                bindings,
                 current: RwLock::new(build),
             }),
         })
@@ -203,13 +211,42 @@ impl Runtime {
     /// Loads and probes a new build of the module next to the current one. Nothing is written
     /// until [`Reload::rehydrate_all`]; any error leaves everything as it was.
     pub fn reload(&mut self, path: impl AsRef<Path>) -> Result<Reload<'_>, Error> {
-        let (new, load_time, probe_time) = Build::load(path.as_ref(), &self.shared.registry)?;
+        let (new, load_time, probe_time) =
+            Build::load(path.as_ref(), &self.shared.registry, &self.shared.bindings)?;
         tracing::info!(module = %path.as_ref().display(), load = ?load_time, probe = ?probe_time, "new build loaded and probed");
         Ok(Reload {
             runtime: self,
             new,
             load_time,
             probe_time,
+        })
+    }
+
+    /// A stable address for the module's exported function `symbol`, for code that is never
+    /// reloaded: every reload re-points it to the new build's `symbol` before the old build is
+    /// unloaded, and a new build without `symbol` fails the reload. Released when the handle
+    /// is dropped (calling it afterwards aborts).
+    pub fn forwarder(&self, symbol: &str) -> Result<BoundForwarder, Error> {
+        let build = self.shared.read();
+        let target = build
+            .module
+            .symbol_address(symbol)
+            .ok_or_else(|| Error::MissingSymbol {
+                path: build.module.source.clone(),
+                symbol: symbol.to_string(),
+            })?;
+        let (id, address) = self
+            .shared
+            .bindings
+            .bind(symbol, target, Owner::Host)
+            .map_err(|source| Error::Forwarder {
+                symbol: symbol.to_string(),
+                source,
+            })?;
+        Ok(BoundForwarder {
+            id,
+            address,
+            shared: self.shared.clone(),
         })
     }
 
@@ -280,6 +317,34 @@ impl Runtime {
     }
 }
 
+/// A forwarder bound to a module symbol (see [`Runtime::forwarder`]).
+pub struct BoundForwarder {
+    id: u64,
+    address: *const std::ffi::c_void,
+    shared: Arc<Shared>,
+}
+
+impl BoundForwarder {
+    /// The stable address to hand to foreign code; transmute it to the function's type.
+    pub fn address(&self) -> *const std::ffi::c_void {
+        self.address
+    }
+
+    /// Where it forwards to now.
+    pub fn target(&self) -> *const std::ffi::c_void {
+        self.shared
+            .bindings
+            .target(self.id)
+            .unwrap_or(std::ptr::null())
+    }
+}
+
+impl Drop for BoundForwarder {
+    fn drop(&mut self) {
+        self.shared.bindings.unbind(self.id);
+    }
+}
+
 impl LiveObject {
     /// The complete object's address, to pass to the module's functions.
     pub fn as_ptr(&self) -> *mut std::ffi::c_void {
@@ -341,6 +406,13 @@ impl Reload<'_> {
 
         let started = Instant::now();
         let plan = validate(&objects, &current, &new)?;
+        let forwarders = shared
+            .bindings
+            .resolve(|symbol| new.module.symbol_address(symbol))
+            .map_err(|symbol| Error::MissingSymbol {
+                path: new.module.source.clone(),
+                symbol,
+            })?;
         let validate_time = started.elapsed();
 
         let started = Instant::now();
@@ -352,6 +424,7 @@ impl Reload<'_> {
         }
         let patch_time = started.elapsed();
 
+        shared.bindings.apply(&forwarders); // before the old build goes away
         let old = std::mem::replace(&mut *current, new);
         drop(current);
         let object_count = objects.len();

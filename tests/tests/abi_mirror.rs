@@ -57,7 +57,7 @@ fn rust_view() -> Vec<(String, usize)> {
     record!(
         HostApi,
         "rehydrate_host_api",
-        [abi_version, reserved, context, track, untrack]
+        [abi_version, reserved, context, track, untrack, forwarder]
     );
     facts
 }

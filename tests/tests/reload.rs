@@ -332,3 +332,93 @@ fn failed_reloads_roll_back_and_change_nothing() {
     check_behaviour(&runtime, 2);
     destroy(&runtime, world);
 }
+
+/// A C library built here and never reloaded.
+fn never_reloaded_library(dir: &Path) -> libloading::Library {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/forwarders/library.c");
+    let library = dir.join("libthird_party.so");
+    gxx().compile(
+        &[&source],
+        &library,
+        &["-x", "c", "-O2", "-fPIC", "-shared", "-Wall", "-Wextra"],
+    );
+    // SAFETY: a plain C library.
+    unsafe { libloading::Library::new(&library) }.unwrap()
+}
+
+#[test]
+fn forwarders_keep_a_never_reloaded_library_calling_the_current_build() {
+    let dir = modules_dir();
+    let v1 = ModuleBuild::new(gxx(), "-O2", 1).build(&dir);
+    let v2 = ModuleBuild::new(gxx(), "-O2", 2).build(&dir);
+    let no_callback = ModuleBuild {
+        fault: Some("FAULT_NO_CALLBACK"),
+        ..ModuleBuild::new(gxx(), "-O2", 2)
+    }
+    .build(&dir);
+    let library = never_reloaded_library(&dir);
+    // SAFETY: the library's functions have these signatures.
+    let (store, call_stored) = unsafe {
+        (
+            *library
+                .get::<unsafe extern "C" fn(*const c_void)>(b"library_store_callback")
+                .unwrap(),
+            *library
+                .get::<unsafe extern "C" fn(i32) -> i32>(b"library_call_stored")
+                .unwrap(),
+        )
+    };
+
+    let mut runtime = Runtime::load(&v1).unwrap();
+    let world = populate(&runtime);
+    let host_bound = runtime.forwarder("rl_callback").unwrap();
+    // SAFETY: the fixture exports it with this signature.
+    let module_bound = unsafe {
+        (*runtime
+            .symbol::<unsafe extern "C" fn() -> *const c_void>("rl_forwarder_to_callback")
+            .unwrap())()
+    };
+    assert!(
+        !module_bound.is_null(),
+        "the module got a forwarder through the host API"
+    );
+
+    for forwarder in [host_bound.address(), module_bound] {
+        // SAFETY: a forwarder to `int rl_callback(int)`.
+        unsafe { store(forwarder) };
+        // SAFETY: calls the stored callback.
+        assert_eq!(unsafe { call_stored(5) }, 1005, "v1 before the reload");
+        runtime.reload(&v2).unwrap().rehydrate_all().unwrap();
+        // SAFETY: as above; the library still holds the same address.
+        assert_eq!(
+            unsafe { call_stored(5) },
+            2005,
+            "v2 after the reload, through the same address"
+        );
+        runtime.reload(&v1).unwrap().rehydrate_all().unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { call_stored(5) }, 1005, "v1 again");
+    }
+
+    // A build without the bound symbol fails the reload and changes nothing.
+    let before = snapshot(&runtime);
+    let error = runtime
+        .reload(&no_callback)
+        .unwrap()
+        .rehydrate_all()
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::MissingSymbol { symbol, .. } if symbol == "rl_callback"),
+        "{error:?}"
+    );
+    assert_eq!(snapshot(&runtime), before);
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { call_stored(5) },
+        1005,
+        "the forwarder still reaches the current build"
+    );
+    assert!(rehydrate::maps::writable_and_executable_mappings().is_empty());
+    drop(host_bound);
+    destroy(&runtime, world);
+}

@@ -47,6 +47,19 @@ void untrack(T *object) noexcept {
     }
 }
 
+/* A stable address for one of this module's exported (extern "C") functions, for code that is
+ * never reloaded: after every reload it forwards to the current build's function. Returns null
+ * when the runtime is absent or the module does not export `symbol`.
+ *
+ *     library_set_callback(rehydrate::forwarder<int (*)(int)>("on_event"));
+ */
+template <class Function>
+Function forwarder(const char *symbol) noexcept {
+    const rehydrate_host_api *host = rehydrate_module_host();
+    if (host == nullptr) return nullptr;
+    return reinterpret_cast<Function>(const_cast<void *>(host->forwarder(host->context, symbol)));
+}
+
 }  // namespace rehydrate
 
 #endif /* REHYDRATE_MODULE_H */

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REHYDRATE_ABI_VERSION 2u
+#define REHYDRATE_ABI_VERSION 3u
 
 #define REHYDRATE_CLASS_DYNAMIC 1u
 #define REHYDRATE_CLASS_ABSTRACT 2u
@@ -33,6 +33,7 @@ typedef int32_t (*rehydrate_measure_bases_fn)(const void *object, uint64_t *offs
 
 typedef int32_t (*rehydrate_track_fn)(void *context, const char *type_id_name, void *object);
 typedef void (*rehydrate_untrack_fn)(void *context, void *object);
+typedef const void *(*rehydrate_forwarder_fn)(void *context, const char *symbol);
 
 /* Handed to the module by the runtime when it loads the module. */
 typedef struct rehydrate_host_api {
@@ -40,7 +41,8 @@ typedef struct rehydrate_host_api {
     uint32_t reserved;
     void *context;
     rehydrate_track_fn track;
-    rehydrate_untrack_fn untrack;
+        rehydrate_untrack_fn untrack;
+    rehydrate_forwarder_fn forwarder;
 } rehydrate_host_api;
 
 typedef int32_t (*rehydrate_attach_fn)(const rehydrate_host_api *api);
