@@ -4,7 +4,7 @@
 
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use integration_tests::gxx;
@@ -185,4 +185,39 @@ fn calls_land_in_one_of_the_two_targets_while_another_thread_repoints() {
         "both targets were reached ({seen_one}, {seen_two})"
     );
     no_writable_executable_mapping();
+}
+
+#[test]
+fn no_mapping_is_writable_and_executable_while_pages_are_being_made() {
+    let done = AtomicBool::new(false);
+    let samples = AtomicU64::new(0);
+    let target = symbol("target_one");
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                no_writable_executable_mapping();
+                samples.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        while samples.load(Ordering::Relaxed) == 0 {
+            std::hint::spin_loop();
+        }
+        // Keep mapping new code/data page pairs (each written, then protected) until the sampler
+        // has read the maps many times meanwhile.
+        let mut forwarders = Vec::new();
+        while forwarders.len() < 5_000 || samples.load(Ordering::Relaxed) < 50 {
+            forwarders.extend((0..512).map(|_| Forwarder::new(target).unwrap()));
+        }
+        done.store(true, Ordering::Relaxed);
+        // SAFETY: every forwarder forwards to `long target_one(long)`.
+        let calls: i64 = forwarders
+            .iter()
+            .map(|f| unsafe {
+                std::mem::transmute::<*const c_void, unsafe extern "C" fn(i64) -> i64>(f.address())(
+                    1,
+                )
+            })
+            .sum();
+        assert_eq!(calls, forwarders.len() as i64 * 1001);
+    });
 }
