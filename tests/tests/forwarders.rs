@@ -166,7 +166,7 @@ fn calls_land_in_one_of_the_two_targets_while_another_thread_repoints() {
             .collect();
         let mut flips = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            forwarder.retarget(if flips % 2 == 0 { two } else { one });
+            forwarder.retarget(if flips.is_multiple_of(2) { two } else { one });
             flips += 1;
         }
         for caller in callers {

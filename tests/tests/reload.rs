@@ -390,11 +390,8 @@ fn forwarders_keep_a_never_reloaded_library_calling_the_current_build() {
         assert_eq!(unsafe { call_stored(5) }, 1005, "v1 before the reload");
         runtime.reload(&v2).unwrap().rehydrate_all().unwrap();
         // SAFETY: as above; the library still holds the same address.
-        assert_eq!(
-            unsafe { call_stored(5) },
-            2005,
-            "v2 after the reload, through the same address"
-        );
+        let after = unsafe { call_stored(5) };
+        assert_eq!(after, 2005, "v2 after the reload, through the same address");
         runtime.reload(&v1).unwrap().rehydrate_all().unwrap();
         // SAFETY: as above.
         assert_eq!(unsafe { call_stored(5) }, 1005, "v1 again");
@@ -413,11 +410,8 @@ fn forwarders_keep_a_never_reloaded_library_calling_the_current_build() {
     );
     assert_eq!(snapshot(&runtime), before);
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { call_stored(5) },
-        1005,
-        "the forwarder still reaches the current build"
-    );
+    let still = unsafe { call_stored(5) };
+    assert_eq!(still, 1005, "the forwarder still reaches the current build");
     assert!(rehydrate::maps::writable_and_executable_mappings().is_empty());
     drop(host_bound);
     destroy(&runtime, world);
