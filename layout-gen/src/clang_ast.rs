@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use clang::diagnostic::Severity;
+use clang::TranslationUnit;
 use clang::{
     Accessibility, Clang, Entity, EntityKind, EntityVisitResult, Index, Type, TypeKind, Unsaved,
 };
@@ -32,9 +33,19 @@ const SELECT_ALIAS: &str = "layout_gen_select_";
 /// Source lines the synthesized translation unit spends on each class selected by name.
 const LINES_PER_SELECTION: u32 = 2;
 
-/// Parses the same translation unit as [`walk`] and nothing more: the baseline that the
-/// generate benchmark compares against.
-pub(crate) fn parse_only(request: &Request) -> Result<(), Error> {
+/// The parsed translation unit of a request, with what the walk needs to read it.
+struct ParsedUnit<'a> {
+    unit: &'a TranslationUnit<'a>,
+    path: &'a Path,
+    headers: &'a [PathBuf],
+}
+
+/// Parses the request's synthesized translation unit while holding [`LIBCLANG`], and runs
+/// `read` on it before the lock is released.
+fn with_unit<R>(
+    request: &Request,
+    read: impl FnOnce(ParsedUnit<'_>) -> Result<R, Error>,
+) -> Result<R, Error> {
     let headers = canonical_headers(&request.headers)?;
     // Declared before `clang` so that it is released after `clang` is dropped.
     let _guard = LIBCLANG
@@ -42,41 +53,6 @@ pub(crate) fn parse_only(request: &Request) -> Result<(), Error> {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let clang = Clang::new().map_err(Error::Libclang)?;
     let index = Index::new(&clang, false, false);
-    let unit_path = synthesized_unit_path(&headers[0]);
-    let unit_source = synthesized_unit(&headers, &request.selection.classes);
-    let arguments = clang_arguments(request);
-    index
-        .parser(&unit_path)
-        .arguments(&arguments)
-        .unsaved(&[Unsaved::new(&unit_path, &unit_source)])
-        .skip_function_bodies(true)
-        .parse()
-        .map(drop)
-        .map_err(|source| Error::ParseFailed {
-            header: headers[0].clone(),
-            source,
-        })
-}
-
-fn clang_arguments(request: &Request) -> Vec<String> {
-    let mut arguments: Vec<String> = ["-x", "c++", "-std=c++17"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    arguments.extend(request.clang_args.iter().cloned());
-    arguments
-}
-
-/// Parses the headers and collects the facts of every selected class and what it reaches.
-pub(crate) fn walk(request: &Request) -> Result<AstFacts, Error> {
-    let headers = canonical_headers(&request.headers)?;
-    // Declared before `clang` so that it is released after `clang` is dropped.
-    let _guard = LIBCLANG
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let clang = Clang::new().map_err(Error::Libclang)?;
-    let index = Index::new(&clang, false, false);
-
     let unit_path = synthesized_unit_path(&headers[0]);
     let unit_source = synthesized_unit(&headers, &request.selection.classes);
     let mut arguments: Vec<String> = ["-x", "c++", "-std=c++17"]
@@ -94,10 +70,33 @@ pub(crate) fn walk(request: &Request) -> Result<AstFacts, Error> {
             header: headers[0].clone(),
             source,
         })?;
+    read(ParsedUnit {
+        unit: &unit,
+        path: &unit_path,
+        headers: &headers,
+    })
+}
 
+/// Parses the same translation unit as [`walk`] and nothing more: the baseline that the
+/// generate benchmark compares against.
+pub(crate) fn parse_only(request: &Request) -> Result<(), Error> {
+    with_unit(request, |_| Ok(()))
+}
+
+/// Parses the headers and collects the facts of every selected class and what it reaches.
+pub(crate) fn walk(request: &Request) -> Result<AstFacts, Error> {
+    with_unit(request, |parsed| collect(request, parsed))
+}
+
+fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error> {
+    let ParsedUnit {
+        unit,
+        path: unit_path,
+        headers,
+    } = parsed;
     check_diagnostics(
-        &unit,
-        &unit_path,
+        unit,
+        unit_path,
         headers.len() as u32,
         &request.selection.classes,
     )?;
@@ -116,7 +115,7 @@ pub(crate) fn walk(request: &Request) -> Result<AstFacts, Error> {
         let mut candidates = Vec::new();
         collect_definitions(root, &mut candidates);
         for entity in candidates {
-            if is_selected_in_scope(entity, request, &headers) {
+            if is_selected_in_scope(entity, request, headers) {
                 let ty = entity.get_type().expect("a class definition has a type");
                 selected.push(collector.record(ty)?);
             }

@@ -53,6 +53,24 @@ pub enum MemberKind {
     },
 }
 
+impl MemberKind {
+    /// The complete objects of class type this member holds, as (class, offset) for a member
+    /// at `offset`: none, the member itself, or each array element.
+    pub fn objects(&self, offset: u64) -> Vec<(&str, u64)> {
+        match self {
+            MemberKind::Plain => Vec::new(),
+            MemberKind::Record(record) => vec![(record.as_str(), offset)],
+            MemberKind::RecordArray {
+                element,
+                count,
+                element_size,
+            } => (0..*count)
+                .map(|i| (element.as_str(), offset + i * element_size))
+                .collect(),
+        }
+    }
+}
+
 /// One non-static data member; members of anonymous unions and structs are flattened into
 /// their enclosing record with their offsets adjusted.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -92,16 +92,7 @@ pub struct FieldLayout {
 impl FieldLayout {
     /// Bytes the member occupies.
     pub fn byte_range(&self) -> ByteRange {
-        match self.bit_field {
-            Some(bits) => ByteRange {
-                start: bits.offset_bits / 8,
-                end: (bits.offset_bits + u64::from(bits.width_bits)).div_ceil(8),
-            },
-            None => ByteRange {
-                start: self.offset,
-                end: self.offset + self.size,
-            },
-        }
+        ByteRange::of_member(self.offset, self.size, self.bit_field)
     }
 }
 
@@ -277,20 +268,10 @@ fn member_vptrs(
     offset: u64,
     out: &mut BTreeSet<u64>,
 ) -> Result<(), Error> {
-    match kind {
-        MemberKind::Plain => Ok(()),
-        MemberKind::Record(record) => object_vptrs(layouts, record, offset, out),
-        MemberKind::RecordArray {
-            element,
-            count,
-            element_size,
-        } => {
-            for index in 0..*count {
-                object_vptrs(layouts, element, offset + index * element_size, out)?;
-            }
-            Ok(())
-        }
+    for (class, at) in kind.objects(offset) {
+        object_vptrs(layouts, class, at, out)?;
     }
+    Ok(())
 }
 
 fn padding(size: u64, fields: &[FieldLayout], vptrs: &[u64]) -> Vec<ByteRange> {

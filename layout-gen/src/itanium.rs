@@ -551,27 +551,10 @@ impl<'l, 'f> Builder<'l, 'f> {
         offset: u64,
         visit: &mut dyn FnMut(&mut Self, &str, u64),
     ) -> Result<(), Error> {
-        match kind {
-            MemberKind::Plain => Ok(()),
-            MemberKind::Record(record) => {
-                self.for_each_object_subobject(record, record, offset, visit)
-            }
-            MemberKind::RecordArray {
-                element,
-                count,
-                element_size,
-            } => {
-                for index in 0..*count {
-                    self.for_each_object_subobject(
-                        element,
-                        element,
-                        offset + index * element_size,
-                        visit,
-                    )?;
-                }
-                Ok(())
-            }
+        for (class, at) in kind.objects(offset) {
+            self.for_each_object_subobject(class, class, at, visit)?;
         }
+        Ok(())
     }
 
     fn for_each_object_subobject(

@@ -58,16 +58,7 @@ pub struct FieldEntry {
 impl FieldEntry {
     /// The byte range this member occupies (for a bit-field, the bytes its bits touch).
     pub fn byte_range(&self) -> ByteRange {
-        match self.bit_field {
-            Some(bits) => ByteRange {
-                start: bits.offset_bits / 8,
-                end: (bits.offset_bits + u64::from(bits.width_bits)).div_ceil(8),
-            },
-            None => ByteRange {
-                start: self.offset,
-                end: self.offset + self.size,
-            },
-        }
+        ByteRange::of_member(self.offset, self.size, self.bit_field)
     }
 }
 
@@ -92,6 +83,21 @@ pub struct ByteRange {
 }
 
 impl ByteRange {
+    /// The bytes a member occupies: `size` bytes at `offset`, or for a bit-field the bytes
+    /// its bits touch.
+    pub fn of_member(offset: u64, size: u64, bit_field: Option<BitField>) -> ByteRange {
+        match bit_field {
+            Some(bits) => ByteRange {
+                start: bits.offset_bits / 8,
+                end: (bits.offset_bits + u64::from(bits.width_bits)).div_ceil(8),
+            },
+            None => ByteRange {
+                start: offset,
+                end: offset + size,
+            },
+        }
+    }
+
     /// Number of bytes in the range.
     pub fn len(&self) -> u64 {
         self.end - self.start
