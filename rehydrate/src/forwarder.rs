@@ -116,10 +116,9 @@ impl Pool {
                 )
             };
         }
-        // SAFETY: the slots are the second page of the mapping, aligned and never unmapped;
-        // AtomicUsize has the layout of usize.
-        let slots: &'static [AtomicUsize] =
-            unsafe { std::slice::from_raw_parts((code + page) as *const AtomicUsize, count) };
+        let first = (code + page) as *const AtomicUsize; // the data page; AtomicUsize is a usize
+                                                         // SAFETY: the second page of our mapping: aligned, `count` slots long, never unmapped.
+        let slots: &'static [AtomicUsize] = unsafe { std::slice::from_raw_parts(first, count) };
         for slot in slots {
             slot.store(
                 released_forwarder_called as *const () as usize,
@@ -232,6 +231,8 @@ mod tests {
         );
     }
 
+    type BinaryFn = extern "C" fn(i64, i64) -> i64;
+
     extern "C" fn add(a: i64, b: i64) -> i64 {
         a + b
     }
@@ -243,8 +244,7 @@ mod tests {
     fn calls_go_to_the_current_target_and_released_thunks_are_reused() {
         let forwarder = Forwarder::new(add as *const c_void).unwrap();
         // SAFETY: the forwarder forwards to functions of exactly this type.
-        let call: extern "C" fn(i64, i64) -> i64 =
-            unsafe { std::mem::transmute(forwarder.address()) };
+        let call: BinaryFn = unsafe { std::mem::transmute(forwarder.address()) };
         assert_eq!(call(40, 2), 42);
         forwarder.retarget(sub as *const c_void);
         assert_eq!(call(40, 2), 38);
@@ -265,8 +265,7 @@ mod tests {
             .collect();
         for (i, forwarder) in forwarders.iter().enumerate() {
             // SAFETY: as above.
-            let call: extern "C" fn(i64, i64) -> i64 =
-                unsafe { std::mem::transmute(forwarder.address()) };
+            let call: BinaryFn = unsafe { std::mem::transmute(forwarder.address()) };
             assert_eq!(call(i as i64, 1), i as i64 + 1);
         }
         assert!(crate::maps::writable_and_executable_mappings().is_empty());

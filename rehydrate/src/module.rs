@@ -147,16 +147,17 @@ impl LoadedModule {
             let _ = std::fs::remove_file(&shadow);
             error
         };
-        // SAFETY: loading runs the module's initialisers; a module is trusted code the user
-        // builds for this host. RTLD_LOCAL keeps its symbols out of the global scope, so an
-        // old and a new build loaded at once never bind to each other.
-        let library =
-            unsafe { Library::open(Some(&shadow), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| {
-                remove_shadow(Error::Load {
-                    path: source.to_path_buf(),
-                    source: e,
-                })
-            })?;
+        // RTLD_LOCAL keeps the module's symbols out of the global scope, so an old and a new
+        // build loaded at once never bind to each other.
+        let flags = RTLD_NOW | RTLD_LOCAL;
+        // SAFETY: runs the module's initialisers; a module is trusted code built for this host.
+        let opened = unsafe { Library::open(Some(&shadow), flags) };
+        let library = opened.map_err(|e| {
+            remove_shadow(Error::Load {
+                path: source.to_path_buf(),
+                source: e,
+            })
+        })?;
         let module =
             Self::describe(library, source, &shadow, registry, bindings).map_err(remove_shadow)?;
         tracing::debug!(module = %source.display(), shadow = %shadow.display(), classes = module.classes.len(), "loaded");
@@ -174,15 +175,15 @@ impl LoadedModule {
             path: source.to_path_buf(),
             symbol: symbol.to_string(),
         };
+        let name = abi::DESCRIPTOR_SYMBOL.as_bytes();
         // SAFETY: the shim defines this symbol with exactly the `DescriptorFn` signature.
-        let descriptor: DescriptorFn =
-            unsafe { library.get::<DescriptorFn>(abi::DESCRIPTOR_SYMBOL.as_bytes()) }
-                .map(|symbol| *symbol)
-                .map_err(|_| missing(abi::DESCRIPTOR_SYMBOL))?;
-        // SAFETY: the shim's descriptor function takes nothing, cannot throw, and returns a
-        // pointer to a static descriptor that lives as long as the library.
-        let desc: &ModuleDesc =
-            unsafe { descriptor().as_ref() }.ok_or_else(|| missing("a non-null descriptor"))?;
+        let symbol = unsafe { library.get::<DescriptorFn>(name) };
+        let descriptor: DescriptorFn = symbol
+            .map(|s| *s)
+            .map_err(|_| missing(abi::DESCRIPTOR_SYMBOL))?;
+        // SAFETY: noexcept, no arguments; returns a static descriptor living as long as the library.
+        let desc = unsafe { descriptor().as_ref() };
+        let desc: &ModuleDesc = desc.ok_or_else(|| missing("a non-null descriptor"))?;
         if desc.abi_version != abi::ABI_VERSION {
             return Err(Error::AbiVersion {
                 path: source.to_path_buf(),
@@ -268,8 +269,8 @@ impl LoadedModule {
         host.library_handle = raw as usize;
         // SAFETY: `raw` came from `into_raw` just above and is owned by this new value.
         let library = unsafe { Library::from_raw(raw) };
-        // SAFETY: `attach` is the shim's noexcept function; the table it receives lives in
-        // `host`, which is dropped only after the library is closed.
+        // The table lives in `host`, which is dropped only after the library is closed.
+        // SAFETY: `attach` is the shim's noexcept function taking a pointer to this table.
         if unsafe { (desc.attach)(&host.api) } != abi::ThunkStatus::Ok as i32 {
             return Err(Error::Attach {
                 path: source.to_path_buf(),
@@ -343,8 +344,8 @@ unsafe extern "C" fn track_callback(
     type_id_name: *const c_char,
     object: *mut c_void,
 ) -> i32 {
-    // SAFETY: the context is the `ModuleHost` this module was attached with; it outlives the
-    // module, and the module can only call while it is loaded.
+    // The module calls only while loaded, and its `ModuleHost` outlives it.
+    // SAFETY: the context is the `ModuleHost` this module was attached with.
     let host = unsafe { &*(context as *const ModuleHost) };
     if type_id_name.is_null() || object.is_null() {
         return 1;

@@ -182,8 +182,7 @@ impl Buffer {
     }
 
     fn bytes(&self, size: usize) -> &[u8] {
-        // SAFETY: the buffer holds at least `size` initialised bytes (sentinels or what the
-        // constructor wrote).
+        // SAFETY: the buffer holds `size` initialised bytes (sentinels or constructor writes).
         unsafe { std::slice::from_raw_parts(self.pointer, size) }
     }
 }
@@ -202,9 +201,10 @@ fn call_thunk(
     operation: &'static str,
 ) -> Result<(), ProbeFailure> {
     let mut message = [0u8; 512];
-    // SAFETY: the thunk is the module's noexcept construct/destroy function; `object` is a
-    // buffer of the class's size and alignment (construct) or a constructed object (destroy).
-    let status = unsafe { thunk(object.cast(), message.as_mut_ptr().cast(), message.len()) };
+    let (buffer, capacity) = (message.as_mut_ptr().cast(), message.len());
+    // `object` is a buffer of the class's size and alignment, or a constructed object.
+    // SAFETY: the thunk is the module's noexcept construct or destroy function for that class.
+    let status = unsafe { thunk(object.cast(), buffer, capacity) };
     if status == ThunkStatus::Ok as i32 {
         return Ok(());
     }
@@ -264,8 +264,7 @@ fn check_base_offsets(
     dummy: *mut u8,
 ) -> Result<(), ProbeFailure> {
     let mut measured = vec![0u64; class.base_offsets.len()];
-    // SAFETY: `dummy` is a constructed object of this class; `measured` holds one slot per
-    // base, as the thunk writes.
+    // SAFETY: `dummy` is a constructed object of this class; `measured` has a slot per base.
     unsafe { measure(dummy.cast(), measured.as_mut_ptr()) };
     for ((base, table), &compiler) in class.base_offsets.iter().zip(&measured) {
         if *table as u64 != compiler {

@@ -176,15 +176,9 @@ impl Runtime {
         let address = NonNull::new(unsafe { alloc(layout) })
             .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
         let mut message = [0u8; 512];
-        // SAFETY: `construct` is the module's noexcept placement constructor for this class;
-        // `address` has the class's size and alignment.
-        let status = unsafe {
-            construct(
-                address.as_ptr().cast(),
-                message.as_mut_ptr().cast(),
-                message.len(),
-            )
-        };
+        let (buffer, capacity) = (message.as_mut_ptr().cast(), message.len());
+        // SAFETY: the class's noexcept placement constructor; `address` has its size and alignment.
+        let status = unsafe { construct(address.as_ptr().cast(), buffer, capacity) };
         if status != 0 {
             // SAFETY: allocated above with this layout; the constructor did not complete.
             unsafe { dealloc(address.as_ptr(), layout) };
@@ -258,11 +252,11 @@ impl Runtime {
     pub unsafe fn symbol<T: Copy>(&self, name: &str) -> Result<ModuleSymbol<'_, T>, Error> {
         let build = self.shared.read();
         // SAFETY: the caller guarantees the type; the guard's lifetime keeps reloads away.
-        let value =
-            unsafe { build.module.symbol::<T>(name) }.ok_or_else(|| Error::MissingSymbol {
-                path: build.module.source.clone(),
-                symbol: name.to_string(),
-            })?;
+        let value = unsafe { build.module.symbol::<T>(name) };
+        let value = value.ok_or_else(|| Error::MissingSymbol {
+            path: build.module.source.clone(),
+            symbol: name.to_string(),
+        })?;
         Ok(ModuleSymbol {
             value,
             _runtime: PhantomData,
@@ -366,11 +360,10 @@ impl Drop for LiveObject {
         match build.module.class(&class).and_then(|c| c.destroy) {
             Some(destroy) => {
                 let mut message = [0u8; 256];
-                // SAFETY: the object was constructed by this class's constructor and is
-                // destroyed once; the destructor is the current build's, whose vptrs the
-                // object carries after any reload.
-                let status =
-                    unsafe { destroy(address.cast(), message.as_mut_ptr().cast(), message.len()) };
+                let (buffer, capacity) = (message.as_mut_ptr().cast(), message.len());
+                // The destructor is the current build's, whose vptrs the object carries.
+                // SAFETY: the object was built by this class's constructor; destroyed once.
+                let status = unsafe { destroy(address.cast(), buffer, capacity) };
                 if status != 0 {
                     tracing::error!(%class, "the destructor threw; the object's memory is freed anyway");
                 }
@@ -565,8 +558,8 @@ fn first_stale_object(objects: &[usize], expected: &Writes) -> Option<(usize, us
 fn patch(objects: &[usize], image: &ClassImage) {
     for_chunks(objects, |part| {
         for &address in part.iter().filter(|&&address| address != 0) {
-            // SAFETY: validated live objects of this class; the caller holds the registry
-            // lock and, by the threading contract, no module code runs on them.
+            // The registry lock is held and, by the threading contract, no module code runs.
+            // SAFETY: validated live objects of this class.
             unsafe { image.writes.apply(address) };
         }
     });

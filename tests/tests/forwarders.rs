@@ -121,9 +121,9 @@ struct Big {
 #[test]
 fn large_struct_returned_through_hidden_pointer() {
     let forwarder = Forwarder::new(symbol("make_big")).unwrap();
+    type MakeBig = unsafe extern "C" fn(i64) -> Big;
     // SAFETY: the target is `Big make_big(long)`.
-    let call: unsafe extern "C" fn(i64) -> Big =
-        unsafe { std::mem::transmute(forwarder.address()) };
+    let call: MakeBig = unsafe { std::mem::transmute(forwarder.address()) };
     // SAFETY: as above.
     let big = unsafe { call(7) };
     assert_eq!(
@@ -139,9 +139,9 @@ fn calls_land_in_one_of_the_two_targets_while_another_thread_repoints() {
     let one = symbol("target_one");
     let two = symbol("target_two");
     let forwarder = Forwarder::new(one).unwrap();
+    type Unary = unsafe extern "C" fn(i64) -> i64;
     // SAFETY: both targets are `long f(long)`.
-    let call: unsafe extern "C" fn(i64) -> i64 =
-        unsafe { std::mem::transmute(forwarder.address()) };
+    let call: Unary = unsafe { std::mem::transmute(forwarder.address()) };
     let stop = AtomicBool::new(false);
     let (mut seen_one, mut seen_two) = (0u64, 0u64);
     std::thread::scope(|scope| {
@@ -209,15 +209,14 @@ fn no_mapping_is_writable_and_executable_while_pages_are_being_made() {
             forwarders.extend((0..512).map(|_| Forwarder::new(target).unwrap()));
         }
         done.store(true, Ordering::Relaxed);
-        // SAFETY: every forwarder forwards to `long target_one(long)`.
-        let calls: i64 = forwarders
-            .iter()
-            .map(|f| unsafe {
-                std::mem::transmute::<*const c_void, unsafe extern "C" fn(i64) -> i64>(f.address())(
-                    1,
-                )
-            })
-            .sum();
+        type Unary = unsafe extern "C" fn(i64) -> i64;
+        let call = |f: &Forwarder| {
+            // SAFETY: every forwarder forwards to `long target_one(long)`.
+            let function: Unary = unsafe { std::mem::transmute(f.address()) };
+            // SAFETY: as above.
+            unsafe { function(1) }
+        };
+        let calls: i64 = forwarders.iter().map(call).sum();
         assert_eq!(calls, forwarders.len() as i64 * 1001);
     });
 }
