@@ -53,6 +53,16 @@ impl Build {
         Ok((Build { module, images }, loaded, started.elapsed()))
     }
 
+    /// The index of `class` in this build, or the error naming the class and the module.
+    fn index_of(&self, class: &str) -> Result<usize, Error> {
+        self.module
+            .class_index(class)
+            .ok_or_else(|| Error::UnknownClass {
+                class: class.to_string(),
+                path: self.module.source.clone(),
+            })
+    }
+
     fn image(&self, index: usize) -> Result<&ClassImage, Error> {
         self.images[index]
             .as_ref()
@@ -160,11 +170,7 @@ impl Runtime {
     /// Creates a live object of `class` with its default constructor (`new (p) T`).
     pub fn create(&self, class: &str) -> Result<LiveObject, Error> {
         let build = self.shared.read();
-        let module = &build.module;
-        let description = module.class(class).ok_or_else(|| Error::UnknownClass {
-            class: class.to_string(),
-            path: module.source.clone(),
-        })?;
+        let description = &build.module.classes[build.index_of(class)?];
         let construct = description
             .construct
             .ok_or_else(|| Error::NotConstructible {
@@ -281,14 +287,7 @@ impl Runtime {
     /// The probe result for `class` in the current build.
     pub fn class_image(&self, class: &str) -> Result<ClassImage, Error> {
         let build = self.shared.read();
-        let index = build
-            .module
-            .class_index(class)
-            .ok_or_else(|| Error::UnknownClass {
-                class: class.to_string(),
-                path: build.module.source.clone(),
-            })?;
-        build.image(index).cloned()
+        build.image(build.index_of(class)?).cloned()
     }
 
     /// Vptr offsets of `class` according to the current build's descriptor.
@@ -466,13 +465,7 @@ fn validate(objects: &Objects, old: &Build, new: &Build) -> Result<Vec<PatchStep
                 objects: count,
             });
         }
-        let old_index = old
-            .module
-            .class_index(name)
-            .ok_or_else(|| Error::UnknownClass {
-                class: name.to_string(),
-                path: old.module.source.clone(),
-            })?;
+        let old_index = old.index_of(name)?;
         let old_class = &old.module.classes[old_index];
         let old_image = old.image(old_index)?;
         let new_index = new

@@ -242,3 +242,24 @@ impl ModuleBuild {
         library
     }
 }
+
+/// The layout fixture header shared with layout-gen's own tests.
+pub fn shapes_header() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../layout-gen/tests/fixtures/shapes.hpp")
+        .canonicalize()
+        .expect("the layout fixture exists")
+}
+
+/// Every class of the layout fixture: namespace `fx` and the template instantiation.
+pub fn shapes_request() -> layout_gen::Request {
+    layout_gen::Request {
+        headers: vec![shapes_header()],
+        clang_args: vec![],
+        selection: layout_gen::Selection {
+            namespaces: vec!["fx".into()],
+            classes: vec!["game::Pool<int>".into()],
+            annotation: None,
+        },
+    }
+}

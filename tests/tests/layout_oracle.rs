@@ -3,19 +3,10 @@
 //! owner and bit position, every vptr slot including those inside members and member arrays).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use integration_tests::clangxx;
-use layout_gen::{Request, Selection};
+use integration_tests::{clangxx, shapes_header, shapes_request};
 use serde_json::Value;
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../layout-gen/tests/fixtures/shapes.hpp")
-        .canonicalize()
-        .unwrap()
-}
 
 /// One line of the dump: `offset[:first-last] | <indent>text`.
 #[derive(Debug)]
@@ -280,15 +271,7 @@ fn from_json(class: &Value) -> Oracle {
 
 #[test]
 fn every_fixture_class_matches_clangs_record_layout() {
-    let request = Request {
-        headers: vec![fixture()],
-        clang_args: vec![],
-        selection: Selection {
-            namespaces: vec!["fx".into()],
-            classes: vec!["game::Pool<int>".into()],
-            annotation: None,
-        },
-    };
+    let request = shapes_request();
     let model = layout_gen::analyze(&request).expect("fixtures analyse");
     let json = layout_gen::inspect::json(&model);
     let classes = json["classes"].as_array().unwrap();
@@ -300,7 +283,7 @@ fn every_fixture_class_matches_clangs_record_layout() {
 
     let dir = tempfile::tempdir().unwrap();
     let force = dir.path().join("force_layouts.cpp");
-    let mut source = format!("#include \"{}\"\n", fixture().display());
+    let mut source = format!("#include \"{}\"\n", shapes_header().display());
     for (index, class) in classes.iter().enumerate() {
         source.push_str(&format!(
             "unsigned long force_{index} = sizeof({});\n",

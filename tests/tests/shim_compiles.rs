@@ -3,14 +3,7 @@
 //! included, holds for both compilers), and at run time the descriptor it exports agrees with
 //! the compiler on every base offset, measured on real objects.
 
-use std::path::{Path, PathBuf};
-
-use integration_tests::{compilers, run};
-use layout_gen::{Request, Selection};
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../layout-gen/tests/fixtures/shapes.hpp")
-}
+use integration_tests::{compilers, run, shapes_request};
 
 /// Walks the descriptor: constructs every constructible class in a buffer filled with a
 /// sentinel, measures its bases with the compiler's casts, compares with the table, destroys it.
@@ -56,15 +49,7 @@ int main() {
 #[test]
 fn shim_compiles_with_both_compilers_and_agrees_on_base_offsets() {
     let dir = tempfile::tempdir().unwrap();
-    let request = Request {
-        headers: vec![fixture()],
-        clang_args: vec![],
-        selection: Selection {
-            namespaces: vec!["fx".into()],
-            classes: vec!["game::Pool<int>".into()],
-            annotation: None,
-        },
-    };
+    let request = shapes_request();
     let generated = layout_gen::generate(&request, dir.path()).expect("generate");
     let driver = dir.path().join("driver.cpp");
     std::fs::write(&driver, DRIVER).unwrap();

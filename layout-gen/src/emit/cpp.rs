@@ -95,10 +95,12 @@ struct layout_check {
     error[length] = '\\0';
 }
 
-template <typename T>
-std::int32_t rehydrate_construct(void* place, char* error, std::size_t capacity) noexcept {
+// Runs `action`, turning any C++ exception into a status and a message: no exception may
+// cross into the runtime.
+template <typename Action>
+std::int32_t rehydrate_guarded(Action action, char* error, std::size_t capacity) noexcept {
     try {
-        ::new (place) T;  // default-initialisation: padding keeps the caller's bytes
+        action();
         return REHYDRATE_STATUS_OK;
     } catch (const std::exception& e) {
         rehydrate_write_error(error, capacity, e.what());
@@ -109,16 +111,15 @@ std::int32_t rehydrate_construct(void* place, char* error, std::size_t capacity)
 }
 
 template <typename T>
+std::int32_t rehydrate_construct(void* place, char* error, std::size_t capacity) noexcept {
+    // default-initialisation: padding keeps the caller's bytes
+    return rehydrate_guarded([place] { ::new (place) T; }, error, capacity);
+}
+
+template <typename T>
 std::int32_t rehydrate_destroy(void* object, char* error, std::size_t capacity) noexcept {
-    try {
-        static_cast<T*>(object)->T::~T();  // the exact type is known: no virtual dispatch
-        return REHYDRATE_STATUS_OK;
-    } catch (const std::exception& e) {
-        rehydrate_write_error(error, capacity, e.what());
-    } catch (...) {
-        rehydrate_write_error(error, capacity, \"unknown C++ exception\");
-    }
-    return REHYDRATE_STATUS_CPP_EXCEPTION;
+    // the exact type is known: no virtual dispatch
+    return rehydrate_guarded([object] { static_cast<T*>(object)->T::~T(); }, error, capacity);
 }
 
 const rehydrate_host_api* rehydrate_host = nullptr;
