@@ -1,10 +1,16 @@
-//! Generates the example module's layout tables at build time.
+//! Builds the world module (layout tables, shim, `libworld.so`) and the never-reloaded event
+//! library the host links statically.
 
 fn main() {
-    let include = format!("-I{}", rehydrate::include_dir().display());
     build_support::Module::new("world")
         .header("module/world.hpp")
+        .source("module/world.cpp")
+        .source("module/behaviour.cpp")
+        .include("module")
+        .std("c++17")
         .annotated()
-        .clang_arg(&include)
-        .generate_or_exit();
+        .build_or_exit();
+
+    println!("cargo:rerun-if-changed=clib/events.c");
+    cc::Build::new().file("clib/events.c").compile("events");
 }

@@ -1,11 +1,13 @@
-// The example module's classes: a small world of entities and components.
-// Classes marked REHYDRATE_RELOADABLE are the ones the host keeps alive across reloads.
+// The example module's classes: a small world of entities and their components.
+// Classes marked REHYDRATE_RELOADABLE are the ones the host keeps alive across reloads; their
+// layout must stay the same from one build to the next (function bodies may change freely).
 #pragma once
 
 #include "rehydrate/module_abi.h"
 
 namespace world {
 
+// Components: single inheritance, held by value in entities, alone and in arrays.
 struct REHYDRATE_RELOADABLE Component {
     virtual ~Component() = default;
     virtual const char* kind() const = 0;
@@ -32,6 +34,7 @@ struct REHYDRATE_RELOADABLE Entity {
     Transform transform;
 };
 
+// A second, non-virtual base: multiple inheritance.
 struct Thinker {
     virtual ~Thinker() = default;
     virtual int think() = 0;
@@ -45,15 +48,20 @@ struct REHYDRATE_RELOADABLE Mover : virtual Entity {
 };
 
 struct REHYDRATE_RELOADABLE Brain : virtual Entity, Thinker {
+    void tick(float dt) override;
+    int score() const override;
     int think() override;
     int mood = 0;
 };
 
+// The diamond: a Mover and a Brain sharing one Entity.
 struct REHYDRATE_RELOADABLE Robot final : Mover, Brain {
     void tick(float dt) override;
     int score() const override;
     Health health;
     Transform waypoints[3];
+    unsigned char battery_level() const { return battery; }
+    void drain() { if (battery > 0) --battery; }
 private:
     unsigned char battery = 100;
 };

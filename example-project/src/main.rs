@@ -1,61 +1,78 @@
-//! The example host. For now it shows the build-time half of the workflow: the layout tables
-//! that `build.rs` compiled in for the module's reloadable classes, checked against a fresh
-//! analysis of the same header, printed as `layout-gen inspect` prints them.
+//! The example host: a world of C++ entities in a hot-reloadable module.
+//!
+//! - no arguments: the scripted demo (build v1, run, edit, rebuild, reload, run v2);
+//! - `--watch`: edit `module/*.cpp` or `module/world.hpp` yourself and watch the world reload;
+//! - `--inspect`: the module's layout tables, as `layout-gen inspect` prints them.
 
-mod world {
-    include!(concat!(
-        env!("OUT_DIR"),
-        "/rehydrate/world/layout_tables.rs"
-    ));
+mod demo;
+mod watch;
+mod world;
+
+/// What build.rs built: `NAME`, `LIBRARY`, `RECIPE`, and the layout tables (`CLASSES`, ...).
+mod module {
+    rehydrate::include_module!("world");
 }
 
-use std::path::Path;
 use std::process::ExitCode;
 
+use clap::Parser;
+
+/// A world of C++ entities that keep their state across rebuilds of the module.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Watch the module's sources; rebuild and reload on every save.
+    #[arg(long, conflicts_with = "inspect")]
+    watch: bool,
+    /// Print the module's layout tables and exit.
+    #[arg(long)]
+    inspect: bool,
+    /// Ticks the demo runs before and after the reload.
+    #[arg(long, default_value_t = 5)]
+    ticks: usize,
+}
+
 fn main() -> ExitCode {
-    let header = Path::new(env!("CARGO_MANIFEST_DIR")).join("module/world.hpp");
-    let request = layout_gen::Request {
-        headers: vec![header],
-        clang_args: vec![format!("-I{}", rehydrate::include_dir().display())],
-        selection: layout_gen::Selection {
-            annotation: Some(layout_gen::DEFAULT_ANNOTATION.to_string()),
-            ..Default::default()
-        },
+    let cli = Cli::parse();
+    let outcome = if cli.inspect {
+        inspect()
+    } else if cli.watch {
+        watch::run()
+    } else {
+        demo::run(cli.ticks)
     };
-    let model = match layout_gen::analyze(&request) {
-        Ok(model) => model,
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("example: {error}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    print!("{}", layout_gen::inspect::text(&model));
-
-    println!(
-        "\ncompiled-in tables: {} reloadable classes",
-        world::CLASSES.len()
-    );
-    let mut stale = 0;
-    for table in world::CLASSES {
-        let fresh = model.classes.iter().find(|c| c.name == table.name);
-        let state = match fresh {
-            Some(class) if class.layout_hash == table.layout_hash => "matches the header",
-            _ => {
-                stale += 1;
-                "STALE: rebuild"
-            }
-        };
-        println!(
-            "  {:<18} {:>4} bytes  {} vptr(s)  hash {:#018x}  {state}",
-            table.name,
-            table.size,
-            table.vptr_offsets.len(),
-            table.layout_hash
-        );
     }
-    if stale == 0 {
-        ExitCode::SUCCESS
+}
+
+/// Analyses the module's headers as build.rs did and prints the layouts; checks that the tables
+/// compiled into this host still match them.
+fn inspect() -> Result<(), world::Error> {
+    let recipe = build_support::Recipe::load(module::RECIPE)?;
+    let model = layout_gen::analyze(&recipe.layout)?;
+    print!("{}", layout_gen::inspect::text(&model));
+    let stale: Vec<&str> = module::CLASSES
+        .iter()
+        .filter(|table| {
+            !model
+                .classes
+                .iter()
+                .any(|c| c.name == table.name && c.layout_hash == table.layout_hash)
+        })
+        .map(|table| table.name)
+        .collect();
+    if stale.is_empty() {
+        println!(
+            "\nthe {} tables compiled into this host match the headers",
+            module::CLASSES.len()
+        );
+        Ok(())
     } else {
-        ExitCode::FAILURE
+        Err(format!("stale tables (rebuild the host): {}", stale.join(", ")).into())
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub const DEFAULT_ANNOTATION: &str = "rehydrate";
 
 /// Which classes to describe. An empty selection takes every class defined in the named headers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Selection {
     /// Qualified names, template instantiations included (`game::Pool<int>`).
     pub classes: Vec<String>,
@@ -25,7 +25,7 @@ impl Selection {
 }
 
 /// One analysis: the headers of a module, how to compile them, and what to select.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Request {
     /// Headers to include, in order.
     pub headers: Vec<PathBuf>,

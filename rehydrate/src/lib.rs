@@ -31,3 +31,20 @@ pub use runtime::{BoundForwarder, LiveObject, ModuleSymbol, Reload, ReloadReport
 pub fn include_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("include")
 }
+
+/// Includes what `build_support::Module::build` wrote for the module `name`: `NAME`,
+/// `LIBRARY` (the built shared library, for [`Runtime::load`]), `RECIPE` (for rebuilding at run
+/// time) and the layout table of every selected class, with `CLASSES` listing them.
+///
+/// ```ignore
+/// mod world {
+///     rehydrate::include_module!("world");
+/// }
+/// let runtime = rehydrate::Runtime::load(world::LIBRARY)?;
+/// ```
+#[macro_export]
+macro_rules! include_module {
+    ($name:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/rehydrate/", $name, "/module.rs"));
+    };
+}

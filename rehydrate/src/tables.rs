@@ -137,6 +137,14 @@ pub struct ClassTable {
     pub layout_hash: u64,
 }
 
+impl ClassTable {
+    /// The data member called `name`, declared by the class or one of its bases (the first in
+    /// offset order when several bases declare the same name).
+    pub fn field(&self, name: &str) -> Option<&'static FieldEntry> {
+        self.fields.iter().find(|field| field.name == name)
+    }
+}
+
 /// A base as [`layout_hash`] sees it: name, offset, virtual.
 pub type HashedBase<'a> = (&'a str, u64, bool);
 /// A field as [`layout_hash`] sees it: name, owner, offset, size, bit offset and width.

@@ -1,0 +1,86 @@
+//! The crate's error type. Every variant names the module, file or program at fault; compiler
+//! diagnostics are kept verbatim, so their `file:line:col` positions reach the user.
+
+use std::path::PathBuf;
+
+/// Why building a module failed. Nothing that was built before stays half-written: outputs are
+/// renamed into place only when complete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// layout-gen rejected the headers (clang diagnostics with file:line:col, or the class at
+    /// fault).
+    #[error("layout-gen failed for module `{module}`: {error}")]
+    Layout {
+        /// The module's name.
+        module: String,
+        /// What layout-gen said.
+        error: layout_gen::Error,
+    },
+    /// No C++ compiler could be determined (from `CXX`, the target, or the `cc::Build`).
+    #[error("no C++ compiler for module `{module}`: {message}")]
+    Compiler {
+        /// The module's name.
+        module: String,
+        /// What `cc` said.
+        message: String,
+    },
+    /// The module has nothing to compile.
+    #[error("module `{module}` has no sources: add them with `.source(...)`")]
+    NoSources {
+        /// The module's name.
+        module: String,
+    },
+    /// The compiler rejected a source file; its diagnostics follow verbatim.
+    #[error("{compiler} failed to compile {}:\n{diagnostics}", source_file.display())]
+    Compile {
+        /// The file that failed (the substitute, when one was compiled in its place).
+        source_file: PathBuf,
+        /// The compiler program.
+        compiler: String,
+        /// The compiler's standard error.
+        diagnostics: String,
+    },
+    /// Linking the shared library failed; the linker's diagnostics follow verbatim.
+    #[error("linking {} failed:\n{diagnostics}", library.display())]
+    Link {
+        /// The library being linked.
+        library: PathBuf,
+        /// The linker's standard error.
+        diagnostics: String,
+    },
+    /// A program could not be started.
+    #[error("cannot run {program}: {error}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A saved recipe could not be read back.
+    #[error("recipe {}: {error}", path.display())]
+    Recipe {
+        /// The recipe file.
+        path: PathBuf,
+        /// What was wrong with it.
+        error: serde_json::Error,
+    },
+}
+
+impl BuildError {
+    /// An [`BuildError::Io`] for `path`, for `map_err`.
+    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
+        move |error| BuildError::Io {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+}
