@@ -92,7 +92,7 @@ pub fn run(ticks: usize) -> Result<(), Error> {
     );
     let state_after = world.state_checksum()?;
     println!(
-        "state kept: {} (checksum of every field byte {state_before:#018x} before, {state_after:#018x} after)",
+        "state kept: {} (checksum of every member of every object: {state_before:#018x} before, {state_after:#018x} after)",
         yes_no(state_before == state_after && robot_before.same_state(&world.sample_robot()?))
     );
 

@@ -243,31 +243,27 @@ impl World {
         (self.host_objects.len(), self.spawned.len())
     }
 
-    /// A checksum of every live object's state: each byte of each declared field, vptr slots
-    /// (the only bytes a reload may change) left out.
+    /// A checksum of every live object's state: the bytes of every scalar member, members of
+    /// class type and their array elements followed down to their scalars (so neither vptrs,
+    /// which a reload rewrites, nor padding inside members, which holds garbage, count).
+    /// Objects are hashed one by one and the hashes added: the order does not matter.
     pub fn state_checksum(&self) -> Result<u64, Error> {
-        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        let mut sum = 0u64;
         for (class, address) in self.runtime.live_object_addresses() {
             let table = table_of(&class)?;
             // SAFETY: the runtime tracks `address` as a live object of `class`, which is
             // `table.size` bytes long; nothing else runs while we read it.
             let bytes =
                 unsafe { std::slice::from_raw_parts(address as *const u8, table.size as usize) };
-            for field in table.fields {
-                let range = field.byte_range();
-                for offset in range.start..range.end {
-                    let in_vptr = table
-                        .vptr_offsets
-                        .iter()
-                        .any(|&slot| (slot..slot + 8).contains(&offset));
-                    if !in_vptr {
-                        hash = (hash ^ u64::from(bytes[offset as usize]))
-                            .wrapping_mul(0x100_0000_01b3);
-                    }
+            let mut hash = 0xcbf2_9ce4_8422_2325u64;
+            for range in scalar_ranges(table, 0)? {
+                for &byte in &bytes[range] {
+                    hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
                 }
             }
+            sum = sum.wrapping_add(hash);
         }
-        Ok(hash)
+        Ok(sum)
     }
 
     /// Reads every vptr slot of every live object and counts those that do not point into the
@@ -333,6 +329,33 @@ fn member_table(owner: &str, type_name: &str) -> Result<&'static ClassTable, Err
         scope = outer;
     }
     table_of(type_name)
+}
+
+/// The byte ranges of every scalar member of a `table` object placed at `base`: members of
+/// class type, and each element of arrays of them, are followed into their own tables.
+fn scalar_ranges(table: &ClassTable, base: usize) -> Result<Vec<std::ops::Range<usize>>, Error> {
+    let mut ranges = Vec::new();
+    for field in table.fields {
+        let offset = base + field.offset as usize;
+        let (element, count) = match field.type_name.split_once('[') {
+            Some((element, _)) => (element.trim(), None),
+            None => (field.type_name, Some(1)),
+        };
+        match member_table(field.owner, element) {
+            Ok(member) => {
+                let count = count.unwrap_or((field.size / member.size) as usize);
+                for index in 0..count {
+                    let at = offset + index * member.size as usize;
+                    ranges.extend(scalar_ranges(member, at)?);
+                }
+            }
+            Err(_) => {
+                let range = field.byte_range();
+                ranges.push(base + range.start as usize..base + range.end as usize);
+            }
+        }
+    }
+    Ok(ranges)
 }
 
 /// Typed access to one object's fields through its class's layout table.
