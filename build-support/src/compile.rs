@@ -60,29 +60,17 @@ impl Compiler {
     /// the compiler ran, and its warnings (standard error of a successful run).
     pub(crate) fn compile(&self, source: &Path, object: &Path) -> Result<Step, BuildError> {
         let depfile = object.with_extension("d");
-        let mut command = self.compile_command(source, &depfile);
-        let stamp = Stamp::path_for(object);
-        let key = command_key(&command, object);
-        if is_current(object, key) {
-            return Ok(Step::UpToDate);
-        }
-        let temporary = object.with_extension("o.tmp");
-        command.arg(&temporary);
-        let output = run(&mut command, &self.name())?;
-        if !output.status.success() {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(BuildError::Compile {
-                source_file: source.to_path_buf(),
-                compiler: self.name(),
-                diagnostics: stderr(&output),
-            });
-        }
-        std::fs::rename(&temporary, object).map_err(BuildError::io(object))?;
-        let depends = std::fs::read_to_string(&depfile).map_err(BuildError::io(&depfile))?;
-        Stamp::new(key, parse_depfile(&depends)).write(&stamp)?;
-        Ok(Step::Ran {
-            warnings: stderr(&output),
-        })
+        let command = self.compile_command(source, &depfile);
+        let failed = |diagnostics| BuildError::Compile {
+            source_file: source.to_path_buf(),
+            compiler: self.name(),
+            diagnostics,
+        };
+        let inputs = || {
+            let depends = std::fs::read_to_string(&depfile).map_err(BuildError::io(&depfile))?;
+            Ok(parse_depfile(&depends))
+        };
+        self.run_step(command, object, failed, inputs)
     }
 
     /// Whether `object` is up to date for `source` (compiling would change nothing).
@@ -113,26 +101,40 @@ impl Compiler {
             .args(objects)
             .args(extra_args)
             .arg("-o");
-        let stamp = Stamp::path_for(library);
-        let key = command_key(&command, library);
-        if is_current(library, key) {
+        let failed = |diagnostics| BuildError::Link {
+            library: library.to_path_buf(),
+            diagnostics,
+        };
+        self.run_step(command, library, failed, || Ok(objects.to_vec()))
+    }
+
+    /// Runs `command` (which ends in `-o`) unless `output`'s stamp is current. The output is
+    /// written beside and renamed into place, so whoever reads it never sees half of it; then
+    /// the stamp records `inputs`.
+    fn run_step(
+        &self,
+        mut command: Command,
+        output: &Path,
+        failed: impl FnOnce(String) -> BuildError,
+        inputs: impl FnOnce() -> Result<Vec<PathBuf>, BuildError>,
+    ) -> Result<Step, BuildError> {
+        let key = command_key(&command, output);
+        if is_current(output, key) {
             return Ok(Step::UpToDate);
         }
-        // Written beside and renamed into place: whoever loads the library never sees half of it.
-        let temporary = library.with_extension("so.tmp");
+        let mut temporary = output.as_os_str().to_owned();
+        temporary.push(".tmp");
+        let temporary = PathBuf::from(temporary);
         command.arg(&temporary);
-        let output = run(&mut command, &self.name())?;
-        if !output.status.success() {
+        let result = run(&mut command, &self.name())?;
+        if !result.status.success() {
             let _ = std::fs::remove_file(&temporary);
-            return Err(BuildError::Link {
-                library: library.to_path_buf(),
-                diagnostics: stderr(&output),
-            });
+            return Err(failed(stderr(&result)));
         }
-        std::fs::rename(&temporary, library).map_err(BuildError::io(library))?;
-        Stamp::new(key, objects.to_vec()).write(&stamp)?;
+        std::fs::rename(&temporary, output).map_err(BuildError::io(output))?;
+        Stamp::new(key, inputs()?).write(&Stamp::path_for(output))?;
         Ok(Step::Ran {
-            warnings: stderr(&output),
+            warnings: stderr(&result),
         })
     }
 }

@@ -57,7 +57,7 @@ pub fn run(ticks: usize) -> Result<(), Error> {
     // A fresh folder, so that the demo really compiles every time it runs.
     let build_dir = ScratchDir::new()?;
     let build = recipe.build_with(&build_dir.0, std::slice::from_ref(&edit), |stage| {
-        print_stage(&stage, manifest)
+        println!("{}", stage_line(&stage, manifest))
     })?;
     println!(
         "built {} in {} ({} translation unit(s) compiled)",
@@ -180,14 +180,16 @@ fn print_edit(edit: &Substitution, manifest: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn print_stage(stage: &Stage, manifest: &Path) {
+/// One line saying what a build stage does (`compiling: module/world.cpp`).
+pub fn stage_line(stage: &Stage, manifest: &Path) -> String {
     match stage {
-        Stage::Generate => println!("layout-gen: tables and shim"),
+        Stage::Generate => "layout-gen: tables and shim".to_string(),
+        Stage::Compile(units) if units.is_empty() => "compiling: nothing changed".to_string(),
         Stage::Compile(units) => {
             let names: Vec<String> = units.iter().map(|u| relative(u, manifest)).collect();
-            println!("compiling: {}", names.join(", "));
+            format!("compiling: {}", names.join(", "))
         }
-        Stage::Link => println!("linking"),
+        Stage::Link => "linking".to_string(),
     }
 }
 
@@ -206,13 +208,6 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Where the host builds the module at run time: beside build.rs's outputs, never in them.
-pub fn live_build_dir() -> PathBuf {
-    Path::new(module::LIBRARY)
-        .parent()
-        .map_or_else(|| PathBuf::from("live"), |dir| dir.join("live"))
 }
 
 /// `path` relative to `base`, or its file name when it lies elsewhere (the generated shim).

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use build_support::{Recipe, Stage};
+use build_support::Recipe;
 use notify::{RecursiveMode, Watcher};
 
-use crate::demo::{describe, live_build_dir, millis, relative, seconds, POPULATION};
+use crate::demo::{describe, millis, relative, seconds, stage_line, POPULATION};
 use crate::module;
 use crate::world::{Error, World};
 
@@ -71,14 +71,7 @@ fn rebuild_and_reload(recipe: &Recipe, world: &mut World, manifest: &Path) {
     println!("change detected: rebuilding module `{}`", recipe.name);
     let build = recipe.build_with(&live_build_dir(), &[], |stage| {
         let elapsed = seconds(started.elapsed());
-        match stage {
-            Stage::Generate => println!("  [{elapsed}] layout-gen"),
-            Stage::Compile(units) => {
-                let names: Vec<String> = units.iter().map(|u| relative(u, manifest)).collect();
-                println!("  [{elapsed}] compiling {}", names.join(", "));
-            }
-            Stage::Link => println!("  [{elapsed}] linking"),
-        }
+        println!("  [{elapsed}] {}", stage_line(&stage, manifest));
     });
     let build = match build {
         Ok(build) => build,
@@ -113,4 +106,11 @@ fn rebuild_and_reload(recipe: &Recipe, world: &mut World, manifest: &Path) {
         }
         Err(error) => println!("reload failed, still running the previous build:\n{error}"),
     }
+}
+
+/// Where the host builds the module at run time: beside build.rs's outputs, never in them.
+fn live_build_dir() -> PathBuf {
+    Path::new(module::LIBRARY)
+        .parent()
+        .map_or_else(|| PathBuf::from("live"), |dir| dir.join("live"))
 }

@@ -109,12 +109,12 @@ impl World {
     pub fn load(library: &Path, population: Population) -> Result<World, Error> {
         let runtime = Runtime::load(library)?;
         let events = runtime.forwarder("world_on_event")?;
-        // SAFETY: the forwarder leads to `int world_on_event(int)` in behaviour.cpp, in this
-        // build and (the runtime re-points it) in every later one.
-        let handler =
-            unsafe { std::mem::transmute::<*const c_void, entry::EventHandler>(events.address()) };
-        // SAFETY: events_subscribe only stores the pointer; the forwarder outlives its use
-        // (World::drop unsubscribes before the forwarder is released).
+        // The forwarder leads to `int world_on_event(int)` in this build and, re-pointed by the
+        // runtime, in every later one. World::drop unsubscribes before releasing it.
+        let address = events.address();
+        // SAFETY: a forwarder to an `int(int)` C function (see above).
+        let handler = unsafe { std::mem::transmute::<*const c_void, entry::EventHandler>(address) };
+        // SAFETY: events_subscribe only stores the pointer, which stays valid (see above).
         unsafe { events_subscribe(Some(handler)) };
         let mut world = World {
             spawned: Vec::new(),
@@ -170,8 +170,9 @@ impl World {
 
     /// Looks up one of the module's entry points in the current build.
     fn entry<T: Copy>(&self, name: &str) -> Result<T, Error> {
-        // SAFETY: every caller names a function with the type `entry` gives it, as declared in
-        // the module's sources; the value is used before any reload (which needs `&mut self`).
+        // Every caller names a function with the type `entry` gives it, as the module's sources
+        // declare it; the value is used before any reload (which needs `&mut self`).
+        // SAFETY: as just said.
         let symbol = unsafe { self.runtime.symbol::<T>(name) }?;
         Ok(*symbol)
     }
@@ -251,10 +252,9 @@ impl World {
         let mut sum = 0u64;
         for (class, address) in self.runtime.live_object_addresses() {
             let table = table_of(&class)?;
-            // SAFETY: the runtime tracks `address` as a live object of `class`, which is
-            // `table.size` bytes long; nothing else runs while we read it.
-            let bytes =
-                unsafe { std::slice::from_raw_parts(address as *const u8, table.size as usize) };
+            let (start, size) = (address as *const u8, table.size as usize);
+            // SAFETY: a live object of `class` (the runtime tracks it), `size` bytes; no writer.
+            let bytes = unsafe { std::slice::from_raw_parts(start, size) };
             let mut hash = 0xcbf2_9ce4_8422_2325u64;
             for range in scalar_ranges(table, 0)? {
                 for &byte in &bytes[range] {
@@ -273,9 +273,9 @@ impl World {
         let mut check = VptrCheck { slots: 0, stale: 0 };
         for (class, address) in self.runtime.live_object_addresses() {
             for &slot in table_of(&class)?.vptr_offsets {
+                let slot_address = (address + slot as usize) as *const usize;
                 // SAFETY: a vptr slot of a live object of `class`, inside the object.
-                let vptr =
-                    unsafe { std::ptr::read_unaligned((address + slot as usize) as *const usize) };
+                let vptr = unsafe { std::ptr::read_unaligned(slot_address) };
                 check.slots += 1;
                 if !ranges.iter().any(|range| range.contains(&vptr)) {
                     check.stale += 1;
