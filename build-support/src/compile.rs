@@ -31,7 +31,7 @@ pub struct Compiler {
 /// Flags every translation unit of a reloadable module needs, whatever the user configured:
 /// position-independent code, and (GCC) no `STB_GNU_UNIQUE` symbols, which would make the
 /// library impossible to unload.
-fn reload_safety_flags(compiler: &Compiler) -> Vec<&'static str> {
+fn compile_safety_flags(compiler: &Compiler) -> Vec<&'static str> {
     let mut flags = vec!["-fPIC"];
     if compiler.is_gcc {
         flags.push("-fno-gnu-unique");
@@ -45,6 +45,14 @@ fn reload_safety_flags(compiler: &Compiler) -> Vec<&'static str> {
 const LINK_FLAGS: [&str; 2] = ["-shared", "-Wl,-z,defs"];
 
 impl Compiler {
+    /// The flags build-support adds for reload safety, compile and link, whatever the
+    /// configured flags are.
+    pub fn reload_safety_flags(&self) -> Vec<&'static str> {
+        let mut flags = compile_safety_flags(self);
+        flags.extend(LINK_FLAGS);
+        flags
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.args);
@@ -82,7 +90,7 @@ impl Compiler {
     /// The compile command, up to the output path (which the caller appends).
     fn compile_command(&self, source: &Path, depfile: &Path) -> Command {
         let mut command = self.command();
-        command.args(reload_safety_flags(self));
+        command.args(compile_safety_flags(self));
         command.arg("-MMD").arg("-MF").arg(depfile);
         command.arg("-c").arg(source).arg("-o");
         command

@@ -32,6 +32,18 @@ pub fn run(ticks: usize) -> Result<(), Error> {
         module::LIBRARY
     );
 
+    let recipe = Recipe::load(module::RECIPE)?;
+    println!(
+        "compiled by {} ({}), with the reload flags {}",
+        recipe.compiler.program.display(),
+        if recipe.compiler.is_gcc {
+            "GCC"
+        } else {
+            "not GCC"
+        },
+        recipe.compiler.reload_safety_flags().join(" ")
+    );
+
     println!("\n== step 2: run v1 ==");
     let mut world = World::load(Path::new(module::LIBRARY), POPULATION)?;
     let (host, spawned) = world.origins();
@@ -49,7 +61,6 @@ pub fn run(ticks: usize) -> Result<(), Error> {
     );
 
     println!("\n== step 3: edit the source ==");
-    let recipe = Recipe::load(module::RECIPE)?;
     let edit = behaviour_edit(&recipe, manifest)?;
     print_edit(&edit, manifest)?;
 
