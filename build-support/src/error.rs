@@ -31,6 +31,16 @@ pub enum BuildError {
         /// The module's name.
         module: String,
     },
+    /// A substitution names a file that is not one of the module's sources.
+    #[error("cannot compile {} in place of {}: not a source of module `{module}`", with.display(), replace.display())]
+    NotASource {
+        /// The module's name.
+        module: String,
+        /// The path the substitution names.
+        replace: PathBuf,
+        /// The file it would have compiled instead.
+        with: PathBuf,
+    },
     /// The compiler rejected a source file; its diagnostics follow verbatim.
     #[error("{compiler} failed to compile {}:\n{diagnostics}", source_file.display())]
     Compile {

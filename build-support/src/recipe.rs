@@ -129,6 +129,16 @@ impl Recipe {
                 module: self.name.clone(),
             });
         }
+        if let Some(stray) = substitutions
+            .iter()
+            .find(|s| !self.sources.contains(&s.replace))
+        {
+            return Err(BuildError::NotASource {
+                module: self.name.clone(),
+                replace: stray.replace.clone(),
+                with: stray.with.clone(),
+            });
+        }
         progress(Stage::Generate);
         let generated =
             layout_gen::generate(&self.layout, dir).map_err(|error| BuildError::Layout {

@@ -144,6 +144,39 @@ fn builds_a_loadable_library_then_rebuilds_only_what_changed() {
 }
 
 #[test]
+fn a_substitute_compiles_in_place_of_its_source_and_a_stray_one_is_refused() {
+    let project = Project::new(HEADER, SOURCE);
+    let recipe = project.module().recipe().expect("recipe");
+    let edited = project.path("edited.cpp");
+    std::fs::write(&edited, SOURCE.replace("return 4;", "return 40;")).expect("write");
+    let swap = |replace: PathBuf| build_support::Substitution {
+        replace,
+        with: edited.clone(),
+    };
+    let dir = project.path("live");
+    let report = recipe
+        .build_with(&dir, &[swap(project.path("shapes.cpp"))], |_| {})
+        .expect("substituted build");
+    assert!(report.compiled.contains(&edited), "{report:?}");
+    assert!(!report.compiled.contains(&project.path("shapes.cpp")));
+
+    let stray = project.path("elsewhere.cpp");
+    let error = recipe
+        .build_with(&project.path("stray"), &[swap(stray)], |_| {})
+        .expect_err("not a source");
+    assert!(
+        error
+            .to_string()
+            .contains("elsewhere.cpp: not a source of module `shapes`"),
+        "{error}"
+    );
+    assert!(
+        !project.path("stray").exists(),
+        "nothing is written for a refused build"
+    );
+}
+
+#[test]
 fn the_library_has_no_gnu_unique_symbols_and_no_undefined_ones() {
     let project = Project::new(HEADER, SOURCE);
     let report = project.module().build().expect("build");
