@@ -73,6 +73,16 @@ impl Project {
     }
 }
 
+/// Builds `project`, expecting an error of the kind `expected` accepts and no library; returns
+/// the error's message.
+fn failure(project: &Project, expected: impl Fn(&BuildError) -> bool) -> String {
+    let error = project.module().build().expect_err("the build fails");
+    let message = error.to_string();
+    assert!(expected(&error), "unexpected error: {message}");
+    assert!(!project.out().join("libshapes.so").exists(), "{message}");
+    message
+}
+
 /// Every file under `dir` with its modification time.
 fn mtimes(dir: &Path) -> Vec<(PathBuf, SystemTime)> {
     let mut files = Vec::new();
@@ -197,30 +207,22 @@ fn the_library_has_no_gnu_unique_symbols_and_no_undefined_ones() {
         HEADER,
         &format!("{SOURCE}\nint missing();\nint use() {{ return missing(); }}\n"),
     );
-    let error = project.module().build().expect_err("undefined symbol");
-    let message = error.to_string();
-    assert!(matches!(error, BuildError::Link { .. }), "{message}");
+    let message = failure(&project, |e| matches!(e, BuildError::Link { .. }));
     assert!(message.contains("missing"), "{message}");
-    assert!(!project.out().join("libshapes.so").exists());
 }
 
 #[test]
 fn a_header_error_names_the_file_and_line() {
     let broken = HEADER.replace("int id = 0;", "int id = ;");
     let project = Project::new(&broken, SOURCE);
-    let error = project.module().build().expect_err("broken header");
-    let message = error.to_string();
-    assert!(matches!(error, BuildError::Layout { .. }), "{message}");
+    let message = failure(&project, |e| matches!(e, BuildError::Layout { .. }));
     assert!(message.contains("shapes.hpp:7:"), "{message}");
-    assert!(!project.out().join("libshapes.so").exists());
 }
 
 #[test]
 fn a_source_error_names_the_file_and_line() {
     let project = Project::new(HEADER, &SOURCE.replace("return 4;", "return four;"));
-    let error = project.module().build().expect_err("broken source");
-    let message = error.to_string();
-    assert!(matches!(error, BuildError::Compile { .. }), "{message}");
+    let message = failure(&project, |e| matches!(e, BuildError::Compile { .. }));
     assert!(message.contains("shapes.cpp:3:"), "{message}");
     assert!(message.contains("four"), "{message}");
 }
