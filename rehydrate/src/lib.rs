@@ -12,6 +12,8 @@
 //! validating every live object first and rolling back on any error.
 
 pub mod abi;
+mod address_table;
+mod barrier;
 mod bindings;
 mod error;
 pub mod forwarder;

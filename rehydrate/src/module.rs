@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
-use rustc_hash::FxHashMap;
 
 use crate::abi::{self, ConstructFn, DescriptorFn, DestroyFn, HostApi, MeasureBasesFn, ModuleDesc};
+use crate::address_table::AddressTable;
 use crate::bindings::{Bindings, Owner};
 use crate::error::Error;
 use crate::registry::{ClassSlot, Registry};
@@ -50,7 +50,7 @@ struct ModuleHost {
     library_handle: usize,
     /// Keyed by the address of the `typeid(T).name()` string: within one module every
     /// `typeid` of a type returns the same string, so this avoids hashing the text.
-    slot_of_type_name_address: FxHashMap<usize, ClassSlot>,
+    slot_of_type_name_address: AddressTable,
     /// The fallback, keyed by the text.
     slot_of_type: HashMap<Box<[u8]>, ClassSlot>,
 }
@@ -193,7 +193,7 @@ impl LoadedModule {
         }
         let mut classes = Vec::new();
         let mut slot_of_type = HashMap::new();
-        let mut slot_of_type_name_address = FxHashMap::default();
+        let mut slot_of_type_name_address = AddressTable::default();
         // SAFETY: the descriptor's arrays hold `class_count` (etc.) entries of static data.
         for class in unsafe { table(desc.classes, desc.class_count) } {
             // SAFETY: every string in the descriptor is a NUL-terminated static.
@@ -229,7 +229,7 @@ impl LoadedModule {
                 .map(|&v| v as usize)
                 .collect();
             let slot = registry.slot(&name);
-            slot_of_type_name_address.insert(class.type_id_name as usize, slot);
+            slot_of_type_name_address.insert(class.type_id_name as usize, u64::from(slot));
             slot_of_type.insert(type_id.into_bytes().into_boxed_slice(), slot);
             classes.push(ModuleClass {
                 name,
@@ -350,8 +350,8 @@ unsafe extern "C" fn track_callback(
     if type_id_name.is_null() || object.is_null() {
         return 1;
     }
-    let slot = match host.slot_of_type_name_address.get(&(type_id_name as usize)) {
-        Some(&slot) => slot,
+    let slot = match host.slot_of_type_name_address.get(type_id_name as usize) {
+        Some(slot) => slot as ClassSlot,
         None => slot_of_type_text(host, type_id_name),
     };
     if host.registry.insert(object as usize, slot) {

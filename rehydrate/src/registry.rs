@@ -1,16 +1,32 @@
-//! Every live object the runtime knows, grouped by class so that a reload can patch each class
-//! with one image in a tight loop.
+//! Every live object the runtime knows, grouped by the thread that tracked it and by class, so
+//! that tracking costs no shared lock and a reload can still patch each class in a tight loop.
 //!
 //! Objects come from two places: the host (`Runtime::create`) and the module's own C++ code
-//! (`rehydrate::track` through the host API). Both register the complete object's address and a
-//! class slot; registering and unregistering are O(1) under one mutex, from any thread. Each
-//! class keeps its objects in a slot array with a free list, so removing one never moves
-//! another (one hash-map operation per registration and one per removal).
+//! (`rehydrate::track` through the host API). Both record the complete object's address and a
+//! class slot. Registering and unregistering are O(1) from any thread:
+//!
+//! - Each thread records into its own [`Shard`] (found through a thread-local), bracketed by
+//!   its `busy` flag: no atomic read-modify-write, no lock, nothing shared is written. The
+//!   handshake with a reload uses the asymmetric barrier of [`crate::barrier`].
+//! - A reload (or any reader of the whole set) calls [`Registry::stop`]: it takes the registry
+//!   lock, raises `stopped`, waits until no shard is busy, and then owns every shard until the
+//!   returned [`Stopped`] view is dropped. A thread that tracks meanwhile sees `stopped` and
+//!   waits on the registry lock.
+//! - Untracking an object on another thread than the one that tracked it finds it through a
+//!   `stop` (a few microseconds instead of a few nanoseconds); so does tracking from a thread
+//!   whose thread-locals are already destroyed.
+//!
+//! Within a shard each class keeps its objects in a slot array with a free list, so removing
+//! one never moves another, and an [`AddressTable`] maps each address to its class and index.
 
-use std::collections::hash_map::Entry;
+use std::cell::{RefCell, UnsafeCell};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
+
+use crate::address_table::AddressTable;
+use crate::barrier;
 
 /// Index of a class in the registry; stable for the registry's lifetime, across reloads.
 pub(crate) type ClassSlot = u32;
@@ -18,11 +34,9 @@ pub(crate) type ClassSlot = u32;
 /// Marks a free entry in [`ClassObjects::slots`]; no object lives at address 0.
 const FREE: usize = 0;
 
-/// The objects of one class.
+/// The objects of one class in one shard.
 #[derive(Debug, Default)]
-pub(crate) struct ClassObjects {
-    /// Qualified class name, or `?<typeid name>` for a type no module class describes.
-    pub name: Arc<str>,
+struct ClassObjects {
     /// Complete-object addresses, with [`FREE`] where an object was removed.
     slots: Vec<usize>,
     /// Indices of the free entries of `slots`.
@@ -30,120 +44,348 @@ pub(crate) struct ClassObjects {
 }
 
 impl ClassObjects {
-    /// The live objects' addresses.
-    pub fn addresses(&self) -> impl Iterator<Item = usize> + '_ {
-        self.slots.iter().copied().filter(|&a| a != FREE)
-    }
-
-    /// How many objects are live.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.slots.len() - self.free.len()
     }
-
-    /// Whether no object is live.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The raw slot array (free entries hold [`FREE`]), for tight loops that skip them.
-    pub fn slots(&self) -> &[usize] {
-        &self.slots
-    }
 }
 
-/// The registry's contents; reloads hold the lock for their whole validate-and-patch phase.
+/// The objects one thread recorded.
 #[derive(Debug, Default)]
-pub(crate) struct Objects {
-    pub classes: Vec<ClassObjects>,
-    slot_of: FxHashMap<Arc<str>, ClassSlot>,
-    /// address -> (class slot, index in that class's `slots`)
-    where_is: FxHashMap<usize, (ClassSlot, u32)>,
+struct ShardObjects {
+    /// Indexed by class slot; grown on first use of a slot.
+    classes: Vec<ClassObjects>,
+    /// address -> `slot << 32 | index in that class's slots`
+    where_is: AddressTable,
 }
 
-impl Objects {
-    /// Total live objects.
-    pub fn len(&self) -> usize {
-        self.where_is.len()
+impl ShardObjects {
+    fn insert(&mut self, address: usize, slot: ClassSlot) -> bool {
+        if self.classes.len() <= slot as usize {
+            self.classes
+                .resize_with(slot as usize + 1, ClassObjects::default);
+        }
+        let class = &mut self.classes[slot as usize];
+        self.where_is.insert_with(address, || {
+            let index = match class.free.pop() {
+                Some(index) => {
+                    class.slots[index as usize] = address;
+                    index
+                }
+                None => {
+                    class.slots.push(address);
+                    (class.slots.len() - 1) as u32
+                }
+            };
+            (u64::from(slot) << 32) | u64::from(index)
+        })
     }
+
+    fn remove(&mut self, address: usize) -> bool {
+        let Some(place) = self.where_is.remove(address) else {
+            return false;
+        };
+        let (slot, index) = ((place >> 32) as usize, place as u32);
+        let class = &mut self.classes[slot];
+        class.slots[index as usize] = FREE;
+        class.free.push(index);
+        true
+    }
+
+    fn class(&self, slot: ClassSlot) -> Option<&ClassObjects> {
+        self.classes.get(slot as usize)
+    }
+}
+
+/// One thread's objects and the flag that brackets its every change.
+///
+/// Access protocol for `objects`: the owning thread while its `busy` flag is set and the
+/// registry is not stopped, or whoever holds the registry lock with the registry stopped (or,
+/// for the owning thread only, holds the registry lock at all).
+#[derive(Debug, Default)]
+struct Shard {
+    busy: AtomicBool,
+    /// Set when the registry is dropped, so the thread-local entry can be pruned.
+    retired: AtomicBool,
+    objects: UnsafeCell<ShardObjects>,
+}
+
+// SAFETY: `objects` is only reached under the access protocol above, which gives one thread at
+// a time exclusive access; the flags are atomics.
+unsafe impl Sync for Shard {}
+
+/// Clears a shard's `busy` flag when the change it brackets ends, even by unwinding.
+struct BusyGuard<'a>(&'a Shard);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
+
+thread_local! {
+    /// The shard this thread records into, per registry it has used: (registry id, shard).
+    static OWN_SHARDS: RefCell<Vec<(u64, Arc<Shard>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Registry ids, so a thread-local entry never matches a later registry.
+static NEXT_REGISTRY_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What the registry lock guards: class names and the list of shards.
+#[derive(Debug, Default)]
+struct World {
+    names: Vec<Arc<str>>,
+    slot_of: FxHashMap<Arc<str>, ClassSlot>,
+    shards: Vec<Arc<Shard>>,
 }
 
 /// Thread-safe registry of live objects.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Registry {
-    inner: Mutex<Objects>,
+    id: u64,
+    /// Raised while a [`Stopped`] view exists (or is being taken).
+    stopped: AtomicBool,
+    world: Mutex<World>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        barrier::init();
+        Self {
+            id: NEXT_REGISTRY_ID.fetch_add(1, Ordering::Relaxed),
+            stopped: AtomicBool::new(false),
+            world: Mutex::default(),
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        for shard in &self.lock_world().shards {
+            shard.retired.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Registry {
-    /// Locks the registry (a poisoned lock is still usable: every operation leaves it consistent).
-    pub fn lock(&self) -> MutexGuard<'_, Objects> {
-        self.inner
+    /// Locks the class names and shard list (a poisoned lock is still usable: every operation
+    /// leaves the registry consistent).
+    fn lock_world(&self) -> MutexGuard<'_, World> {
+        self.world
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The slot for `class`, created on first use.
     pub fn slot(&self, class: &str) -> ClassSlot {
-        let mut objects = self.lock();
-        if let Some(&slot) = objects.slot_of.get(class) {
+        let mut world = self.lock_world();
+        if let Some(&slot) = world.slot_of.get(class) {
             return slot;
         }
-        let slot = objects.classes.len() as ClassSlot;
+        let slot = world.names.len() as ClassSlot;
         let name: Arc<str> = Arc::from(class);
-        objects.classes.push(ClassObjects {
-            name: name.clone(),
-            ..ClassObjects::default()
-        });
-        objects.slot_of.insert(name, slot);
+        world.names.push(name.clone());
+        world.slot_of.insert(name, slot);
         slot
-    }
-
-    /// Records a live object; returns false when the address was already recorded (or is 0).
-    pub fn insert(&self, address: usize, slot: ClassSlot) -> bool {
-        if address == FREE {
-            return false;
-        }
-        let mut guard = self.lock();
-        let objects = &mut *guard;
-        let Entry::Vacant(vacant) = objects.where_is.entry(address) else {
-            return false;
-        };
-        let class = &mut objects.classes[slot as usize];
-        let index = match class.free.pop() {
-            Some(index) => {
-                class.slots[index as usize] = address;
-                index
-            }
-            None => {
-                class.slots.push(address);
-                (class.slots.len() - 1) as u32
-            }
-        };
-        vacant.insert((slot, index));
-        true
-    }
-
-    /// Forgets a live object; returns false when it was not recorded.
-    pub fn remove(&self, address: usize) -> bool {
-        let mut guard = self.lock();
-        let objects = &mut *guard;
-        let Some((slot, index)) = objects.where_is.remove(&address) else {
-            return false;
-        };
-        let class = &mut objects.classes[slot as usize];
-        class.slots[index as usize] = FREE;
-        class.free.push(index);
-        true
     }
 
     /// The class name of a slot.
     pub fn class_name(&self, slot: ClassSlot) -> Arc<str> {
-        self.lock().classes[slot as usize].name.clone()
+        self.lock_world().names[slot as usize].clone()
+    }
+
+    /// Records a live object; returns false when the address is 0 or was already recorded by
+    /// this thread. (The same address recorded by two threads is not detected.)
+    pub fn insert(&self, address: usize, slot: ClassSlot) -> bool {
+        if address == FREE {
+            return false;
+        }
+        match self.with_own_shard(|objects| objects.insert(address, slot)) {
+            Some(inserted) => inserted,
+            None => self.stop().insert_anywhere(address, slot),
+        }
+    }
+
+    /// Forgets a live object; returns false when it was not recorded.
+    pub fn remove(&self, address: usize) -> bool {
+        match self.with_own_shard(|objects| objects.remove(address)) {
+            Some(true) => true,
+            // Recorded by another thread (or this thread's thread-locals are gone).
+            _ => self.stop().remove(address),
+        }
+    }
+
+    /// Runs `change` on this thread's shard; `None` when this thread's thread-locals are
+    /// already destroyed (the thread is exiting).
+    fn with_own_shard<R>(&self, change: impl FnOnce(&mut ShardObjects) -> R) -> Option<R> {
+        OWN_SHARDS
+            .try_with(|own| {
+                let mut list = own.borrow();
+                if !list.iter().any(|(id, _)| *id == self.id) {
+                    drop(list);
+                    self.add_own_shard(own);
+                    list = own.borrow();
+                }
+                let (_, shard) = list
+                    .iter()
+                    .find(|(id, _)| *id == self.id)
+                    .expect("this thread's shard was added above");
+                shard.busy.store(true, Ordering::Relaxed);
+                let busy = BusyGuard(shard);
+                barrier::light();
+                if self.stopped.load(Ordering::Acquire) {
+                    drop(busy);
+                    let _world = self.lock_world();
+                    let objects = shard.objects.get();
+                    // SAFETY: this thread owns the shard and holds the registry lock, which
+                    // every stopper holds for as long as it reads shards.
+                    return change(unsafe { &mut *objects });
+                }
+                let objects = shard.objects.get();
+                // SAFETY: this thread owns the shard and its `busy` flag is raised with the
+                // registry not stopped: a stopper waits for the flag to drop before reading.
+                change(unsafe { &mut *objects })
+            })
+            .ok()
+    }
+
+    /// Creates this thread's shard for this registry and registers it with the registry
+    /// (dropping the thread's entries of registries that no longer exist).
+    fn add_own_shard(&self, own: &RefCell<Vec<(u64, Arc<Shard>)>>) {
+        let shard = Arc::new(Shard::default());
+        self.lock_world().shards.push(shard.clone());
+        let mut own = own.borrow_mut();
+        own.retain(|(_, shard)| !shard.retired.load(Ordering::Relaxed));
+        own.push((self.id, shard));
+    }
+
+    /// Stops every thread from changing its shard and returns a view of all of them. Threads
+    /// that track or untrack meanwhile wait until the view is dropped.
+    pub fn stop(&self) -> Stopped<'_> {
+        let world = self.lock_world();
+        self.stopped.store(true, Ordering::Relaxed);
+        barrier::heavy();
+        for shard in &world.shards {
+            let mut spins = 0u32;
+            while shard.busy.load(Ordering::Acquire) {
+                spins += 1;
+                if spins < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now(); // its owner was preempted mid-change
+                }
+            }
+        }
+        Stopped {
+            registry: self,
+            world,
+        }
+    }
+}
+
+/// Exclusive access to every shard of a stopped registry.
+pub(crate) struct Stopped<'a> {
+    registry: &'a Registry,
+    world: MutexGuard<'a, World>,
+}
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        // Release: everything read or written through this view happens before any thread's
+        // next change (which loads `stopped` with Acquire). The lock is released after this.
+        self.registry.stopped.store(false, Ordering::Release);
+    }
+}
+
+impl Stopped<'_> {
+    fn shards(&self) -> impl Iterator<Item = &ShardObjects> {
+        self.world.shards.iter().map(|shard| {
+            let objects = shard.objects.get();
+            // SAFETY: the registry is stopped and this view holds its lock: no shard changes.
+            unsafe { &*objects }
+        })
+    }
+
+    fn shards_mut(&mut self) -> impl Iterator<Item = &mut ShardObjects> {
+        self.world.shards.iter().map(|shard| {
+            let objects = shard.objects.get();
+            // SAFETY: as in `shards`, and `&mut self` makes this the only reader.
+            unsafe { &mut *objects }
+        })
+    }
+
+    /// Total live objects.
+    pub fn len(&self) -> usize {
+        self.shards().map(|objects| objects.where_is.len()).sum()
+    }
+
+    /// Every class slot that exists, with its name.
+    pub fn classes(&self) -> impl Iterator<Item = (ClassSlot, &Arc<str>)> {
+        self.world
+            .names
+            .iter()
+            .enumerate()
+            .map(|(slot, name)| (slot as ClassSlot, name))
+    }
+
+    /// How many objects of `slot` are live.
+    pub fn count(&self, slot: ClassSlot) -> usize {
+        self.shards()
+            .filter_map(|objects| objects.class(slot))
+            .map(ClassObjects::len)
+            .sum()
+    }
+
+    /// The slot arrays of `slot`, one per shard that has any (free entries hold 0), for tight
+    /// loops that skip them.
+    pub fn slot_arrays(&self, slot: ClassSlot) -> impl Iterator<Item = &[usize]> {
+        self.shards()
+            .filter_map(move |objects| objects.class(slot))
+            .map(|class| class.slots.as_slice())
+    }
+
+    /// Every live object as (class name, address).
+    pub fn addresses(&self) -> impl Iterator<Item = (&Arc<str>, usize)> {
+        self.classes().flat_map(move |(slot, name)| {
+            self.slot_arrays(slot)
+                .flatten()
+                .filter(|&&address| address != FREE)
+                .map(move |&address| (name, address))
+        })
+    }
+
+    fn remove(&mut self, address: usize) -> bool {
+        self.shards_mut().any(|objects| objects.remove(address))
+    }
+
+    /// Records an object for a thread that cannot use its own shard, into any shard.
+    fn insert_anywhere(&mut self, address: usize, slot: ClassSlot) -> bool {
+        if self
+            .shards()
+            .any(|objects| objects.where_is.get(address).is_some())
+        {
+            return false;
+        }
+        if self.world.shards.is_empty() {
+            self.world.shards.push(Arc::default());
+        }
+        let first = self.shards_mut().next();
+        first.is_some_and(|objects| objects.insert(address, slot))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sorted_addresses(registry: &Registry) -> Vec<(String, usize)> {
+        let stopped = registry.stop();
+        let mut seen: Vec<_> = stopped
+            .addresses()
+            .map(|(name, address)| (name.to_string(), address))
+            .collect();
+        seen.sort();
+        seen
+    }
 
     #[test]
     fn insert_remove_reuses_entries_and_keeps_every_index_right() {
@@ -161,26 +403,109 @@ mod tests {
         }
         assert!(!registry.remove(2 * 16));
         assert!(registry.insert(11 * 16, a), "a freed entry is reused");
-        let objects = registry.lock();
-        assert_eq!(objects.len(), 7);
-        let mut seen: Vec<usize> = objects.classes.iter().flat_map(|c| c.addresses()).collect();
-        seen.sort();
-        assert_eq!(seen, [16, 4 * 16, 5 * 16, 6 * 16, 8 * 16, 9 * 16, 11 * 16]);
-        assert_eq!(
-            objects.classes[a as usize].slots().len(),
-            5,
-            "no growth: the freed entry was reused"
-        );
-        for (slot, class) in objects.classes.iter().enumerate() {
-            assert_eq!(class.len(), class.addresses().count());
-            for (index, &address) in class.slots().iter().enumerate() {
-                if address != FREE {
-                    assert_eq!(
-                        objects.where_is[&address],
-                        (slot as ClassSlot, index as u32)
-                    );
+        let stopped = registry.stop();
+        assert_eq!(stopped.len(), 7);
+        assert_eq!((stopped.count(a), stopped.count(b)), (4, 3));
+        let a_slots: Vec<&[usize]> = stopped.slot_arrays(a).collect();
+        assert_eq!(a_slots.len(), 1, "one thread, one shard");
+        assert_eq!(a_slots[0].len(), 5, "no growth: the freed entry was reused");
+        for objects in stopped.shards() {
+            for (slot, class) in objects.classes.iter().enumerate() {
+                assert_eq!(
+                    class.len(),
+                    class.slots.iter().filter(|&&a| a != FREE).count()
+                );
+                for (index, &address) in class.slots.iter().enumerate() {
+                    if address != FREE {
+                        let place = objects.where_is.get(address).unwrap();
+                        assert_eq!(place, ((slot as u64) << 32) | index as u64);
+                    }
                 }
             }
         }
+        drop(stopped);
+        let mut expected: Vec<(String, usize)> = [1, 4, 5, 6, 8, 9, 11]
+            .into_iter()
+            .map(|i| {
+                (
+                    (if i % 2 == 0 || i == 11 { "A" } else { "B" }).to_string(),
+                    i * 16,
+                )
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(sorted_addresses(&registry), expected);
+    }
+
+    #[test]
+    fn objects_untracked_on_another_thread_are_found() {
+        let registry = Arc::new(Registry::default());
+        let slot = registry.slot("A");
+        let tracked_there = {
+            let registry = registry.clone();
+            std::thread::spawn(move || {
+                (1..=100)
+                    .map(|i| {
+                        assert!(registry.insert(i * 64, slot));
+                        i * 64
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap()
+        };
+        // The tracking thread has exited; its shard (and its objects) remain.
+        assert_eq!(registry.stop().len(), 100);
+        for address in &tracked_there[..60] {
+            assert!(registry.remove(*address), "untracked here, tracked there");
+        }
+        assert!(!registry.remove(64), "already gone");
+        assert_eq!(registry.stop().len(), 40);
+        assert_eq!(registry.stop().count(slot), 40);
+    }
+
+    #[test]
+    fn a_stopped_registry_sees_every_change_of_every_thread_exactly() {
+        // Threads churn their own objects while this thread stops the registry over and over:
+        // each stop must see a consistent count (every thread's objects minus the ones it
+        // untracked), never a half-done change.
+        const THREADS: usize = 2;
+        const ROUNDS: usize = 2_000;
+        let registry = Arc::new(Registry::default());
+        let slot = registry.slot("A");
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let registry = registry.clone();
+                std::thread::spawn(move || {
+                    let base = (t + 1) << 32;
+                    for round in 0..ROUNDS {
+                        for i in 0..8 {
+                            assert!(registry.insert(base + (round * 8 + i) * 16, slot));
+                        }
+                        for i in 0..8 {
+                            assert!(registry.remove(base + (round * 8 + i) * 16));
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut stops = 0;
+        while workers.iter().any(|w| !w.is_finished()) {
+            let stopped = registry.stop();
+            let total = stopped.len();
+            let by_class = stopped.count(slot);
+            let listed = stopped.addresses().count();
+            assert_eq!((total, by_class), (listed, listed));
+            assert!(
+                total <= THREADS * 8,
+                "at most 8 live per thread, saw {total}"
+            );
+            stops += 1;
+        }
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        assert_eq!(registry.stop().len(), 0);
+        assert!(stops > 0);
     }
 }

@@ -14,8 +14,8 @@
 //! # Threading contract
 //!
 //! [`Runtime::reload`] takes `&mut self`: no other use of the runtime can overlap a reload.
-//! Objects the module tracks from other threads wait on the registry lock during
-//! [`Reload::rehydrate_all`]. What the types cannot enforce is the caller's side: no thread may
+//! Objects the module tracks from other threads wait during [`Reload::rehydrate_all`] (the
+//! registry is stopped for its whole validate-and-patch phase). What the types cannot enforce is the caller's side: no thread may
 //! be running module code (calling virtual functions of live objects) while `rehydrate_all`
 //! patches them and unloads the old build.
 
@@ -31,7 +31,7 @@ use crate::bindings::{Bindings, Owner};
 use crate::error::Error;
 use crate::module::{LoadedModule, ModuleClass, UNKNOWN_TYPE_PREFIX};
 use crate::probe::{probe, ClassImage, ProbeFailure, Writes};
-use crate::registry::{ClassSlot, Objects, Registry};
+use crate::registry::{ClassSlot, Registry, Stopped};
 
 /// One loaded build and the probe result of each of its classes (same order as its classes).
 struct Build {
@@ -271,16 +271,15 @@ impl Runtime {
 
     /// Number of live objects (host-created and module-tracked).
     pub fn live_objects(&self) -> usize {
-        self.shared.registry.lock().len()
+        self.shared.registry.stop().len()
     }
 
     /// Every live object as (class, complete-object address).
     pub fn live_object_addresses(&self) -> Vec<(String, usize)> {
-        let objects = self.shared.registry.lock();
+        let objects = self.shared.registry.stop();
         objects
-            .classes
-            .iter()
-            .flat_map(|c| c.addresses().map(|a| (c.name.to_string(), a)))
+            .addresses()
+            .map(|(class, address)| (class.to_string(), address))
             .collect()
     }
 
@@ -393,7 +392,7 @@ impl Reload<'_> {
             probe_time,
         } = self;
         let shared = runtime.shared.clone();
-        let objects = shared.registry.lock();
+        let objects = shared.registry.stop();
         let mut current = shared.write();
 
         let started = Instant::now();
@@ -409,10 +408,10 @@ impl Reload<'_> {
 
         let started = Instant::now();
         for step in &plan {
-            patch(
-                objects.classes[step.slot as usize].slots(),
-                new.image(step.new_index)?,
-            );
+            let image = new.image(step.new_index)?;
+            for slots in objects.slot_arrays(step.slot) {
+                patch(slots, image);
+            }
         }
         let patch_time = started.elapsed();
 
@@ -451,14 +450,14 @@ struct PatchStep {
     new_index: usize,
 }
 
-fn validate(objects: &Objects, old: &Build, new: &Build) -> Result<Vec<PatchStep>, Error> {
+fn validate(objects: &Stopped, old: &Build, new: &Build) -> Result<Vec<PatchStep>, Error> {
     let mut plan = Vec::new();
-    for (slot, class) in objects.classes.iter().enumerate() {
-        if class.is_empty() {
+    for (slot, name) in objects.classes() {
+        let count = objects.count(slot);
+        if count == 0 {
             continue;
         }
-        let name = &*class.name;
-        let count = class.len();
+        let name = &**name;
         if let Some(type_id) = name.strip_prefix(UNKNOWN_TYPE_PREFIX) {
             return Err(Error::UntrackableType {
                 type_id_name: type_id.to_string(),
@@ -495,17 +494,17 @@ fn validate(objects: &Objects, old: &Build, new: &Build) -> Result<Vec<PatchStep
                 )],
             });
         }
-        if let Some((address, offset)) = first_stale_object(class.slots(), &old_image.writes) {
+        let stale = objects
+            .slot_arrays(slot)
+            .find_map(|slots| first_stale_object(slots, &old_image.writes));
+        if let Some((address, offset)) = stale {
             return Err(Error::StaleObject {
                 address,
                 class: name.to_string(),
                 offset,
             });
         }
-        plan.push(PatchStep {
-            slot: slot as ClassSlot,
-            new_index,
-        });
+        plan.push(PatchStep { slot, new_index });
     }
     Ok(plan)
 }
@@ -551,7 +550,7 @@ fn first_stale_object(objects: &[usize], expected: &Writes) -> Option<(usize, us
 fn patch(objects: &[usize], image: &ClassImage) {
     for_chunks(objects, |part| {
         for &address in part.iter().filter(|&&address| address != 0) {
-            // The registry lock is held and, by the threading contract, no module code runs.
+            // The registry is stopped and, by the threading contract, no module code runs.
             // SAFETY: validated live objects of this class.
             unsafe { image.writes.apply(address) };
         }
