@@ -56,6 +56,7 @@ impl AddressTable {
     }
 
     /// Where `address` would sit with no collision.
+    #[inline]
     fn home(&self, address: usize) -> usize {
         // Fibonacci hashing: multiply by 2^64 / phi, keep the top bits. Addresses that are
         // close together (consecutive allocations) land far apart.
@@ -63,6 +64,7 @@ impl AddressTable {
     }
 
     /// The index holding `address`, or the empty index where it would go.
+    #[inline]
     fn find(&self, address: usize) -> Result<usize, usize> {
         let mask = self.mask();
         let mut index = self.home(address);
@@ -76,6 +78,7 @@ impl AddressTable {
     }
 
     /// The value of `address`, if recorded.
+    #[inline]
     pub fn get(&self, address: usize) -> Option<u64> {
         if address == 0 {
             return None;
@@ -93,6 +96,7 @@ impl AddressTable {
 
     /// As [`insert`](Self::insert), computing the value only when `address` is new (one probe
     /// sequence for the check and the insertion).
+    #[inline]
     pub fn insert_with(&mut self, address: usize, value: impl FnOnce() -> u64) -> bool {
         if address == 0 {
             return false;
@@ -112,6 +116,7 @@ impl AddressTable {
     }
 
     /// Forgets `address` and returns its value, if it was recorded.
+    #[inline]
     pub fn remove(&mut self, address: usize) -> Option<u64> {
         if address == 0 {
             return None;
