@@ -58,7 +58,8 @@ struct ModuleHost {
 // SAFETY: `api.context` points at the `ModuleHost` itself and is only dereferenced by the
 // callbacks, which touch nothing but the thread-safe `Registry` and the immutable type map.
 unsafe impl Send for ModuleHost {}
-// SAFETY: as above: shared access only reads immutable data or goes through the registry lock.
+// SAFETY: as above: shared access only reads immutable data or goes through the thread-safe
+// `Registry`.
 unsafe impl Sync for ModuleHost {}
 
 /// A loaded build of a module.

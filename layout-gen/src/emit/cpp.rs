@@ -122,21 +122,23 @@ std::int32_t rehydrate_destroy(void* object, char* error, std::size_t capacity) 
     return rehydrate_guarded([object] { static_cast<T*>(object)->T::~T(); }, error, capacity);
 }
 
-const rehydrate_host_api* rehydrate_host = nullptr;
+}  // namespace
+
+// Read by rehydrate/module.h; hidden, so that an old and a new build of the module loaded side
+// by side never reach each other's runtime table, and so that reading it is one load.
+extern \"C\" {
+__attribute__((visibility(\"hidden\"))) const rehydrate_host_api* rehydrate_module_host_api = nullptr;
+}
+
+namespace {
 
 std::int32_t rehydrate_attach(const rehydrate_host_api* api) noexcept {
     if (api == nullptr || api->abi_version != REHYDRATE_ABI_VERSION) return REHYDRATE_STATUS_CPP_EXCEPTION;
-    rehydrate_host = api;
+    rehydrate_module_host_api = api;
     return REHYDRATE_STATUS_OK;
 }
 
 }  // namespace
-
-// For rehydrate/module.h; hidden, so that an old and a new build of the module loaded side by
-// side never reach each other's runtime table.
-extern \"C\" __attribute__((visibility(\"hidden\"))) const rehydrate_host_api* rehydrate_module_host(void) noexcept {
-    return rehydrate_host;
-}
 ";
 
 const EXPORT: &str = "\

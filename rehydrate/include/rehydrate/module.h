@@ -14,10 +14,13 @@
 
 #include "rehydrate/module_abi.h"
 
-/* Defined by the generated shim. */
-extern "C" const rehydrate_host_api *rehydrate_module_host(void) noexcept;
+/* Defined by the generated shim: the runtime's function table, null until the runtime
+ * attaches. Hidden (one per module build), so reading it is a single load. */
+extern "C" __attribute__((visibility("hidden"))) const rehydrate_host_api *rehydrate_module_host_api;
 
 namespace rehydrate {
+
+inline const rehydrate_host_api *module_host() noexcept { return rehydrate_module_host_api; }
 
 template <class T>
 void *complete_object(T *object) noexcept {
@@ -31,7 +34,7 @@ void *complete_object(T *object) noexcept {
 /* Records `object` as live; returns it, so that `return rehydrate::track(new T);` reads well. */
 template <class T>
 T *track(T *object) noexcept {
-    const rehydrate_host_api *host = rehydrate_module_host();
+    const rehydrate_host_api *host = module_host();
     if (host != nullptr && object != nullptr) {
         host->track(host->context, typeid(*object).name(), complete_object(object));
     }
@@ -41,7 +44,7 @@ T *track(T *object) noexcept {
 /* Forgets `object`; call it before destroying the object. */
 template <class T>
 void untrack(T *object) noexcept {
-    const rehydrate_host_api *host = rehydrate_module_host();
+    const rehydrate_host_api *host = module_host();
     if (host != nullptr && object != nullptr) {
         host->untrack(host->context, complete_object(object));
     }
@@ -55,7 +58,7 @@ void untrack(T *object) noexcept {
  */
 template <class Function>
 Function forwarder(const char *symbol) noexcept {
-    const rehydrate_host_api *host = rehydrate_module_host();
+    const rehydrate_host_api *host = module_host();
     if (host == nullptr) return nullptr;
     return reinterpret_cast<Function>(const_cast<void *>(host->forwarder(host->context, symbol)));
 }
