@@ -249,15 +249,17 @@ impl Registry {
         if self.stopped.load(Ordering::Acquire) {
             drop(busy);
             let _world = self.lock_world();
-            let objects = shard.objects.get();
-            // SAFETY: this thread owns the shard and holds the registry lock, which every
-            // stopper holds for as long as it reads shards.
-            return Some(change(unsafe { &mut *objects }));
+            // This thread owns the shard and holds the registry lock, which every stopper holds
+            // for as long as it reads shards.
+            // SAFETY: exclusive access, as just said.
+            let objects = unsafe { &mut *shard.objects.get() };
+            return Some(change(objects));
         }
-        let objects = shard.objects.get();
-        // SAFETY: this thread owns the shard and its `busy` flag is raised with the registry
-        // not stopped: a stopper waits for the flag to drop before reading.
-        Some(change(unsafe { &mut *objects }))
+        // This thread owns the shard and its `busy` flag is raised with the registry not
+        // stopped: a stopper waits for the flag to drop before reading.
+        // SAFETY: exclusive access, as just said.
+        let objects = unsafe { &mut *shard.objects.get() };
+        Some(change(objects))
     }
 
     /// This thread's shard for this registry, created and registered on first use (dropping
