@@ -15,9 +15,9 @@
 //!
 //! [`Runtime::reload`] takes `&mut self`: no other use of the runtime can overlap a reload.
 //! Objects the module tracks from other threads wait during [`Reload::rehydrate_all`] (the
-//! registry is stopped for its whole validate-and-patch phase). What the types cannot enforce is the caller's side: no thread may
-//! be running module code (calling virtual functions of live objects) while `rehydrate_all`
-//! patches them and unloads the old build.
+//! registry is stopped for its whole validate-and-patch phase). What the types cannot enforce
+//! is the caller's side: no thread may be running module code (calling virtual functions of
+//! live objects) while `rehydrate_all` patches them and unloads the old build.
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::marker::PhantomData;
