@@ -2,3 +2,4 @@
 
 pub mod cpp;
 pub mod rust;
+mod rust_text;

@@ -1,6 +1,10 @@
 //! Rust tables for the host: one `rehydrate::tables::ClassTable` constant per class and a
 //! `CLASSES` slice, built with `quote` and formatted with `prettyplease`. The host `include!`s
 //! the file; nothing is parsed at run time.
+//!
+//! Formatting through `syn` costs about 100 µs per class, so a class constant is written by
+//! [`super::rust_text`] wherever that gives the very text `prettyplease` would, and goes through
+//! `quote`, `syn` and `prettyplease` otherwise. Tests hold the two to the same output.
 
 use std::collections::HashSet;
 
@@ -8,21 +12,31 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 use rehydrate::tables::Access;
 
+use super::rust_text;
 use crate::ir::{ClassLayout, LayoutModel};
 
 /// The generated Rust source for `model`.
 ///
-/// Formatting through `syn` and `prettyplease` costs far more than building the tokens, so the
-/// classes are formatted in chunks on every available core and joined in order.
+/// The classes are formatted in chunks on every available core and joined in order.
 pub fn tables(model: &LayoutModel) -> String {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    tables_on(model, workers)
+    tables_on(model, workers, Formatting::TextWhereCertain)
 }
 
-/// [`tables`] on `workers` threads; the text does not depend on the count.
-fn tables_on(model: &LayoutModel, workers: usize) -> String {
+/// How class constants are turned into text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Formatting {
+    /// [`super::rust_text`] where it is certain to match `prettyplease`, `prettyplease` elsewhere.
+    TextWhereCertain,
+    /// Every class through `quote`, `syn` and `prettyplease` (the reference the tests compare to).
+    #[cfg(test)]
+    Prettyplease,
+}
+
+/// [`tables`] on `workers` threads; the text depends neither on the count nor on `formatting`.
+fn tables_on(model: &LayoutModel, workers: usize, formatting: Formatting) -> String {
     let mut used = HashSet::new();
     let names: Vec<String> = model
         .classes
@@ -34,7 +48,7 @@ fn tables_on(model: &LayoutModel, workers: usize) -> String {
     let formatted: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = classes
             .chunks(chunk)
-            .map(|part| scope.spawn(move || format_items(class_constants(part))))
+            .map(|part| scope.spawn(move || class_constants(part, formatting)))
             .collect();
         handles
             .into_iter()
@@ -62,25 +76,44 @@ fn tables_on(model: &LayoutModel, workers: usize) -> String {
     out
 }
 
-fn class_constants(classes: &[(&ClassLayout, &String)]) -> TokenStream {
-    let constants = classes.iter().map(|(class, name)| {
-        let ident = Ident::new(name, Span::call_site());
-        let table = class_table(class);
-        let file = std::path::Path::new(&class.pos.file)
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned());
-        let doc = format!(
-            " Layout of `{}` ({}:{}).",
-            class.name,
-            file.unwrap_or_default(),
-            class.pos.line
-        );
-        quote! {
-            #[doc = #doc]
-            pub const #ident: ClassTable = #table;
+/// The constants of `classes`, in order.
+fn class_constants(classes: &[(&ClassLayout, &String)], formatting: Formatting) -> String {
+    let mut out = String::new();
+    for (class, name) in classes {
+        let doc = doc_comment(class);
+        let direct = match formatting {
+            Formatting::TextWhereCertain => rust_text::class_constant(class, name, &doc),
+            #[cfg(test)]
+            Formatting::Prettyplease => None,
+        };
+        match direct {
+            Some(text) => out.push_str(&text),
+            None => out.push_str(&format_items(class_constant_tokens(class, name, &doc))),
         }
-    });
-    quote! { #(#constants)* }
+    }
+    out
+}
+
+/// ` Layout of `ns::Class` (header.hpp:12).`: the class and where it is defined.
+fn doc_comment(class: &ClassLayout) -> String {
+    let file = std::path::Path::new(&class.pos.file)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned());
+    format!(
+        " Layout of `{}` ({}:{}).",
+        class.name,
+        file.unwrap_or_default(),
+        class.pos.line
+    )
+}
+
+fn class_constant_tokens(class: &ClassLayout, name: &str, doc: &str) -> TokenStream {
+    let ident = Ident::new(name, Span::call_site());
+    let table = class_table(class);
+    quote! {
+        #[doc = #doc]
+        pub const #ident: ClassTable = #table;
+    }
 }
 
 fn format_items(tokens: TokenStream) -> String {
@@ -220,10 +253,128 @@ mod tests {
                 .map(|i| class(&format!("ns::C{i}"), 8 * i))
                 .collect(),
         };
-        let one = tables_on(&model, 1);
-        assert_eq!(one, tables_on(&model, 2));
-        assert_eq!(one, tables_on(&model, 3));
+        let one = tables_on(&model, 1, Formatting::TextWhereCertain);
+        assert_eq!(one, tables_on(&model, 2, Formatting::TextWhereCertain));
+        assert_eq!(one, tables_on(&model, 3, Formatting::Prettyplease));
         assert!(one.contains("pub const NS_C5: ClassTable"));
+    }
+
+    /// xorshift64*: reproducible random models without a dependency.
+    struct Random(u64);
+
+    impl Random {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, bound: u64) -> u64 {
+            self.next() % bound
+        }
+
+        /// A number of 1 to 20 digits, small ones more often.
+        fn number(&mut self) -> u64 {
+            let digits = [1, 1, 2, 2, 3, 4, 6, 10, 20][self.below(9) as usize];
+            self.next() % 10u64.saturating_pow(digits).max(10)
+        }
+
+        /// A C++-like name of 1 to 120 characters, short ones more often; now and then one that
+        /// needs escaping.
+        fn name(&mut self) -> String {
+            const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCXYZ0123456789_:<>, *&()[]";
+            let len = [1, 3, 5, 8, 12, 20, 30, 60, 120][self.below(9) as usize];
+            let mut name: String = (0..len)
+                .map(|_| CHARS[self.below(CHARS.len() as u64) as usize] as char)
+                .collect();
+            match self.below(200) {
+                0 => name.push('"'),
+                1 => name.push('\\'),
+                2 => name.push('é'),
+                _ => {}
+            }
+            name
+        }
+
+        fn class(&mut self) -> ClassLayout {
+            let mut class = class(&self.name(), self.number());
+            class.pos.file = format!("{}.hpp", self.name());
+            class.pos.line = self.number() as u32;
+            class.align = self.number();
+            class.is_dynamic = self.below(2) == 0;
+            class.is_abstract = self.below(2) == 0;
+            class.has_dummy_constructor = self.below(2) == 0;
+            class.layout_hash = self.next();
+            class.bases = (0..self.below(4))
+                .map(|_| crate::ir::BaseSubobject {
+                    name: self.name(),
+                    offset: self.number(),
+                    is_virtual: self.below(2) == 0,
+                    path: vec![],
+                })
+                .collect();
+            class.fields = (0..self.below(5))
+                .map(|_| crate::ir::FieldLayout {
+                    name: self.name(),
+                    owner: self.name(),
+                    owner_offset: 0,
+                    owner_in_virtual_base: false,
+                    offset: self.number(),
+                    size: self.number(),
+                    type_name: self.name(),
+                    access: [Access::Public, Access::Protected, Access::Private]
+                        [self.below(3) as usize],
+                    bit_field: (self.below(3) == 0).then(|| rehydrate::tables::BitField {
+                        offset_bits: self.number(),
+                        width_bits: self.number() as u32,
+                    }),
+                    in_anonymous: false,
+                })
+                .collect();
+            class.vptr_offsets = (0..self.below(4)).map(|_| self.number()).collect();
+            if self.below(10) == 0 {
+                class.vptr_offsets = (0..self.below(40)).map(|i| 8 * i).collect();
+            }
+            class.padding = (0..self.below(8))
+                .map(|_| rehydrate::tables::ByteRange {
+                    start: self.number(),
+                    end: self.number(),
+                })
+                .collect();
+            class
+        }
+    }
+
+    #[test]
+    fn written_text_is_what_prettyplease_prints() {
+        let mut random = Random(0x9e37_79b9_7f4a_7c15);
+        let mut written = 0;
+        let total = 3_000;
+        for _ in 0..total {
+            let class = random.class();
+            let ident = const_name(&random.name(), &mut HashSet::new());
+            let doc = doc_comment(&class);
+            let Some(text) = rust_text::class_constant(&class, &ident, &doc) else {
+                continue;
+            };
+            let reference = format_items(class_constant_tokens(&class, &ident, &doc));
+            assert_eq!(text, reference, "{class:#?}");
+            written += 1;
+        }
+        // Classes with long names or lists decline; most must not.
+        assert!(
+            written > total / 2,
+            "only {written} of {total} written directly"
+        );
+    }
+
+    #[test]
+    fn ordinary_classes_are_written_directly() {
+        let mut ordinary = class("game::Robot", 48);
+        ordinary.padding = vec![rehydrate::tables::ByteRange { start: 12, end: 16 }];
+        let doc = doc_comment(&ordinary);
+        assert!(rust_text::class_constant(&ordinary, "GAME_ROBOT", &doc).is_some());
     }
 
     #[test]
