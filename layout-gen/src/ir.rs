@@ -103,14 +103,36 @@ impl ClassLayout {
     }
 }
 
-/// Builds the model for every selected class.
+/// Builds the model for every selected class, in runs of classes on every available core (each
+/// run places the bases it needs itself); the first error in selection order wins.
 pub(crate) fn build(facts: &AstFacts) -> Result<LayoutModel, Error> {
-    let mut layouts = Layouts::new(facts);
-    let classes = facts
-        .selected
-        .iter()
-        .map(|name| class_layout(&mut layouts, name))
-        .collect::<Result<_, _>>()?;
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = facts.selected.len().div_ceil(workers).max(1);
+    let runs: Vec<Result<Vec<ClassLayout>, Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = facts
+            .selected
+            .chunks(chunk)
+            .map(|names| {
+                scope.spawn(move || {
+                    let mut layouts = Layouts::new(facts);
+                    names
+                        .iter()
+                        .map(|name| class_layout(&mut layouts, name))
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("building the model does not panic"))
+            .collect()
+    });
+    let mut classes = Vec::with_capacity(facts.selected.len());
+    for run in runs {
+        classes.extend(run?);
+    }
     Ok(LayoutModel { classes })
 }
 

@@ -61,9 +61,10 @@ pub struct Generated {
 
 /// Analyses the request and writes the Rust tables and the C++ shim into `out_dir`, rewriting
 /// a file only when its contents change. Nothing is written when analysis fails.
+///
+/// The two files are generated and written concurrently.
 pub fn generate(request: &Request, out_dir: &Path) -> Result<Generated, Error> {
     let model = analyze(request)?;
-    let rust = emit::rust::tables(&model);
     // The shim is compiled from wherever the build puts it, so it names headers absolutely;
     // `analyze` has already checked that they exist.
     let headers: Vec<PathBuf> = request
@@ -71,19 +72,25 @@ pub fn generate(request: &Request, out_dir: &Path) -> Result<Generated, Error> {
         .iter()
         .map(|h| h.canonicalize().unwrap_or_else(|_| h.clone()))
         .collect();
-    let cpp = emit::cpp::shim(&model, &headers);
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Write {
         path: out_dir.to_path_buf(),
         source,
     })?;
     let rust_tables = out_dir.join(RUST_TABLES_FILE);
     let cpp_shim = out_dir.join(CPP_SHIM_FILE);
-    let mut changed = Vec::new();
-    for (path, contents) in [(&rust_tables, &rust), (&cpp_shim, &cpp)] {
-        if write_if_changed(path, contents)? {
-            changed.push(path.clone());
-        }
-    }
+    let (rust_changed, cpp_changed) = std::thread::scope(|scope| {
+        let rust = scope.spawn(|| write_if_changed(&rust_tables, &emit::rust::tables(&model)));
+        let cpp = write_if_changed(&cpp_shim, &emit::cpp::shim(&model, &headers));
+        let rust = rust
+            .join()
+            .expect("emitting the Rust tables does not panic");
+        (rust, cpp)
+    });
+    let changed = [(rust_changed?, &rust_tables), (cpp_changed?, &cpp_shim)]
+        .into_iter()
+        .filter(|(changed, _)| *changed)
+        .map(|(_, path)| path.clone())
+        .collect();
     Ok(Generated {
         model,
         rust_tables,

@@ -20,21 +20,52 @@ use std::path::PathBuf;
 use crate::ir::{ClassLayout, FieldLayout, LayoutModel};
 
 /// The generated C++ source for `model`; `headers` are `#include`d as given.
+///
+/// The per-class text is written in chunks on every available core and joined in order; which
+/// checks each class gets (and their numbers) is decided first, in one pass, so the text does
+/// not depend on the number of threads.
 pub fn shim(model: &LayoutModel, headers: &[PathBuf]) -> String {
-    let mut out = String::new();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    shim_on(model, headers, workers)
+}
+
+fn shim_on(model: &LayoutModel, headers: &[PathBuf], workers: usize) -> String {
+    let plans = plan_checks(model);
+    let chunk = model.classes.len().div_ceil(workers).max(1);
+    let indexed: Vec<(usize, &ClassLayout)> = model.classes.iter().enumerate().collect();
+    let parts: Vec<ClassTexts> = std::thread::scope(|scope| {
+        let handles: Vec<_> = indexed
+            .chunks(chunk)
+            .map(|part| {
+                let plans = &plans;
+                scope.spawn(move || {
+                    let mut texts = ClassTexts::default();
+                    for &(index, class) in part {
+                        class_data(index, class, &mut texts.data);
+                        class_checks(class, &plans[index], &mut texts.checks);
+                        class_descriptor(index, class, &mut texts.descriptors);
+                    }
+                    texts
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("writing the shim does not panic"))
+            .collect()
+    });
+
+    let mut out = String::with_capacity(parts.iter().map(ClassTexts::len).sum::<usize>() + 8192);
     out.push_str(PRELUDE);
     for header in headers {
         let _ = writeln!(out, "#include \"{}\"", header.display());
     }
     out.push_str(HELPERS);
-
-    let mut checks = Checks::default();
-    for (index, class) in model.classes.iter().enumerate() {
-        class_checks(class, &mut checks);
-        class_data(index, class, &mut out);
-    }
+    parts.iter().for_each(|p| out.push_str(&p.data));
     out.push_str("\n// ---- compile-time layout checks ----\nnamespace {\n");
-    out.push_str(&checks.text);
+    parts.iter().for_each(|p| out.push_str(&p.checks));
     out.push_str("}  // namespace\n");
 
     out.push_str("\n// ---- the descriptor ----\nnamespace {\n");
@@ -42,9 +73,7 @@ pub fn shim(model: &LayoutModel, headers: &[PathBuf]) -> String {
         out.push_str("const rehydrate_class_desc* const rehydrate_classes = nullptr;\n");
     } else {
         out.push_str("const rehydrate_class_desc rehydrate_classes[] = {\n");
-        for (index, class) in model.classes.iter().enumerate() {
-            class_descriptor(index, class, &mut out);
-        }
+        parts.iter().for_each(|p| out.push_str(&p.descriptors));
         out.push_str("};\n");
     }
     let _ = writeln!(
@@ -54,6 +83,20 @@ pub fn shim(model: &LayoutModel, headers: &[PathBuf]) -> String {
     );
     out.push_str(EXPORT);
     out
+}
+
+/// The three sections of the shim, for a run of classes.
+#[derive(Default)]
+struct ClassTexts {
+    data: String,
+    checks: String,
+    descriptors: String,
+}
+
+impl ClassTexts {
+    fn len(&self) -> usize {
+        self.data.len() + self.checks.len() + self.descriptors.len()
+    }
 }
 
 const PRELUDE: &str = "\
@@ -153,83 +196,122 @@ extern \"C\" __attribute__((visibility(\"default\"))) const rehydrate_module_des
 
 /// `fx::Base` → `::fx::Base`.
 fn cpp_type(name: &str) -> String {
-    format!("::{name}")
+    Qualified(name).to_string()
+}
+
+/// Displays a class name fully qualified: `fx::Base` → `::fx::Base`.
+struct Qualified<'a>(&'a str);
+
+impl std::fmt::Display for Qualified<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "::{}", self.0)
+    }
 }
 
 fn cpp_string(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-#[derive(Default)]
-struct Checks {
-    text: String,
-    next_id: usize,
-    relative_done: HashSet<(String, String)>,
+/// How one field of one class is checked at compile time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OffsetCheck {
+    /// Bit-fields have no `offsetof`; the probe checks their bytes at run time.
+    None,
+    /// `offsetof(Class, field)` against the absolute offset.
+    Absolute,
+    /// `offsetof(Owner, field)` against the offset within the owner: once per owner and field.
+    WithinOwner,
 }
 
-impl Checks {
-    fn add(&mut self, comment: &str, actual: &str, expected: u64) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let _ = writeln!(
-            self.text,
-            "// {comment}\ntemplate struct layout_check<{id}, {actual}, {expected}>;"
-        );
-    }
+/// The checks of one class: its first check number and, per field, what is checked.
+struct CheckPlan {
+    first_id: usize,
+    /// Per field: the offset check, and whether its `sizeof` is checked (once per owner and field).
+    fields: Vec<(OffsetCheck, bool)>,
 }
 
-fn class_checks(class: &ClassLayout, checks: &mut Checks) {
-    let ty = cpp_type(&class.name);
+/// Decides, in class order, which checks every class gets: checks made relative to a field's
+/// owner are made once per owner and field, and every check has its own number.
+fn plan_checks(model: &LayoutModel) -> Vec<CheckPlan> {
+    let mut done: HashSet<(&str, &str, bool)> = HashSet::new();
+    let mut next_id = 0;
+    model
+        .classes
+        .iter()
+        .map(|class| {
+            let first_id = next_id;
+            let fields = class
+                .fields
+                .iter()
+                .map(|field| {
+                    let key = (field.owner.as_str(), field.name.as_str(), false);
+                    let offset = if field.bit_field.is_some() {
+                        OffsetCheck::None
+                    } else if absolute_check_possible(class, field) {
+                        OffsetCheck::Absolute
+                    } else if done.insert(key) {
+                        OffsetCheck::WithinOwner
+                    } else {
+                        OffsetCheck::None
+                    };
+                    let size = field.bit_field.is_none()
+                        && !field.type_name.contains('&')
+                        && done.insert((field.owner.as_str(), field.name.as_str(), true));
+                    next_id += usize::from(offset != OffsetCheck::None) + usize::from(size);
+                    (offset, size)
+                })
+                .collect();
+            CheckPlan { first_id, fields }
+        })
+        .collect()
+}
+
+fn class_checks(class: &ClassLayout, plan: &CheckPlan, out: &mut String) {
+    let ty = Qualified(&class.name);
     let name = &class.name;
     let _ = writeln!(
-        checks.text,
+        out,
         "\n// {name}\nstatic_assert(sizeof({ty}) == {}, \"layout-gen: sizeof({name}) differs from the table\");\n\
          static_assert(alignof({ty}) == {}, \"layout-gen: alignof({name}) differs from the table\");\n\
          static_assert(std::is_abstract<{ty}>::value == {}, \"layout-gen: {name} abstractness differs\");\n\
          static_assert(std::is_default_constructible<{ty}>::value == {}, \"layout-gen: {name} default-constructibility differs\");",
         class.size, class.align, class.is_abstract, class.has_dummy_constructor,
     );
-    for field in &class.fields {
-        if field.bit_field.is_some() {
-            continue; // no offsetof for bit-fields; the probe checks their bytes at run time
+    let mut id = plan.first_id;
+    for (field, &(offset, size)) in class.fields.iter().zip(&plan.fields) {
+        let member = &field.name;
+        let owner = &field.owner;
+        match offset {
+            OffsetCheck::None => {}
+            OffsetCheck::Absolute => {
+                let _ = writeln!(
+                    out,
+                    "// {name}::{member} at offset {} (declared in {owner})\n\
+                     template struct layout_check<{id}, __builtin_offsetof({ty}, {member}), {}>;",
+                    field.offset, field.offset
+                );
+                id += 1;
+            }
+            OffsetCheck::WithinOwner => {
+                let relative = field.offset - field.owner_offset;
+                let _ = writeln!(
+                    out,
+                    "// {owner}::{member} at offset {relative} within its class\n\
+                     template struct layout_check<{id}, __builtin_offsetof({}, {member}), {relative}>;",
+                    Qualified(owner)
+                );
+                id += 1;
+            }
         }
-        if absolute_check_possible(class, field) {
-            let comment = format!(
-                "{name}::{} at offset {} (declared in {})",
-                field.name, field.offset, field.owner
+        if size {
+            let _ = writeln!(
+                out,
+                "// sizeof {owner}::{member}\n\
+                 template struct layout_check<{id}, sizeof({}::{member}), {}>;",
+                Qualified(owner),
+                field.size
             );
-            checks.add(
-                &comment,
-                &format!("__builtin_offsetof({ty}, {})", field.name),
-                field.offset,
-            );
-        } else if checks
-            .relative_done
-            .insert((field.owner.clone(), field.name.clone()))
-        {
-            let owner = cpp_type(&field.owner);
-            let relative = field.offset - field.owner_offset;
-            let comment = format!(
-                "{}::{} at offset {relative} within its class",
-                field.owner, field.name
-            );
-            checks.add(
-                &comment,
-                &format!("__builtin_offsetof({owner}, {})", field.name),
-                relative,
-            );
-        }
-        if !field.type_name.contains('&')
-            && checks
-                .relative_done
-                .insert((field.owner.clone(), format!("sizeof {}", field.name)))
-        {
-            let comment = format!("sizeof {}::{}", field.owner, field.name);
-            checks.add(
-                &comment,
-                &format!("sizeof({}::{})", cpp_type(&field.owner), field.name),
-                field.size,
-            );
+            id += 1;
         }
     }
 }
@@ -360,4 +442,73 @@ fn class_descriptor(index: usize, class: &ClassLayout, out: &mut String) {
         class.vptr_offsets.len(),
         table(!class.vptr_offsets.is_empty(), "vptrs"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::SourcePos;
+    use crate::ir::{BaseSubobject, FieldLayout};
+
+    /// `ns::D{i}` with a virtual base `ns::V` at offset 16 whose member `v` is checked relative
+    /// to `ns::V` (once for the whole shim) and an own member `own`.
+    fn derived(i: usize) -> ClassLayout {
+        let field = |name: &str, owner: &str, owner_offset, offset, in_virtual| FieldLayout {
+            name: name.into(),
+            owner: owner.into(),
+            owner_offset,
+            owner_in_virtual_base: in_virtual,
+            offset,
+            size: 4,
+            type_name: "int".into(),
+            access: rehydrate::tables::Access::Public,
+            bit_field: None,
+            in_anonymous: false,
+        };
+        ClassLayout {
+            name: format!("ns::D{i}"),
+            pos: SourcePos {
+                file: "x.hpp".into(),
+                line: 1,
+                column: 1,
+            },
+            size: 24,
+            align: 8,
+            is_dynamic: true,
+            is_abstract: false,
+            has_dummy_constructor: true,
+            is_destructible: true,
+            bases: vec![BaseSubobject {
+                name: "ns::V".into(),
+                offset: 16,
+                is_virtual: true,
+                path: vec!["ns::V".into()],
+            }],
+            fields: vec![
+                field("own", &format!("ns::D{i}"), 0, 8, false),
+                field("v", "ns::V", 16, 16, true),
+            ],
+            vptr_offsets: vec![0],
+            padding: vec![],
+            layout_hash: i as u64,
+        }
+    }
+
+    #[test]
+    fn shim_does_not_depend_on_the_number_of_threads() {
+        let model = LayoutModel {
+            classes: (0..7).map(derived).collect(),
+        };
+        let one = shim_on(&model, &[], 1);
+        assert_eq!(one, shim_on(&model, &[], 2));
+        assert_eq!(one, shim_on(&model, &[], 3));
+        assert_eq!(
+            one.matches("__builtin_offsetof(::ns::V, v)").count(),
+            1,
+            "a member of a shared base is checked once"
+        );
+        // 7 absolute offsets, 7 + 1 sizes, 1 relative offset, numbered 0 to 15 in class order.
+        assert!(one.contains("layout_check<15, "));
+        assert!(!one.contains("layout_check<16, "));
+    }
 }
