@@ -194,11 +194,6 @@ extern \"C\" __attribute__((visibility(\"default\"))) const rehydrate_module_des
 #endif
 ";
 
-/// `fx::Base` → `::fx::Base`.
-fn cpp_type(name: &str) -> String {
-    Qualified(name).to_string()
-}
-
 /// Displays a class name fully qualified: `fx::Base` → `::fx::Base`.
 struct Qualified<'a>(&'a str);
 
@@ -208,8 +203,24 @@ impl std::fmt::Display for Qualified<'_> {
     }
 }
 
-fn cpp_string(text: &str) -> String {
-    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+/// Displays text as a C++ string literal.
+struct CppString<'a>(&'a str);
+
+impl std::fmt::Display for CppString<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        if !self.0.contains(['\\', '"']) {
+            return write!(f, "\"{}\"", self.0);
+        }
+        f.write_char('"')?;
+        for c in self.0.chars() {
+            if c == '\\' || c == '"' {
+                f.write_char('\\')?;
+            }
+            f.write_char(c)?;
+        }
+        f.write_char('"')
+    }
 }
 
 /// How one field of one class is checked at compile time.
@@ -335,13 +346,13 @@ fn class_data(index: usize, class: &ClassLayout, out: &mut String) {
             let _ = writeln!(
                 out,
                 "    {{{}, {}, {}, 0}},",
-                cpp_string(&base.name),
+                CppString(&base.name),
                 base.offset,
                 u32::from(base.is_virtual)
             );
         }
         out.push_str("};\n");
-        let ty = cpp_type(&class.name);
+        let ty = Qualified(&class.name);
         let _ = writeln!(
             out,
             "std::int32_t rehydrate_measure_bases_{index}(const void* object, std::uint64_t* offsets) noexcept {{\n    \
@@ -351,7 +362,7 @@ fn class_data(index: usize, class: &ClassLayout, out: &mut String) {
         for (slot, base) in class.bases.iter().enumerate() {
             // C-style casts reach private and protected bases too.
             let cast = base.path.iter().fold("self".to_string(), |expr, step| {
-                format!("(const {}*){expr}", cpp_type(step))
+                format!("(const {}*){expr}", Qualified(step))
             });
             let _ = writeln!(
                 out,
@@ -366,19 +377,19 @@ fn class_data(index: usize, class: &ClassLayout, out: &mut String) {
             "const rehydrate_field_desc rehydrate_fields_{index}[] = {{"
         );
         for field in &class.fields {
-            let (bit_offset, bit_width) = match field.bit_field {
-                Some(bits) => (format!("{}u", bits.offset_bits), bits.width_bits),
-                None => ("UINT64_MAX".to_string(), 0),
-            };
-            let access = field.access as u32;
-            let _ = writeln!(
+            let _ = write!(
                 out,
-                "    {{{}, {}, {}, {}, {bit_offset}, {bit_width}, {access}}},",
-                cpp_string(&field.name),
-                cpp_string(&field.owner),
+                "    {{{}, {}, {}, {}, ",
+                CppString(&field.name),
+                CppString(&field.owner),
                 field.offset,
                 field.size
             );
+            let _ = match field.bit_field {
+                Some(bits) => write!(out, "{}u, {}", bits.offset_bits, bits.width_bits),
+                None => write!(out, "UINT64_MAX, 0"),
+            };
+            let _ = writeln!(out, ", {}}},", field.access as u32);
         }
         out.push_str("};\n");
     }
@@ -394,7 +405,7 @@ fn class_data(index: usize, class: &ClassLayout, out: &mut String) {
 }
 
 fn class_descriptor(index: usize, class: &ClassLayout, out: &mut String) {
-    let ty = cpp_type(&class.name);
+    let ty = Qualified(&class.name);
     let mut flags = Vec::new();
     if class.is_dynamic {
         flags.push("REHYDRATE_CLASS_DYNAMIC");
@@ -431,7 +442,7 @@ fn class_descriptor(index: usize, class: &ClassLayout, out: &mut String) {
     let _ = writeln!(
         out,
         "    {{{}, typeid({ty}).name(), {}, {}, {:#x}ull, {flags}, 0,\n     {}, {}, {}, {}, {}, {},\n     {construct}, {destroy}, {measure}}},",
-        cpp_string(&class.name),
+        CppString(&class.name),
         class.size,
         class.align,
         class.layout_hash,
@@ -492,6 +503,12 @@ mod tests {
             padding: vec![],
             layout_hash: i as u64,
         }
+    }
+
+    #[test]
+    fn strings_are_escaped_for_cpp() {
+        assert_eq!(CppString("ns::A<1>").to_string(), "\"ns::A<1>\"");
+        assert_eq!(CppString("a\"b\\c").to_string(), "\"a\\\"b\\\\c\"");
     }
 
     #[test]

@@ -132,6 +132,31 @@ pub(crate) fn class_constant(class: &ClassLayout, ident: &str, doc: &str) -> Opt
     Some(out.0)
 }
 
+/// The `CLASSES` slice naming every constant, preceded by its doc comment, or `None` where
+/// the text would not certainly match `prettyplease`.
+pub(crate) fn class_index(idents: &[&str]) -> Option<String> {
+    const DOC: &str = "/// Every class described by this file, in selection order.\n";
+    const START: &str = "pub static CLASSES: &[ClassTable] = &[";
+    let flat_width =
+        START.len() + idents.iter().map(|i| i.len() + ", ".len()).sum::<usize>() + "];".len()
+            - if idents.is_empty() { 0 } else { ", ".len() };
+    let mut out = String::with_capacity(DOC.len() + flat_width + 6 * idents.len());
+    out.push_str(DOC);
+    out.push_str(START);
+    if flat_width <= SURELY_FITS {
+        out.push_str(&idents.join(", "));
+    } else if flat_width < SURELY_BREAKS {
+        return None;
+    } else {
+        out.push('\n');
+        for ident in idents {
+            let _ = writeln!(out, "    {ident},");
+        }
+    }
+    out.push_str("];\n");
+    Some(out)
+}
+
 /// Accumulates lines.
 struct Writer(String);
 
