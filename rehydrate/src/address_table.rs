@@ -161,18 +161,6 @@ mod tests {
 
     use super::*;
 
-    /// A small deterministic generator (xorshift64*), so failures reproduce.
-    struct Numbers(u64);
-
-    impl Numbers {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-    }
-
     fn assert_same(table: &AddressTable, model: &HashMap<usize, u64>) {
         assert_eq!(table.len(), model.len());
         for (&address, &value) in model {
@@ -190,14 +178,15 @@ mod tests {
 
     #[test]
     fn random_inserts_and_removes_match_a_hash_map() {
-        let mut numbers = Numbers(0x5EED);
+        // Seeded, so a failure reproduces.
+        let mut numbers = fastrand::Rng::with_seed(0x5EED);
         let mut table = AddressTable::default();
         let mut model = HashMap::new();
         // Addresses from a small pool, so inserts hit existing keys and removes hit live ones.
         let pool: Vec<usize> = (0..3000).map(|i| 0x7f00_0000_0000 + i * 48).collect();
         for step in 0..200_000u64 {
-            let address = pool[(numbers.next() % pool.len() as u64) as usize];
-            if numbers.next() % 3 == 0 {
+            let address = pool[numbers.usize(..pool.len())];
+            if numbers.u32(..3) == 0 {
                 assert_eq!(table.remove(address), model.remove(&address));
             } else {
                 let fresh = !model.contains_key(&address);
