@@ -106,28 +106,12 @@ impl ClassLayout {
 /// Builds the model for every selected class, in runs of classes on every available core (each
 /// run places the bases it needs itself); the first error in selection order wins.
 pub(crate) fn build(facts: &AstFacts) -> Result<LayoutModel, Error> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let chunk = facts.selected.len().div_ceil(workers).max(1);
-    let runs: Vec<Result<Vec<ClassLayout>, Error>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = facts
-            .selected
-            .chunks(chunk)
-            .map(|names| {
-                scope.spawn(move || {
-                    let mut layouts = Layouts::new(facts);
-                    names
-                        .iter()
-                        .map(|name| class_layout(&mut layouts, name))
-                        .collect()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("building the model does not panic"))
-            .collect()
+    let runs = crate::runs::map_runs(&facts.selected, crate::runs::workers(), |names| {
+        let mut layouts = Layouts::new(facts);
+        names
+            .iter()
+            .map(|name| class_layout(&mut layouts, name))
+            .collect::<Result<Vec<_>, Error>>()
     });
     let mut classes = Vec::with_capacity(facts.selected.len());
     for run in runs {

@@ -20,6 +20,7 @@ pub mod inspect;
 mod ir;
 mod itanium;
 mod request;
+mod runs;
 mod write;
 
 use std::path::{Path, PathBuf};

@@ -25,36 +25,20 @@ use crate::ir::{ClassLayout, FieldLayout, LayoutModel};
 /// checks each class gets (and their numbers) is decided first, in one pass, so the text does
 /// not depend on the number of threads.
 pub fn shim(model: &LayoutModel, headers: &[PathBuf]) -> String {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    shim_on(model, headers, workers)
+    shim_on(model, headers, crate::runs::workers())
 }
 
 fn shim_on(model: &LayoutModel, headers: &[PathBuf], workers: usize) -> String {
     let plans = plan_checks(model);
-    let chunk = model.classes.len().div_ceil(workers).max(1);
     let indexed: Vec<(usize, &ClassLayout)> = model.classes.iter().enumerate().collect();
-    let parts: Vec<ClassTexts> = std::thread::scope(|scope| {
-        let handles: Vec<_> = indexed
-            .chunks(chunk)
-            .map(|part| {
-                let plans = &plans;
-                scope.spawn(move || {
-                    let mut texts = ClassTexts::default();
-                    for &(index, class) in part {
-                        class_data(index, class, &mut texts.data);
-                        class_checks(class, &plans[index], &mut texts.checks);
-                        class_descriptor(index, class, &mut texts.descriptors);
-                    }
-                    texts
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("writing the shim does not panic"))
-            .collect()
+    let parts = crate::runs::map_runs(&indexed, workers, |run| {
+        let mut texts = ClassTexts::default();
+        for &(index, class) in run {
+            class_data(index, class, &mut texts.data);
+            class_checks(class, &plans[index], &mut texts.checks);
+            class_descriptor(index, class, &mut texts.descriptors);
+        }
+        texts
     });
 
     let mut out = String::with_capacity(parts.iter().map(ClassTexts::len).sum::<usize>() + 8192);

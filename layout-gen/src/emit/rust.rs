@@ -19,10 +19,7 @@ use crate::ir::{ClassLayout, LayoutModel};
 ///
 /// The classes are formatted in chunks on every available core and joined in order.
 pub fn tables(model: &LayoutModel) -> String {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    tables_on(model, workers, Formatting::TextWhereCertain)
+    tables_on(model, crate::runs::workers(), Formatting::TextWhereCertain)
 }
 
 /// How class constants are turned into text.
@@ -43,18 +40,9 @@ fn tables_on(model: &LayoutModel, workers: usize, formatting: Formatting) -> Str
         .iter()
         .map(|c| const_name(&c.name, &mut used))
         .collect();
-    let chunk = model.classes.len().div_ceil(workers).max(1);
     let classes: Vec<(&ClassLayout, &String)> = model.classes.iter().zip(&names).collect();
-    let formatted: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = classes
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || class_constants(part, formatting)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("formatting does not panic"))
-            .collect()
-    });
+    let formatted =
+        crate::runs::map_runs(&classes, workers, |run| class_constants(run, formatting));
     let prelude = format_items(quote! {
         #[allow(unused_imports)]
         use ::rehydrate::tables::{Access, BaseEntry, BitField, ByteRange, ClassTable, FieldEntry};
