@@ -6,6 +6,7 @@
 //! (`dlopen` of a path already loaded would return the old handle). Dropping a
 //! [`LoadedModule`] closes the library and deletes the copy.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
 use std::ops::Range;
@@ -44,6 +45,8 @@ pub(crate) struct ModuleClass {
 /// as long as the module.
 struct ModuleHost {
     api: HostApi,
+    /// Unique for the process's lifetime, so [`LAST_TYPE`] never matches another host.
+    id: u64,
     registry: Arc<Registry>,
     bindings: Arc<Bindings>,
     /// The `dlopen` handle, for the module's own forwarder requests.
@@ -259,6 +262,7 @@ impl LoadedModule {
                 untrack: untrack_callback,
                 forwarder: forwarder_callback,
             },
+            id: NEXT_HOST_ID.fetch_add(1, Ordering::Relaxed),
             registry,
             bindings,
             library_handle: 0,
@@ -337,6 +341,16 @@ impl Drop for LoadedModule {
     }
 }
 
+/// Ids for [`ModuleHost`]s (0: none).
+static NEXT_HOST_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The class this thread tracked last: (host id, `typeid` name address, slot). Objects
+    /// come in runs of one type, and this sits next to the registry's own thread-local, so a
+    /// hit costs no cache line of its own.
+    static LAST_TYPE: Cell<(u64, usize, ClassSlot)> = const { Cell::new((0, 0, 0)) };
+}
+
 /// # Safety
 /// Called by the module with the context it was attached with, a `typeid(...).name()` and an
 /// object address.
@@ -351,9 +365,16 @@ unsafe extern "C" fn track_callback(
     if type_id_name.is_null() || object.is_null() {
         return 1;
     }
-    let slot = match host.slot_of_type_name_address.get(type_id_name as usize) {
-        Some(slot) => slot as ClassSlot,
-        None => slot_of_type_text(host, type_id_name),
+    let (last_host, last_type, last_slot) = LAST_TYPE.get();
+    let slot = if last_host == host.id && last_type == type_id_name as usize {
+        last_slot
+    } else {
+        let slot = match host.slot_of_type_name_address.get(type_id_name as usize) {
+            Some(slot) => slot as ClassSlot,
+            None => slot_of_type_text(host, type_id_name),
+        };
+        LAST_TYPE.set((host.id, type_id_name as usize, slot));
+        slot
     };
     if host.registry.insert(object as usize, slot) {
         0
@@ -363,6 +384,8 @@ unsafe extern "C" fn track_callback(
 }
 
 /// The slow path of [`track_callback`]: look the type up by its text.
+#[cold]
+#[inline(never)]
 fn slot_of_type_text(host: &ModuleHost, type_id_name: *const c_char) -> ClassSlot {
     // SAFETY: `typeid(...).name()` is a NUL-terminated static string.
     let type_id = unsafe { CStr::from_ptr(type_id_name) }.to_bytes();

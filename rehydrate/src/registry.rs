@@ -31,21 +31,68 @@ use crate::barrier;
 /// Index of a class in the registry; stable for the registry's lifetime, across reloads.
 pub(crate) type ClassSlot = u32;
 
-/// Marks a free entry in [`ClassObjects::slots`]; no object lives at address 0.
-const FREE: usize = 0;
+/// Free entries of [`ClassObjects::slots`] hold this bit, set in no user-space address, and
+/// the index of the next free entry (a list threaded through the array itself, so removing and
+/// reusing an entry touches nothing else).
+const FREE_BIT: usize = 1 << (usize::BITS - 1);
+/// The end of the free list.
+const NO_FREE: u32 = u32::MAX;
+
+/// Whether an entry of a slot array (see [`Stopped::slot_arrays`]) is a live object's address
+/// rather than a free entry.
+#[inline]
+pub(crate) fn is_object(entry: usize) -> bool {
+    entry & FREE_BIT == 0
+}
 
 /// The objects of one class in one shard.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ClassObjects {
-    /// Complete-object addresses, with [`FREE`] where an object was removed.
+    /// Complete-object addresses, with free entries (see [`FREE_BIT`]) where objects were
+    /// removed.
     slots: Vec<usize>,
-    /// Indices of the free entries of `slots`.
-    free: Vec<u32>,
+    /// The first free entry of `slots`, or [`NO_FREE`].
+    first_free: u32,
+    /// How many entries of `slots` are free.
+    free: usize,
+}
+
+impl Default for ClassObjects {
+    fn default() -> Self {
+        Self {
+            slots: Vec::new(),
+            first_free: NO_FREE,
+            free: 0,
+        }
+    }
 }
 
 impl ClassObjects {
     fn len(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.slots.len() - self.free
+    }
+
+    /// Stores `address` in a free entry (or a new one) and returns its index.
+    #[inline]
+    fn store(&mut self, address: usize) -> u32 {
+        if self.first_free == NO_FREE {
+            self.slots.push(address);
+            return (self.slots.len() - 1) as u32;
+        }
+        let index = self.first_free;
+        let entry = &mut self.slots[index as usize];
+        self.first_free = (*entry & !FREE_BIT) as u32;
+        *entry = address;
+        self.free -= 1;
+        index
+    }
+
+    /// Frees the entry at `index`.
+    #[inline]
+    fn free(&mut self, index: u32) {
+        self.slots[index as usize] = FREE_BIT | self.first_free as usize;
+        self.first_free = index;
+        self.free += 1;
     }
 }
 
@@ -67,17 +114,7 @@ impl ShardObjects {
         }
         let class = &mut self.classes[slot as usize];
         self.where_is.insert_with(address, || {
-            let index = match class.free.pop() {
-                Some(index) => {
-                    class.slots[index as usize] = address;
-                    index
-                }
-                None => {
-                    class.slots.push(address);
-                    (class.slots.len() - 1) as u32
-                }
-            };
-            (u64::from(slot) << 32) | u64::from(index)
+            (u64::from(slot) << 32) | u64::from(class.store(address))
         })
     }
 
@@ -87,9 +124,7 @@ impl ShardObjects {
             return false;
         };
         let (slot, index) = ((place >> 32) as usize, place as u32);
-        let class = &mut self.classes[slot];
-        class.free.push(index);
-        class.slots[index as usize] = FREE;
+        self.classes[slot].free(index);
         true
     }
 
@@ -211,10 +246,10 @@ impl Registry {
         self.lock_world().names[slot as usize].clone()
     }
 
-    /// Records a live object; returns false when the address is 0 or was already recorded by
-    /// this thread. (The same address recorded by two threads is not detected.)
+    /// Records a live object; returns false when the address is 0 or outside user space, or was
+    /// already recorded by this thread. (The same address recorded by two threads is not detected.)
     pub fn insert(&self, address: usize, slot: ClassSlot) -> bool {
-        if address == FREE {
+        if address == 0 || !is_object(address) {
             return false;
         }
         match self.with_own_shard(|objects| objects.insert(address, slot)) {
@@ -359,7 +394,7 @@ impl Stopped<'_> {
             .sum()
     }
 
-    /// The slot arrays of `slot`, one per shard that has any (free entries hold 0), for tight
+    /// The slot arrays of `slot`, one per shard that has any (free entries fail [`is_object`]), for tight
     /// loops that skip them.
     pub fn slot_arrays(&self, slot: ClassSlot) -> impl Iterator<Item = &[usize]> {
         self.shards()
@@ -372,7 +407,7 @@ impl Stopped<'_> {
         self.classes().flat_map(move |(slot, name)| {
             self.slot_arrays(slot)
                 .flatten()
-                .filter(|&&address| address != FREE)
+                .filter(|&&address| is_object(address))
                 .map(move |&address| (name, address))
         })
     }
@@ -437,10 +472,10 @@ mod tests {
             for (slot, class) in objects.classes.iter().enumerate() {
                 assert_eq!(
                     class.len(),
-                    class.slots.iter().filter(|&&a| a != FREE).count()
+                    class.slots.iter().filter(|&&a| is_object(a)).count()
                 );
                 for (index, &address) in class.slots.iter().enumerate() {
-                    if address != FREE {
+                    if is_object(address) {
                         let place = objects.where_is.get(address).unwrap();
                         assert_eq!(place, ((slot as u64) << 32) | index as u64);
                     }
@@ -459,6 +494,48 @@ mod tests {
             .collect();
         expected.sort();
         assert_eq!(sorted_addresses(&registry), expected);
+    }
+
+    #[test]
+    fn every_freed_entry_is_reused_before_the_array_grows() {
+        let registry = Registry::default();
+        let a = registry.slot("A");
+        let addresses: Vec<usize> = (1..=8).map(|i| i * 64).collect();
+        for &address in &addresses {
+            assert!(registry.insert(address, a));
+        }
+        // Free five entries in a scattered order; the free list threads through all of them.
+        for &i in &[3, 0, 7, 4, 1] {
+            assert!(registry.remove(addresses[i]));
+        }
+        let fresh: Vec<usize> = (100..105).map(|i| i * 64).collect();
+        for &address in &fresh {
+            assert!(registry.insert(address, a));
+        }
+        {
+            let stopped = registry.stop();
+            let slots: Vec<&[usize]> = stopped.slot_arrays(a).collect();
+            assert_eq!(slots[0].len(), 8, "the five freed entries were reused");
+            assert!(slots[0].iter().all(|&entry| is_object(entry)));
+            assert_eq!(stopped.count(a), 8);
+        }
+        assert!(registry.insert(200 * 64, a));
+        let stopped = registry.stop();
+        assert_eq!(
+            stopped.slot_arrays(a).next().unwrap().len(),
+            9,
+            "full: it grows"
+        );
+        assert_eq!(stopped.len(), 9);
+    }
+
+    #[test]
+    fn addresses_outside_user_space_are_refused() {
+        let registry = Registry::default();
+        let a = registry.slot("A");
+        assert!(!registry.insert(FREE_BIT | 64, a));
+        assert!(!registry.insert(usize::MAX, a));
+        assert_eq!(registry.stop().len(), 0);
     }
 
     #[test]

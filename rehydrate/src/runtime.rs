@@ -31,7 +31,7 @@ use crate::bindings::{Bindings, Owner};
 use crate::error::Error;
 use crate::module::{LoadedModule, ModuleClass, UNKNOWN_TYPE_PREFIX};
 use crate::probe::{probe, ClassImage, ProbeFailure, Writes};
-use crate::registry::{ClassSlot, Registry, Stopped};
+use crate::registry::{self, ClassSlot, Registry, Stopped};
 
 /// One loaded build and the probe result of each of its classes (same order as its classes).
 struct Build {
@@ -512,7 +512,7 @@ fn validate(objects: &Stopped, old: &Build, new: &Build) -> Result<Vec<PatchStep
 /// Above this many objects of one class, validation and patching use every core.
 const PARALLEL_THRESHOLD: usize = 32 * 1024;
 
-/// Runs `work` on `objects` (a class's slot array: 0 marks a free entry), split into one chunk
+/// Runs `work` on `objects` (a class's slot array, with free entries), split into one chunk
 /// per core when there are many.
 fn for_chunks<R: Send>(objects: &[usize], work: impl Fn(&[usize]) -> R + Sync) -> Vec<R> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -537,7 +537,7 @@ fn for_chunks<R: Send>(objects: &[usize], work: impl Fn(&[usize]) -> R + Sync) -
 fn first_stale_object(objects: &[usize], expected: &Writes) -> Option<(usize, usize)> {
     let found = for_chunks(objects, |part| {
         part.iter()
-            .filter(|&&address| address != 0)
+            .filter(|&&address| registry::is_object(address))
             .find_map(|&address| {
                 // SAFETY: registered live objects of the class `expected` was probed from.
                 unsafe { expected.first_difference(address) }.map(|offset| (address, offset))
@@ -549,7 +549,7 @@ fn first_stale_object(objects: &[usize], expected: &Writes) -> Option<(usize, us
 /// Writes the new build's implicit bytes into every object.
 fn patch(objects: &[usize], image: &ClassImage) {
     for_chunks(objects, |part| {
-        for &address in part.iter().filter(|&&address| address != 0) {
+        for &address in part.iter().filter(|&&address| registry::is_object(address)) {
             // The registry is stopped and, by the threading contract, no module code runs.
             // SAFETY: validated live objects of this class.
             unsafe { image.writes.apply(address) };
