@@ -8,7 +8,7 @@
 //! Only one `clang::Clang` may exist per process, so every walk holds [`LIBCLANG`] for its whole
 //! duration: callers on several threads are serialised instead of failing.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -19,6 +19,7 @@ use clang::{
     TypeKind, Unsaved,
 };
 use rehydrate::tables::Access;
+use rustc_hash::FxHashMap;
 
 use crate::error::{Diagnostic, Error};
 use crate::facts::{AstFacts, BaseFacts, FieldFacts, MemberKind, RecordFacts, SourcePos};
@@ -41,11 +42,13 @@ struct ParsedUnit<'a> {
     headers: &'a [PathBuf],
 }
 
-/// Parses the request's synthesized translation unit while holding [`LIBCLANG`], and runs
-/// `read` on it before the lock is released.
-fn with_unit<R>(
+/// Parses the request's synthesized translation unit while holding [`LIBCLANG`], runs `read`
+/// on it, and then runs `then` on what `read` returned on another thread, while this one
+/// disposes of libclang's data (which takes a while for a large translation unit).
+fn with_unit<T: Send, R: Send>(
     request: &Request,
-    read: impl FnOnce(ParsedUnit<'_>) -> Result<R, Error>,
+    read: impl FnOnce(ParsedUnit<'_>) -> Result<T, Error>,
+    then: impl FnOnce(T) -> R + Send,
 ) -> Result<R, Error> {
     let headers = canonical_headers(&request.headers)?;
     // Declared before `clang` so that it is released after `clang` is dropped.
@@ -71,22 +74,33 @@ fn with_unit<R>(
             header: headers[0].clone(),
             source,
         })?;
-    read(ParsedUnit {
+    let found = read(ParsedUnit {
         unit: &unit,
         path: &unit_path,
         headers: &headers,
-    })
+    })?;
+    Ok(std::thread::scope(|scope| {
+        let after = scope.spawn(move || then(found));
+        drop(unit);
+        after
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }))
 }
 
-/// Parses the same translation unit as [`walk`] and nothing more: the baseline that the
+/// Parses the same translation unit as [`walk_then`] and nothing more: the baseline that the
 /// generate benchmark compares against.
 pub(crate) fn parse_only(request: &Request) -> Result<(), Error> {
-    with_unit(request, |_| Ok(()))
+    with_unit(request, |_| Ok(()), |()| ())
 }
 
-/// Parses the headers and collects the facts of every selected class and what it reaches.
-pub(crate) fn walk(request: &Request) -> Result<AstFacts, Error> {
-    with_unit(request, |parsed| collect(request, parsed))
+/// Parses the headers, collects the facts of every selected class and what it reaches, and
+/// runs `then` on them (while libclang cleans up on the calling thread).
+pub(crate) fn walk_then<R: Send>(
+    request: &Request,
+    then: impl FnOnce(AstFacts) -> R + Send,
+) -> Result<R, Error> {
+    with_unit(request, |parsed| collect(request, parsed), then)
 }
 
 fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error> {
@@ -405,7 +419,7 @@ fn source_pos(entity: Entity<'_>) -> SourcePos {
 /// Collects [`RecordFacts`] for records, memoised by qualified name.
 #[derive(Default)]
 struct Collector {
-    records: BTreeMap<String, RecordFacts>,
+    records: FxHashMap<String, RecordFacts>,
 }
 
 impl Collector {

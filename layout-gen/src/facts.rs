@@ -5,7 +5,7 @@
 //! offsets are absent on purpose: libclang (before 20) does not give them, and
 //! [`crate::itanium`] computes them from these facts.
 
-use std::collections::BTreeMap;
+use rustc_hash::FxHashMap;
 
 use rehydrate::tables::Access;
 
@@ -132,5 +132,5 @@ pub struct AstFacts {
     /// Qualified names of the selected classes, in the order they were selected.
     pub selected: Vec<String>,
     /// Facts for every selected record and every record they reach (bases, member types).
-    pub records: BTreeMap<String, RecordFacts>,
+    pub records: FxHashMap<String, RecordFacts>,
 }

@@ -11,7 +11,9 @@
 //! primary. Tail padding of non-POD bases is reused. The result is checked against clang's own
 //! `sizeof`, and the test suite checks every offset against `clang -fdump-record-layouts`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::rc::Rc;
 
 use crate::error::Error;
@@ -49,7 +51,7 @@ impl<'f> Layouts<'f> {
     pub fn new(facts: &'f AstFacts) -> Self {
         Layouts {
             facts,
-            done: HashMap::new(),
+            done: HashMap::default(),
         }
     }
 
@@ -115,15 +117,15 @@ impl<'l, 'f> Builder<'l, 'f> {
             layouts,
             record,
             nodes: Vec::new(),
-            virtual_nodes: HashMap::new(),
-            direct_nodes: HashMap::new(),
+            virtual_nodes: HashMap::default(),
+            direct_nodes: HashMap::default(),
             size: 0,
             data_size: 0,
             align: 1,
-            empty_at: HashMap::new(),
+            empty_at: HashMap::default(),
             primary_base: None,
-            indirect_primary_bases: HashSet::new(),
-            visited_virtual_bases: HashSet::new(),
+            indirect_primary_bases: HashSet::default(),
+            visited_virtual_bases: HashSet::default(),
             base_offsets: BTreeMap::new(),
             vbase_offsets: BTreeMap::new(),
         })

@@ -32,8 +32,7 @@ pub use write::write_if_changed;
 
 /// Parses the request's headers and computes the layout of every selected class.
 pub fn analyze(request: &Request) -> Result<LayoutModel, Error> {
-    let facts = clang_ast::walk(request)?;
-    ir::build(&facts)
+    clang_ast::walk_then(request, |facts| ir::build(&facts))?
 }
 
 /// Parses the request's translation unit with libclang and does nothing else. This is the
@@ -63,9 +62,25 @@ pub struct Generated {
 /// Analyses the request and writes the Rust tables and the C++ shim into `out_dir`, rewriting
 /// a file only when its contents change. Nothing is written when analysis fails.
 ///
-/// The two files are generated and written concurrently.
+/// The model is built while libclang cleans up, and the two files are generated and written
+/// concurrently.
 pub fn generate(request: &Request, out_dir: &Path) -> Result<Generated, Error> {
-    let model = analyze(request)?;
+    clang_ast::walk_then(request, |facts| {
+        let model = ir::build(&facts)?;
+        // The facts are large: free them beside the emitters.
+        std::thread::scope(|scope| {
+            scope.spawn(move || drop(facts));
+            write_outputs(request, model, out_dir)
+        })
+    })?
+}
+
+/// Writes the Rust tables and the C++ shim of `model` (see [`generate`]).
+fn write_outputs(
+    request: &Request,
+    model: LayoutModel,
+    out_dir: &Path,
+) -> Result<Generated, Error> {
     // The shim is compiled from wherever the build puts it, so it names headers absolutely;
     // `analyze` has already checked that they exist.
     let headers: Vec<PathBuf> = request
