@@ -54,7 +54,7 @@ struct ClassObjects {
     /// The first free entry of `slots`, or [`NO_FREE`].
     first_free: u32,
     /// How many entries of `slots` are free.
-    free: usize,
+    free_count: usize,
 }
 
 impl Default for ClassObjects {
@@ -62,14 +62,14 @@ impl Default for ClassObjects {
         Self {
             slots: Vec::new(),
             first_free: NO_FREE,
-            free: 0,
+            free_count: 0,
         }
     }
 }
 
 impl ClassObjects {
     fn len(&self) -> usize {
-        self.slots.len() - self.free
+        self.slots.len() - self.free_count
     }
 
     /// Stores `address` in a free entry (or a new one) and returns its index.
@@ -83,7 +83,7 @@ impl ClassObjects {
         let entry = &mut self.slots[index as usize];
         self.first_free = (*entry & !FREE_BIT) as u32;
         *entry = address;
-        self.free -= 1;
+        self.free_count -= 1;
         index
     }
 
@@ -92,7 +92,7 @@ impl ClassObjects {
     fn free(&mut self, index: u32) {
         self.slots[index as usize] = FREE_BIT | self.first_free as usize;
         self.first_free = index;
-        self.free += 1;
+        self.free_count += 1;
     }
 }
 
