@@ -82,7 +82,7 @@ fn write_outputs(
     out_dir: &Path,
 ) -> Result<Generated, Error> {
     // The shim is compiled from wherever the build puts it, so it names headers absolutely;
-    // `analyze` has already checked that they exist.
+    // the walk has already checked that they exist.
     let headers: Vec<PathBuf> = request
         .headers
         .iter()
