@@ -62,8 +62,8 @@ pub struct Generated {
 /// Analyses the request and writes the Rust tables and the C++ shim into `out_dir`, rewriting
 /// a file only when its contents change. Nothing is written when analysis fails.
 ///
-/// The model is built while libclang cleans up, and the two files are generated and written
-/// concurrently.
+/// The model is built while libclang cleans up, and the two files are generated concurrently,
+/// each written as its text is generated.
 pub fn generate(request: &Request, out_dir: &Path) -> Result<Generated, Error> {
     clang_ast::walk_then(request, |facts| {
         let model = ir::build(&facts)?;
@@ -95,8 +95,11 @@ fn write_outputs(
     let rust_tables = out_dir.join(RUST_TABLES_FILE);
     let cpp_shim = out_dir.join(CPP_SHIM_FILE);
     let (rust_changed, cpp_changed) = std::thread::scope(|scope| {
-        let rust = scope.spawn(|| write_if_changed(&rust_tables, &emit::rust::tables(&model)));
-        let cpp = write_if_changed(&cpp_shim, &emit::cpp::shim(&model, &headers));
+        let rust = scope
+            .spawn(|| update_file(&rust_tables, |sink| emit::rust::write_tables(&model, sink)));
+        let cpp = update_file(&cpp_shim, |sink| {
+            emit::cpp::write_shim(&model, &headers, sink)
+        });
         let rust = rust
             .join()
             .expect("emitting the Rust tables does not panic");
@@ -113,4 +116,15 @@ fn write_outputs(
         cpp_shim,
         changed,
     })
+}
+
+/// Streams what `emit` writes into the file at `path`, which is rewritten only if its contents
+/// change; returns whether they did.
+fn update_file(
+    path: &Path,
+    emit: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<bool, Error> {
+    let mut update = write::FileUpdate::new(path);
+    emit(&mut update).map_err(|source| update.error(source))?;
+    update.finish()
 }

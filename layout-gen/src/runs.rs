@@ -1,6 +1,6 @@
 //! Work split into runs of consecutive items, one run per core, with the results kept in order:
-//! how the model builder and both emitters use the machine's cores without their output
-//! depending on how many there are.
+//! how the model builder uses the machine's cores without its output depending on how many
+//! there are.
 
 /// The number of threads to split work over: the available cores, at most 8.
 pub(crate) fn workers() -> usize {

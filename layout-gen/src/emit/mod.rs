@@ -3,3 +3,4 @@
 pub mod cpp;
 pub mod rust;
 mod rust_text;
+mod text;

@@ -11,10 +11,9 @@
 //! declines and the caller formats that class through `syn` and `prettyplease` instead. Tests
 //! compare both paths on every fixture and on random models.
 
-use std::fmt::{self, Write as _};
+use rehydrate::tables::{Access, BitField, ByteRange};
 
-use rehydrate::tables::{BitField, ByteRange};
-
+use super::text::{push, Piece, Spaces};
 use crate::ir::ClassLayout;
 
 /// `prettyplease` breaks a struct literal wider than this (its closing brace not counted), even
@@ -25,9 +24,15 @@ const SURELY_FITS: usize = 84;
 /// A line of at least this many columns is certainly broken.
 const SURELY_BREAKS: usize = 95;
 
-/// The constant `ident` describing `class`, preceded by its doc comment, or `None` where the
-/// text would not certainly match `prettyplease`.
-pub(crate) fn class_constant(class: &ClassLayout, ident: &str, doc: &str) -> Option<String> {
+/// Appends the constant `ident` describing `class`, preceded by its doc comment, to `out`; or
+/// returns `None` (having appended part of it) where the text would not certainly match
+/// `prettyplease`.
+pub(crate) fn class_constant(
+    class: &ClassLayout,
+    ident: &str,
+    doc: &str,
+    out: &mut String,
+) -> Option<()> {
     let mut strings = std::iter::once(class.name.as_str())
         .chain(class.bases.iter().map(|b| b.name.as_str()))
         .chain(
@@ -39,66 +44,62 @@ pub(crate) fn class_constant(class: &ClassLayout, ident: &str, doc: &str) -> Opt
     if !is_plain(doc) || doc.starts_with('/') || doc.ends_with(' ') || !strings.all(is_plain) {
         return None;
     }
-    let mut out = Writer(String::with_capacity(256 + 320 * class.fields.len()));
-    out.unbreakable(format_args!("///{doc}"));
+    let mut out = Writer(out);
+    out.unbreakable(&[&"///", &doc]);
     // No break is possible before the struct literal's first field.
-    out.unbreakable(format_args!(
-        "pub const {ident}: ClassTable = ClassTable {{"
-    ));
-    out.unbreakable(format_args!("    name: \"{}\",", class.name));
-    out.line(4, format_args!("size: {},", class.size))?;
-    out.line(4, format_args!("align: {},", class.align))?;
-    out.line(4, format_args!("is_dynamic: {},", class.is_dynamic))?;
-    out.line(4, format_args!("is_abstract: {},", class.is_abstract))?;
+    out.unbreakable(&[&"pub const ", &ident, &": ClassTable = ClassTable {"]);
+    out.unbreakable(&[&"    name: \"", &class.name, &"\","]);
+    out.line(4, &[&"size: ", &class.size, &","])?;
+    out.line(4, &[&"align: ", &class.align, &","])?;
+    out.line(4, &[&"is_dynamic: ", &class.is_dynamic, &","])?;
+    out.line(4, &[&"is_abstract: ", &class.is_abstract, &","])?;
     out.line(
         4,
-        format_args!("has_dummy_constructor: {},", class.has_dummy_constructor),
+        &[
+            &"has_dummy_constructor: ",
+            &class.has_dummy_constructor,
+            &",",
+        ],
     )?;
 
     // Base and field entries are always wider than 34 columns, so always broken.
     out.open_list("bases", class.bases.is_empty());
     for base in &class.bases {
-        out.unbreakable(format_args!("        BaseEntry {{"));
-        out.unbreakable(format_args!("            name: \"{}\",", base.name));
-        out.line(12, format_args!("offset: {},", base.offset))?;
-        out.line(12, format_args!("is_virtual: {},", base.is_virtual))?;
-        out.unbreakable(format_args!("        }},"));
+        out.unbreakable(&[&"        BaseEntry {"]);
+        out.unbreakable(&[&"            name: \"", &base.name, &"\","]);
+        out.line(12, &[&"offset: ", &base.offset, &","])?;
+        out.line(12, &[&"is_virtual: ", &base.is_virtual, &","])?;
+        out.unbreakable(&[&"        },"]);
     }
     out.close_list(class.bases.is_empty());
 
     out.open_list("fields", class.fields.is_empty());
     for field in &class.fields {
-        out.unbreakable(format_args!("        FieldEntry {{"));
-        out.unbreakable(format_args!("            name: \"{}\",", field.name));
-        out.unbreakable(format_args!("            owner: \"{}\",", field.owner));
-        out.line(12, format_args!("offset: {},", field.offset))?;
-        out.line(12, format_args!("size: {},", field.size))?;
-        out.unbreakable(format_args!(
-            "            type_name: \"{}\",",
-            field.type_name
-        ));
-        out.line(12, format_args!("access: Access::{:?},", field.access))?;
+        out.unbreakable(&[&"        FieldEntry {"]);
+        out.unbreakable(&[&"            name: \"", &field.name, &"\","]);
+        out.unbreakable(&[&"            owner: \"", &field.owner, &"\","]);
+        out.line(12, &[&"offset: ", &field.offset, &","])?;
+        out.line(12, &[&"size: ", &field.size, &","])?;
+        out.unbreakable(&[&"            type_name: \"", &field.type_name, &"\","]);
+        out.line(12, &[&"access: Access::", &variant(field.access), &","])?;
         match field.bit_field {
-            None => out.line(12, format_args!("bit_field: None,"))?,
+            None => out.line(12, &[&"bit_field: None,"])?,
             Some(BitField {
                 offset_bits,
                 width_bits,
             }) => {
-                out.line(12, format_args!("bit_field: Some(BitField {{"))?;
-                out.line(16, format_args!("offset_bits: {offset_bits},"))?;
-                out.line(16, format_args!("width_bits: {width_bits},"))?;
-                out.line(12, format_args!("}}),"))?;
+                out.line(12, &[&"bit_field: Some(BitField {"])?;
+                out.line(16, &[&"offset_bits: ", &offset_bits, &","])?;
+                out.line(16, &[&"width_bits: ", &width_bits, &","])?;
+                out.line(12, &[&"}),"])?;
             }
         }
-        out.unbreakable(format_args!("        }},"));
+        out.unbreakable(&[&"        },"]);
     }
     out.close_list(class.fields.is_empty());
 
     // A list of integers that does not fit is filled several to a line: not modelled.
-    out.line(
-        4,
-        format_args!("vptr_offsets: &[{}],", List(&class.vptr_offsets)),
-    )?;
+    out.line(4, &[&"vptr_offsets: &[", &List(&class.vptr_offsets), &"],"])?;
 
     let ranges = &class.padding;
     let each_flat = ranges.iter().all(struct_stays_flat);
@@ -109,27 +110,35 @@ pub(crate) fn class_constant(class: &ClassLayout, ident: &str, doc: &str) -> Opt
             .sum::<usize>()
         - if ranges.is_empty() { 0 } else { ", ".len() };
     if each_flat && 4 + flat_width <= SURELY_FITS {
-        out.line(4, format_args!("padding: &[{}],", List(ranges)))?;
+        out.line(4, &[&"padding: &[", &List(ranges), &"],"])?;
     } else if each_flat && 4 + flat_width < SURELY_BREAKS {
         return None;
     } else {
-        out.line(4, format_args!("padding: &["))?;
+        out.line(4, &[&"padding: &["])?;
         for range in ranges {
             if struct_stays_flat(range) {
-                out.line(8, format_args!("{},", FlatRange(range)))?;
+                out.line(8, &[&FlatRange(range), &","])?;
             } else {
-                out.line(8, format_args!("ByteRange {{"))?;
-                out.line(12, format_args!("start: {},", range.start))?;
-                out.line(12, format_args!("end: {},", range.end))?;
-                out.line(8, format_args!("}},"))?;
+                out.line(8, &[&"ByteRange {"])?;
+                out.line(12, &[&"start: ", &range.start, &","])?;
+                out.line(12, &[&"end: ", &range.end, &","])?;
+                out.line(8, &[&"},"])?;
             }
         }
-        out.line(4, format_args!("],"))?;
+        out.line(4, &[&"],"])?;
     }
 
-    out.line(4, format_args!("layout_hash: {},", class.layout_hash))?;
-    out.line(0, format_args!("}};"))?;
-    Some(out.0)
+    out.line(4, &[&"layout_hash: ", &class.layout_hash, &","])?;
+    out.line(0, &[&"};"])
+}
+
+/// The `Access` variant's name, as `{:?}` writes it.
+fn variant(access: Access) -> &'static str {
+    match access {
+        Access::Public => "Public",
+        Access::Protected => "Protected",
+        Access::Private => "Private",
+    }
 }
 
 /// The `CLASSES` slice naming every constant, preceded by its doc comment, or `None` where
@@ -150,29 +159,30 @@ pub(crate) fn class_index(idents: &[&str]) -> Option<String> {
     } else {
         out.push('\n');
         for ident in idents {
-            let _ = writeln!(out, "    {ident},");
+            push!(&mut out, "    ", ident, ",\n");
         }
     }
     out.push_str("];\n");
     Some(out)
 }
 
-/// Accumulates lines.
-struct Writer(String);
+/// Appends lines.
+struct Writer<'a>(&'a mut String);
 
-impl Writer {
+impl Writer<'_> {
     /// A line with no place `prettyplease` could break it (a doc comment, a `key: "string",`
     /// field): written whatever its width.
-    fn unbreakable(&mut self, line: fmt::Arguments<'_>) {
-        let _ = self.0.write_fmt(line);
+    fn unbreakable(&mut self, pieces: &[&dyn Piece]) {
+        pieces.iter().for_each(|piece| piece.push_to(self.0));
         self.0.push('\n');
     }
 
     /// A line `indent` columns in; `None` if it comes near the margin, where `prettyplease`
     /// might lay it out otherwise.
-    fn line(&mut self, indent: usize, text: fmt::Arguments<'_>) -> Option<()> {
+    fn line(&mut self, indent: usize, pieces: &[&dyn Piece]) -> Option<()> {
         let start = self.0.len();
-        let _ = write!(self.0, "{:indent$}{text}", "");
+        Spaces(indent).push_to(self.0);
+        pieces.iter().for_each(|piece| piece.push_to(self.0));
         if self.0.len() - start > SURELY_FITS {
             return None;
         }
@@ -182,12 +192,12 @@ impl Writer {
 
     fn open_list(&mut self, key: &str, empty: bool) {
         let brackets = if empty { "[]," } else { "[" };
-        self.unbreakable(format_args!("    {key}: &{brackets}"));
+        self.unbreakable(&[&"    ", &key, &": &", &brackets]);
     }
 
     fn close_list(&mut self, empty: bool) {
         if !empty {
-            self.unbreakable(format_args!("    ],"));
+            self.unbreakable(&[&"    ],"]);
         }
     }
 }
@@ -195,40 +205,35 @@ impl Writer {
 /// `items` separated by `, `.
 struct List<'a, T>(&'a [T]);
 
-impl fmt::Display for List<'_, u64> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Piece for List<'_, u64> {
+    fn push_to(&self, out: &mut String) {
         for (i, item) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            write!(f, "{item}")?;
+            push!(out, if i == 0 { "" } else { ", " }, item);
         }
-        Ok(())
     }
 }
 
-impl fmt::Display for List<'_, ByteRange> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Piece for List<'_, ByteRange> {
+    fn push_to(&self, out: &mut String) {
         for (i, item) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            write!(f, "{}", FlatRange(item))?;
+            push!(out, if i == 0 { "" } else { ", " }, FlatRange(item));
         }
-        Ok(())
     }
 }
 
 /// `ByteRange { start: 12, end: 16 }`.
 struct FlatRange<'a>(&'a ByteRange);
 
-impl fmt::Display for FlatRange<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ByteRange {{ start: {}, end: {} }}",
-            self.0.start, self.0.end
-        )
+impl Piece for FlatRange<'_> {
+    fn push_to(&self, out: &mut String) {
+        push!(
+            out,
+            "ByteRange { start: ",
+            self.0.start,
+            ", end: ",
+            self.0.end,
+            " }"
+        );
     }
 }
 
