@@ -220,7 +220,8 @@ impl Recipe {
 }
 
 /// When the shim fails to compile, its layout checks disagreed with the compiler: appends the
-/// failing checks' own lines (each names the class and the member) to the diagnostics.
+/// failing checks' own lines (each an explicit instantiation naming the class and the member)
+/// to the diagnostics.
 fn explain_layout_checks(error: BuildError, shim: &Path) -> BuildError {
     let BuildError::Compile {
         source_file,
@@ -245,7 +246,7 @@ fn explain_layout_checks(error: BuildError, shim: &Path) -> BuildError {
         .filter_map(|line| line.strip_prefix(&prefix))
         .filter_map(|rest| rest.split(':').next()?.parse::<usize>().ok())
         .filter_map(|number| lines.get(number.checked_sub(1)?).copied())
-        .filter(|line| line.contains("layout_check<") || line.starts_with("static_assert("))
+        .filter(|line| line.starts_with("template struct "))
         .collect();
     failed.dedup();
     if !failed.is_empty() {

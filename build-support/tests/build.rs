@@ -245,7 +245,8 @@ fn a_class_whose_layout_clang_and_the_compiler_disagree_on_is_named() {
     assert!(message.contains("rehydrate_shim.cpp:"), "{message}");
     assert!(
         message.contains("checks of the shim:\n")
-            && message.contains("layout_check<3, __builtin_offsetof(::demo::Square, side), 12>"),
+            && message.contains("layout_check<3, __builtin_offsetof(::demo::Square, side), 12>")
+            && message.contains("template struct class_check<::demo::Square, "),
         "{message}"
     );
 }

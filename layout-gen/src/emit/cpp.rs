@@ -8,8 +8,10 @@
 //!
 //! Compile-time checks make the compiler confirm the tables: `sizeof`, `alignof`, abstractness,
 //! default-constructibility, and the offset and size of every field that is not a bit-field.
-//! Field checks are template arguments of explicit instantiations, where the standard suspends
-//! access checking ([temp.spec.general]/6), so private and protected members are checked too.
+//! Each check is one explicit instantiation, on a line of its own that names the class (and the
+//! member): that line is what the compiler points at when a check fails. The standard suspends
+//! access checking in explicit instantiations ([temp.spec.general]/6), so private and protected
+//! members are checked too.
 //! Base offsets cannot be computed in a constant expression; `measure_bases` reports them at
 //! run time and the runtime compares them with the table.
 
@@ -99,8 +101,17 @@ const HELPERS: &str = "
 
 namespace {
 
-// Fails to instantiate when the compiler disagrees with the table; the comment on the
-// instantiation that failed names the class and member.
+// Each fails to instantiate when the compiler disagrees with the table; the instantiation that
+// failed names the class (and member).
+template <typename Class, std::size_t Size, std::size_t Align, bool Abstract, bool DefaultConstructible>
+struct class_check {
+    static_assert(sizeof(Class) == Size, \"layout-gen: sizeof differs from the table\");
+    static_assert(alignof(Class) == Align, \"layout-gen: alignof differs from the table\");
+    static_assert(std::is_abstract<Class>::value == Abstract, \"layout-gen: abstractness differs from the table\");
+    static_assert(std::is_default_constructible<Class>::value == DefaultConstructible,
+                  \"layout-gen: default-constructibility differs from the table\");
+};
+
 template <int Check, std::size_t Actual, std::size_t Expected>
 struct layout_check {
     static_assert(Actual == Expected, \"layout-gen: this compiler disagrees with the generated layout\");
@@ -256,41 +267,29 @@ fn plan_checks(model: &LayoutModel) -> Vec<CheckPlan> {
 
 fn class_checks(class: &ClassLayout, plan: &CheckPlan, out: &mut String) {
     let ty = Qualified(&class.name);
-    let name = &class.name;
     push! {
         out,
-        "\n// ", name,
-        "\nstatic_assert(sizeof(", ty, ") == ", class.size,
-        ", \"layout-gen: sizeof(", name, ") differs from the table\");",
-        "\nstatic_assert(alignof(", ty, ") == ", class.align,
-        ", \"layout-gen: alignof(", name, ") differs from the table\");",
-        "\nstatic_assert(std::is_abstract<", ty, ">::value == ", class.is_abstract,
-        ", \"layout-gen: ", name, " abstractness differs\");",
-        "\nstatic_assert(std::is_default_constructible<", ty, ">::value == ",
-        class.has_dummy_constructor, ", \"layout-gen: ", name, " default-constructibility differs\");\n"
+        "\ntemplate struct class_check<", ty, ", ", class.size, ", ", class.align, ", ", class.is_abstract,
+        ", ", class.has_dummy_constructor, ">;\n"
     }
     let mut id = plan.first_id;
     for (field, &(offset, size)) in class.fields.iter().zip(&plan.fields) {
         let member = &field.name;
-        let owner = &field.owner;
         match offset {
             OffsetCheck::None => {}
             OffsetCheck::Absolute => {
                 push! {
                     out,
-                    "// ", name, "::", member, " at offset ", field.offset, " (declared in ", owner, ")",
-                    "\ntemplate struct layout_check<", id, ", __builtin_offsetof(", ty, ", ", member, "), ",
+                    "template struct layout_check<", id, ", __builtin_offsetof(", ty, ", ", member, "), ",
                     field.offset, ">;\n"
                 }
                 id += 1;
             }
             OffsetCheck::WithinOwner => {
-                let relative = field.offset - field.owner_offset;
                 push! {
                     out,
-                    "// ", owner, "::", member, " at offset ", relative, " within its class",
-                    "\ntemplate struct layout_check<", id, ", __builtin_offsetof(", Qualified(owner), ", ",
-                    member, "), ", relative, ">;\n"
+                    "template struct layout_check<", id, ", __builtin_offsetof(", Qualified(&field.owner), ", ",
+                    member, "), ", field.offset - field.owner_offset, ">;\n"
                 }
                 id += 1;
             }
@@ -298,8 +297,7 @@ fn class_checks(class: &ClassLayout, plan: &CheckPlan, out: &mut String) {
         if size {
             push! {
                 out,
-                "// sizeof ", owner, "::", member,
-                "\ntemplate struct layout_check<", id, ", sizeof(", Qualified(owner), "::", member, "), ",
+                "template struct layout_check<", id, ", sizeof(", Qualified(&field.owner), "::", member, "), ",
                 field.size, ">;\n"
             }
             id += 1;
