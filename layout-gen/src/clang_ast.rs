@@ -129,10 +129,15 @@ fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error>
     {
         let mut candidates = Vec::new();
         collect_definitions(root, &mut candidates);
+        let scope = SelectionScope::new(request, headers);
         for entity in candidates {
-            if is_selected_in_scope(entity, request, headers) {
-                let ty = entity.get_type().expect("a class definition has a type");
-                selected.push(collector.record(ty)?);
+            let Some(ty) = entity.get_type() else {
+                continue;
+            };
+            let ty = ty.get_canonical_type();
+            let name = ty.get_display_name();
+            if scope.selects(entity, &name) {
+                selected.push(collector.record_named(ty, name)?);
             }
         }
     }
@@ -286,30 +291,50 @@ fn collect_definitions<'tu>(scope: Entity<'tu>, out: &mut Vec<Entity<'tu>>) {
     });
 }
 
-fn is_selected_in_scope(entity: Entity<'_>, request: &Request, headers: &[PathBuf]) -> bool {
-    let selection = &request.selection;
-    let Some(ty) = entity.get_type() else {
-        return false;
-    };
-    let name = ty.get_canonical_type().get_display_name();
-    if selection.is_empty() {
-        let file = entity
-            .get_location()
-            .and_then(|l| l.get_file_location().file)
-            .and_then(|f| f.get_path().canonicalize().ok());
-        return file.is_some_and(|f| headers.contains(&f));
+/// Which classes a selection by namespace, by annotation or by header picks.
+struct SelectionScope<'a> {
+    /// `ns::` for each selected namespace.
+    namespace_prefixes: Vec<String>,
+    annotation: Option<&'a str>,
+    /// With no selection at all, the classes defined in these headers.
+    headers: Option<&'a [PathBuf]>,
+}
+
+impl<'a> SelectionScope<'a> {
+    fn new(request: &'a Request, headers: &'a [PathBuf]) -> Self {
+        let selection = &request.selection;
+        Self {
+            namespace_prefixes: selection
+                .namespaces
+                .iter()
+                .map(|ns| format!("{}::", ns.trim_start_matches("::")))
+                .collect(),
+            annotation: selection.annotation.as_deref(),
+            headers: selection.is_empty().then_some(headers),
+        }
     }
-    let in_namespace = selection
-        .namespaces
-        .iter()
-        .any(|ns| name.starts_with(&format!("{}::", ns.trim_start_matches("::"))));
-    let annotated = selection.annotation.as_deref().is_some_and(|wanted| {
-        entity.get_children().iter().any(|child| {
-            child.get_kind() == EntityKind::AnnotateAttr
-                && child.get_display_name().as_deref() == Some(wanted)
-        })
-    });
-    in_namespace || annotated
+
+    /// Whether the class definition `entity`, whose qualified name is `name`, is selected.
+    fn selects(&self, entity: Entity<'_>, name: &str) -> bool {
+        if let Some(headers) = self.headers {
+            let file = entity
+                .get_location()
+                .and_then(|l| l.get_file_location().file)
+                .and_then(|f| f.get_path().canonicalize().ok());
+            return file.is_some_and(|f| headers.contains(&f));
+        }
+        let in_namespace = self
+            .namespace_prefixes
+            .iter()
+            .any(|prefix| name.starts_with(prefix.as_str()));
+        let annotated = self.annotation.is_some_and(|wanted| {
+            entity.get_children().iter().any(|child| {
+                child.get_kind() == EntityKind::AnnotateAttr
+                    && child.get_display_name().as_deref() == Some(wanted)
+            })
+        });
+        in_namespace || annotated
+    }
 }
 
 fn describe_selection(request: &Request) -> String {
@@ -346,6 +371,9 @@ fn tokens(entity: Entity<'_>) -> Vec<String> {
 /// (`struct (unnamed struct at /home/me/src/world.hpp:12:5)`); keep only the file name so that
 /// generated code does not depend on where the project is checked out.
 fn portable_spelling(spelling: &str) -> String {
+    if !spelling.contains('(') {
+        return spelling.to_string(); // the common case, found by a byte search
+    }
     let mut out = String::with_capacity(spelling.len());
     let mut rest = spelling;
     while let Some(at) = rest.find(" at /") {
@@ -426,7 +454,11 @@ impl Collector {
     /// Facts for the record `ty` and everything it reaches; returns its qualified name.
     fn record(&mut self, ty: Type<'_>) -> Result<String, Error> {
         let ty = ty.get_canonical_type();
-        let name = ty.get_display_name();
+        self.record_named(ty, ty.get_display_name())
+    }
+
+    /// [`Collector::record`] for the canonical type `ty`, whose display name is `name`.
+    fn record_named(&mut self, ty: Type<'_>, name: String) -> Result<String, Error> {
         if self.records.contains_key(&name) {
             return Ok(name);
         }

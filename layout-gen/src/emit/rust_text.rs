@@ -13,7 +13,7 @@
 
 use rehydrate::tables::{Access, BitField, ByteRange};
 
-use super::text::{push, Piece, Spaces};
+use super::text::{push, Piece};
 use crate::ir::ClassLayout;
 
 /// `prettyplease` breaks a struct literal wider than this (its closing brace not counted), even
@@ -45,61 +45,58 @@ pub(crate) fn class_constant(
         return None;
     }
     let mut out = Writer(out);
-    out.unbreakable(&[&"///", &doc]);
+    out.line_unchecked(&[&"///", &doc]);
     // No break is possible before the struct literal's first field.
-    out.unbreakable(&[&"pub const ", &ident, &": ClassTable = ClassTable {"]);
-    out.unbreakable(&[&"    name: \"", &class.name, &"\","]);
-    out.line(4, &[&"size: ", &class.size, &","])?;
-    out.line(4, &[&"align: ", &class.align, &","])?;
-    out.line(4, &[&"is_dynamic: ", &class.is_dynamic, &","])?;
-    out.line(4, &[&"is_abstract: ", &class.is_abstract, &","])?;
-    out.line(
-        4,
-        &[
-            &"has_dummy_constructor: ",
-            &class.has_dummy_constructor,
-            &",",
-        ],
-    )?;
+    out.line_unchecked(&[&"pub const ", &ident, &": ClassTable = ClassTable {"]);
+    out.string("    name: ", &class.name);
+    out.value("    size: ", class.size)?;
+    out.value("    align: ", class.align)?;
+    out.value("    is_dynamic: ", class.is_dynamic)?;
+    out.value("    is_abstract: ", class.is_abstract)?;
+    out.value("    has_dummy_constructor: ", class.has_dummy_constructor)?;
 
     // Base and field entries are always wider than 34 columns, so always broken.
-    out.open_list("bases", class.bases.is_empty());
+    out.open_list("    bases: &", class.bases.is_empty());
     for base in &class.bases {
-        out.unbreakable(&[&"        BaseEntry {"]);
-        out.unbreakable(&[&"            name: \"", &base.name, &"\","]);
-        out.line(12, &[&"offset: ", &base.offset, &","])?;
-        out.line(12, &[&"is_virtual: ", &base.is_virtual, &","])?;
-        out.unbreakable(&[&"        },"]);
+        out.fixed("        BaseEntry {");
+        out.string("            name: ", &base.name);
+        out.value("            offset: ", base.offset)?;
+        out.value("            is_virtual: ", base.is_virtual)?;
+        out.fixed("        },");
     }
     out.close_list(class.bases.is_empty());
 
-    out.open_list("fields", class.fields.is_empty());
+    out.open_list("    fields: &", class.fields.is_empty());
     for field in &class.fields {
-        out.unbreakable(&[&"        FieldEntry {"]);
-        out.unbreakable(&[&"            name: \"", &field.name, &"\","]);
-        out.unbreakable(&[&"            owner: \"", &field.owner, &"\","]);
-        out.line(12, &[&"offset: ", &field.offset, &","])?;
-        out.line(12, &[&"size: ", &field.size, &","])?;
-        out.unbreakable(&[&"            type_name: \"", &field.type_name, &"\","]);
-        out.line(12, &[&"access: Access::", &variant(field.access), &","])?;
+        out.fixed("        FieldEntry {");
+        out.string("            name: ", &field.name);
+        out.string("            owner: ", &field.owner);
+        out.value("            offset: ", field.offset)?;
+        out.value("            size: ", field.size)?;
+        out.string("            type_name: ", &field.type_name);
+        out.fixed(match field.access {
+            Access::Public => "            access: Access::Public,",
+            Access::Protected => "            access: Access::Protected,",
+            Access::Private => "            access: Access::Private,",
+        });
         match field.bit_field {
-            None => out.line(12, &[&"bit_field: None,"])?,
+            None => out.fixed("            bit_field: None,"),
             Some(BitField {
                 offset_bits,
                 width_bits,
             }) => {
-                out.line(12, &[&"bit_field: Some(BitField {"])?;
-                out.line(16, &[&"offset_bits: ", &offset_bits, &","])?;
-                out.line(16, &[&"width_bits: ", &width_bits, &","])?;
-                out.line(12, &[&"}),"])?;
+                out.fixed("            bit_field: Some(BitField {");
+                out.value("                offset_bits: ", offset_bits)?;
+                out.value("                width_bits: ", width_bits)?;
+                out.fixed("            }),");
             }
         }
-        out.unbreakable(&[&"        },"]);
+        out.fixed("        },");
     }
     out.close_list(class.fields.is_empty());
 
     // A list of integers that does not fit is filled several to a line: not modelled.
-    out.line(4, &[&"vptr_offsets: &[", &List(&class.vptr_offsets), &"],"])?;
+    out.line(&[&"    vptr_offsets: &[", &List(&class.vptr_offsets), &"],"])?;
 
     let ranges = &class.padding;
     let each_flat = ranges.iter().all(struct_stays_flat);
@@ -110,35 +107,27 @@ pub(crate) fn class_constant(
             .sum::<usize>()
         - if ranges.is_empty() { 0 } else { ", ".len() };
     if each_flat && 4 + flat_width <= SURELY_FITS {
-        out.line(4, &[&"padding: &[", &List(ranges), &"],"])?;
+        out.line(&[&"    padding: &[", &List(ranges), &"],"])?;
     } else if each_flat && 4 + flat_width < SURELY_BREAKS {
         return None;
     } else {
-        out.line(4, &[&"padding: &["])?;
+        out.fixed("    padding: &[");
         for range in ranges {
             if struct_stays_flat(range) {
-                out.line(8, &[&FlatRange(range), &","])?;
+                out.line(&[&"        ", &FlatRange(range), &","])?;
             } else {
-                out.line(8, &[&"ByteRange {"])?;
-                out.line(12, &[&"start: ", &range.start, &","])?;
-                out.line(12, &[&"end: ", &range.end, &","])?;
-                out.line(8, &[&"},"])?;
+                out.fixed("        ByteRange {");
+                out.value("            start: ", range.start)?;
+                out.value("            end: ", range.end)?;
+                out.fixed("        },");
             }
         }
-        out.line(4, &[&"],"])?;
+        out.fixed("    ],");
     }
 
-    out.line(4, &[&"layout_hash: ", &class.layout_hash, &","])?;
-    out.line(0, &[&"};"])
-}
-
-/// The `Access` variant's name, as `{:?}` writes it.
-fn variant(access: Access) -> &'static str {
-    match access {
-        Access::Public => "Public",
-        Access::Protected => "Protected",
-        Access::Private => "Private",
-    }
+    out.value("    layout_hash: ", class.layout_hash)?;
+    out.fixed("};");
+    Some(())
 }
 
 /// The `CLASSES` slice naming every constant, preceded by its doc comment, or `None` where
@@ -166,22 +155,38 @@ pub(crate) fn class_index(idents: &[&str]) -> Option<String> {
     Some(out)
 }
 
-/// Appends lines.
+/// Appends lines, each given with its indentation.
 struct Writer<'a>(&'a mut String);
 
 impl Writer<'_> {
-    /// A line with no place `prettyplease` could break it (a doc comment, a `key: "string",`
-    /// field): written whatever its width.
-    fn unbreakable(&mut self, pieces: &[&dyn Piece]) {
+    /// A line of fixed text, short enough never to come near the margin.
+    fn fixed(&mut self, line: &str) {
+        debug_assert!(line.len() <= SURELY_FITS);
+        self.0.push_str(line);
+        self.0.push('\n');
+    }
+
+    /// `key"value",`: a string field, which `prettyplease` never breaks whatever its width.
+    fn string(&mut self, key: &str, value: &str) {
+        self.line_unchecked(&[&key, &'"', &value, &"\","]);
+    }
+
+    /// `key value,`; `None` if it comes near the margin.
+    fn value(&mut self, key: &str, value: impl Piece) -> Option<()> {
+        self.line(&[&key, &value, &","])
+    }
+
+    /// A line with no place `prettyplease` could break it (a doc comment, the constant's first
+    /// line): written whatever its width.
+    fn line_unchecked(&mut self, pieces: &[&dyn Piece]) {
         pieces.iter().for_each(|piece| piece.push_to(self.0));
         self.0.push('\n');
     }
 
-    /// A line `indent` columns in; `None` if it comes near the margin, where `prettyplease`
-    /// might lay it out otherwise.
-    fn line(&mut self, indent: usize, pieces: &[&dyn Piece]) -> Option<()> {
+    /// A line; `None` if it comes near the margin, where `prettyplease` might lay it out
+    /// otherwise.
+    fn line(&mut self, pieces: &[&dyn Piece]) -> Option<()> {
         let start = self.0.len();
-        Spaces(indent).push_to(self.0);
         pieces.iter().for_each(|piece| piece.push_to(self.0));
         if self.0.len() - start > SURELY_FITS {
             return None;
@@ -190,14 +195,15 @@ impl Writer<'_> {
         Some(())
     }
 
+    /// `key[],` for an empty list, `key[` to open one.
     fn open_list(&mut self, key: &str, empty: bool) {
         let brackets = if empty { "[]," } else { "[" };
-        self.unbreakable(&[&"    ", &key, &": &", &brackets]);
+        self.line_unchecked(&[&key, &brackets]);
     }
 
     fn close_list(&mut self, empty: bool) {
         if !empty {
-            self.unbreakable(&[&"    ],"]);
+            self.fixed("    ],");
         }
     }
 }

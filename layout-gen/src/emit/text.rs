@@ -129,21 +129,6 @@ impl Piece for Hex {
     }
 }
 
-/// `count` spaces.
-pub(crate) struct Spaces(pub usize);
-
-impl Piece for Spaces {
-    fn push_to(&self, out: &mut String) {
-        const SPACES: &str = "                                ";
-        let mut left = self.0;
-        while left > 0 {
-            let run = left.min(SPACES.len());
-            out.push_str(&SPACES[..run]);
-            left -= run;
-        }
-    }
-}
-
 /// Appends every piece to the `String` given first: `push!(out, "size: ", class.size, ",\n")`.
 macro_rules! push {
     ($out:expr $(, $piece:expr)+ $(,)?) => {{
@@ -165,9 +150,6 @@ mod tests {
             push!(&mut out, value, ' ', Hex(value), ' ', value as u32 == 0);
             assert_eq!(out, format!("{value} {value:#x} {}", value as u32 == 0));
         }
-        let mut out = String::new();
-        push!(&mut out, Spaces(0), "|", Spaces(3), "|", Spaces(40), "|");
-        assert_eq!(out, format!("|{:3}|{:40}|", "", ""));
     }
 
     #[test]
