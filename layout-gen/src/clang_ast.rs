@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use clang::diagnostic::Severity;
 use clang::TranslationUnit;
@@ -370,9 +370,9 @@ fn tokens(entity: Entity<'_>) -> Vec<String> {
 /// Clang spells an unnamed type with the absolute path of its header
 /// (`struct (unnamed struct at /home/me/src/world.hpp:12:5)`); keep only the file name so that
 /// generated code does not depend on where the project is checked out.
-fn portable_spelling(spelling: &str) -> String {
+fn portable_spelling(spelling: &str) -> Arc<str> {
     if !spelling.contains('(') {
-        return spelling.to_string(); // the common case, found by a byte search
+        return Arc::from(spelling); // the common case, found by a byte search
     }
     let mut out = String::with_capacity(spelling.len());
     let mut rest = spelling;
@@ -387,7 +387,7 @@ fn portable_spelling(spelling: &str) -> String {
         rest = &rest[path_end..];
     }
     out.push_str(rest);
-    out
+    out.into()
 }
 
 /// A default member initializer (`int a = 0;`, `int b{0};`) on any direct member: it makes the
@@ -429,15 +429,15 @@ fn member_declarations(definition: Entity<'_>) -> Vec<Entity<'_>> {
 fn source_pos(entity: Entity<'_>) -> SourcePos {
     match entity.get_location().map(|l| l.get_file_location()) {
         Some(location) => SourcePos {
-            file: location
-                .file
-                .map(|f| f.get_path().display().to_string())
-                .unwrap_or_default(),
+            file: location.file.map_or_else(
+                || Arc::from(""),
+                |f| Arc::from(&*f.get_path().to_string_lossy()),
+            ),
             line: location.line,
             column: location.column,
         },
         None => SourcePos {
-            file: String::new(),
+            file: Arc::from(""),
             line: 0,
             column: 0,
         },
@@ -452,15 +452,15 @@ struct Collector {
 
 impl Collector {
     /// Facts for the record `ty` and everything it reaches; returns its qualified name.
-    fn record(&mut self, ty: Type<'_>) -> Result<String, Error> {
+    fn record(&mut self, ty: Type<'_>) -> Result<Arc<str>, Error> {
         let ty = ty.get_canonical_type();
         self.record_named(ty, ty.get_display_name())
     }
 
     /// [`Collector::record`] for the canonical type `ty`, whose display name is `name`.
-    fn record_named(&mut self, ty: Type<'_>, name: String) -> Result<String, Error> {
-        if self.records.contains_key(&name) {
-            return Ok(name);
+    fn record_named(&mut self, ty: Type<'_>, name: String) -> Result<Arc<str>, Error> {
+        if let Some(known) = self.records.get(&name) {
+            return Ok(known.name.clone());
         }
         let incomplete = |reason: String| Error::IncompleteType {
             class: name.clone(),
@@ -545,8 +545,9 @@ impl Collector {
             && self.members_and_bases(&fields, &[], |r| r.is_pod_for_layout)
             && !has_member_initializers(ty); // last: it tokenizes
 
+        let shared_name: Arc<str> = Arc::from(name.as_str());
         let facts = RecordFacts {
-            name: name.clone(),
+            name: shared_name.clone(),
             pos: source_pos(declaration),
             size,
             align,
@@ -559,8 +560,8 @@ impl Collector {
             has_dummy_constructor,
             is_destructible,
         };
-        self.records.insert(name.clone(), facts);
-        Ok(name)
+        self.records.insert(name, facts);
+        Ok(shared_name)
     }
 
     /// Whether `test` holds for the record of every class-type member and every base.
@@ -579,7 +580,7 @@ impl Collector {
         });
         member_records
             .chain(bases.iter().map(|b| &b.record))
-            .all(|r| self.records.get(r).is_some_and(&test))
+            .all(|r| self.records.get(&**r).is_some_and(&test))
     }
 
     /// Appends the data members of `record` (flattening anonymous unions and structs) with
@@ -654,7 +655,7 @@ impl Collector {
             out.push(FieldFacts {
                 no_unique_address,
                 type_name: portable_spelling(&field_type.get_display_name()),
-                name,
+                name: name.into(),
                 offset_bits,
                 size,
                 align,
@@ -702,9 +703,9 @@ mod tests {
     #[test]
     fn unnamed_type_spelling_keeps_only_the_file_name() {
         assert_eq!(
-            portable_spelling("struct (unnamed struct at /work/x/shapes.hpp:92:5)"),
+            &*portable_spelling("struct (unnamed struct at /work/x/shapes.hpp:92:5)"),
             "struct (unnamed struct at shapes.hpp:92:5)"
         );
-        assert_eq!(portable_spelling("std::uint64_t"), "std::uint64_t");
+        assert_eq!(&*portable_spelling("std::uint64_t"), "std::uint64_t");
     }
 }

@@ -1,9 +1,12 @@
 //! What the clang walk learns about each record, before any layout is computed.
 //!
 //! These types hold plain data copied out of libclang (no clang handles), keyed by the record's
-//! qualified name. Offsets of fields are relative to the record that declares them; base-class
+//! qualified name. Names are `Arc<str>`: the model repeats them in every class that inherits a
+//! member, and sharing them there costs a reference count instead of an allocation. Offsets of fields are relative to the record that declares them; base-class
 //! offsets are absent on purpose: libclang (before 20) does not give them, and
 //! [`crate::itanium`] computes them from these facts.
+
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
@@ -13,7 +16,7 @@ use rehydrate::tables::Access;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcePos {
     /// File path as clang saw it.
-    pub file: String,
+    pub file: Arc<str>,
     /// 1-based line.
     pub line: u32,
     /// 1-based column.
@@ -30,7 +33,7 @@ impl std::fmt::Display for SourcePos {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseFacts {
     /// Qualified name of the base class (a key of [`AstFacts::records`]).
-    pub record: String,
+    pub record: Arc<str>,
     /// `virtual` was written.
     pub is_virtual: bool,
 }
@@ -41,11 +44,11 @@ pub enum MemberKind {
     /// Scalar, pointer, reference, enum, or an array of those.
     Plain,
     /// A member of class type (a key of [`AstFacts::records`]).
-    Record(String),
+    Record(Arc<str>),
     /// An array (any number of dimensions) of a class type.
     RecordArray {
         /// Qualified name of the element class.
-        element: String,
+        element: Arc<str>,
         /// Total number of elements over all dimensions.
         count: u64,
         /// `sizeof` one element.
@@ -59,13 +62,13 @@ impl MemberKind {
     pub fn objects(&self, offset: u64) -> Vec<(&str, u64)> {
         match self {
             MemberKind::Plain => Vec::new(),
-            MemberKind::Record(record) => vec![(record.as_str(), offset)],
+            MemberKind::Record(record) => vec![(&**record, offset)],
             MemberKind::RecordArray {
                 element,
                 count,
                 element_size,
             } => (0..*count)
-                .map(|i| (element.as_str(), offset + i * element_size))
+                .map(|i| (&**element, offset + i * element_size))
                 .collect(),
         }
     }
@@ -76,9 +79,9 @@ impl MemberKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldFacts {
     /// Member name.
-    pub name: String,
+    pub name: Arc<str>,
     /// The member's type as written (`std::uint64_t`, `Multi[2]`).
-    pub type_name: String,
+    pub type_name: Arc<str>,
     /// Offset from the start of the declaring record, in bits.
     pub offset_bits: u64,
     /// `sizeof` the member's storage, in bytes (a reference member takes a pointer).
@@ -101,7 +104,7 @@ pub struct FieldFacts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordFacts {
     /// Qualified name as clang spells it.
-    pub name: String,
+    pub name: Arc<str>,
     /// Where the definition is.
     pub pos: SourcePos,
     /// `sizeof`, in bytes, from clang.
@@ -130,7 +133,7 @@ pub struct RecordFacts {
 #[derive(Debug, Clone, Default)]
 pub struct AstFacts {
     /// Qualified names of the selected classes, in the order they were selected.
-    pub selected: Vec<String>,
+    pub selected: Vec<Arc<str>>,
     /// Facts for every selected record and every record they reach (bases, member types).
     pub records: FxHashMap<String, RecordFacts>,
 }

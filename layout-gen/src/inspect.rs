@@ -21,8 +21,8 @@ fn class_json(class: &ClassLayout) -> Value {
         .iter()
         .map(|f| {
             let mut field = json!({
-                "name": f.name, "owner": f.owner, "offset": f.offset, "size": f.size,
-                "type": f.type_name, "access": f.access.keyword(),
+                "name": &*f.name, "owner": &*f.owner, "offset": f.offset, "size": f.size,
+                "type": &*f.type_name, "access": f.access.keyword(),
             });
             if let Some(bits) = f.bit_field {
                 field["bit_offset"] = json!(bits.offset_bits);
@@ -39,7 +39,7 @@ fn class_json(class: &ClassLayout) -> Value {
         "abstract": class.is_abstract,
         "dummy_constructor": class.has_dummy_constructor,
         "vptrs": class.vptr_offsets,
-        "bases": class.bases.iter().map(|b| json!({"name": b.name, "offset": b.offset, "virtual": b.is_virtual})).collect::<Vec<_>>(),
+        "bases": class.bases.iter().map(|b| json!({"name": &*b.name, "offset": b.offset, "virtual": b.is_virtual})).collect::<Vec<_>>(),
         "fields": fields,
         "padding": class.padding.iter().map(|p| json!([p.start, p.end])).collect::<Vec<_>>(),
         "layout_hash": format!("{:#018x}", class.layout_hash),
@@ -118,7 +118,7 @@ fn class_text(class: &ClassLayout, out: &mut String) {
             None => field.size.to_string(),
         };
         let mut notes = Vec::new();
-        if field.owner != class.name {
+        if *field.owner != *class.name {
             notes.push(format!("from {}", field.owner));
         }
         if field.access != rehydrate::tables::Access::Public {

@@ -5,6 +5,7 @@
 //! nothing here knows about libclang, and emitters know nothing else.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use rehydrate::tables::{Access, BitField, ByteRange};
 
@@ -54,23 +55,23 @@ pub struct ClassLayout {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseSubobject {
     /// Qualified name of the base class.
-    pub name: String,
+    pub name: Arc<str>,
     /// Absolute offset.
     pub offset: u64,
     /// A virtual base.
     pub is_virtual: bool,
     /// Classes to `static_cast` through, from the complete object to this subobject (a virtual
     /// base is always reached directly from the complete object).
-    pub path: Vec<String>,
+    pub path: Vec<Arc<str>>,
 }
 
 /// A data member at its absolute position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldLayout {
     /// Member name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Qualified name of the declaring class.
-    pub owner: String,
+    pub owner: Arc<str>,
     /// Offset of the subobject of `owner` that holds this member.
     pub owner_offset: u64,
     /// That subobject is a virtual base or lies inside one.
@@ -80,7 +81,7 @@ pub struct FieldLayout {
     /// `sizeof` the member's type.
     pub size: u64,
     /// The member's type as written.
-    pub type_name: String,
+    pub type_name: Arc<str>,
     /// Access in the owner.
     pub access: Access,
     /// Bit position of a bit-field.
@@ -126,10 +127,10 @@ fn class_layout(layouts: &mut Layouts<'_>, name: &str) -> Result<ClassLayout, Er
 
     let mut bases = Vec::new();
     non_virtual_bases(layouts, name, 0, &[], &mut bases)?;
-    let mut virtual_bases: Vec<_> = layout
+    let mut virtual_bases: Vec<(Arc<str>, u64)> = layout
         .vbase_offsets
         .iter()
-        .map(|(b, o)| (b.clone(), *o))
+        .map(|(b, o)| (layouts.facts(b).name.clone(), *o))
         .collect();
     virtual_bases.sort_by_key(|(_, offset)| *offset);
     for (base, offset) in virtual_bases {
@@ -146,7 +147,7 @@ fn class_layout(layouts: &mut Layouts<'_>, name: &str) -> Result<ClassLayout, Er
     // Fields of the complete object and of each base subobject.
     let mut fields = Vec::new();
     let mut vptrs = BTreeSet::new();
-    let owners = std::iter::once((name.to_string(), 0, false)).chain(bases.iter().map(|b| {
+    let owners = std::iter::once((record.name.clone(), 0, false)).chain(bases.iter().map(|b| {
         (
             b.name.clone(),
             b.offset,
@@ -183,14 +184,14 @@ fn class_layout(layouts: &mut Layouts<'_>, name: &str) -> Result<ClassLayout, Er
 
     let hash_bases: Vec<_> = bases
         .iter()
-        .map(|b| (b.name.as_str(), b.offset, b.is_virtual))
+        .map(|b| (&*b.name, b.offset, b.is_virtual))
         .collect();
     let hash_fields: Vec<_> = fields
         .iter()
         .map(|f| {
             (
-                f.name.as_str(),
-                f.owner.as_str(),
+                &*f.name,
+                &*f.owner,
                 f.offset,
                 f.size,
                 f.bit_field.map(|b| (b.offset_bits, b.width_bits)),
@@ -234,7 +235,7 @@ fn non_virtual_bases(
     layouts: &mut Layouts<'_>,
     class: &str,
     offset: u64,
-    path: &[String],
+    path: &[Arc<str>],
     out: &mut Vec<BaseSubobject>,
 ) -> Result<(), Error> {
     let layout = layouts.get(class)?;
@@ -242,7 +243,7 @@ fn non_virtual_bases(
         if base.is_virtual {
             continue;
         }
-        let base_offset = offset + layout.base_offsets[&base.record];
+        let base_offset = offset + layout.base_offsets[&*base.record];
         let mut base_path = path.to_vec();
         base_path.push(base.record.clone());
         out.push(BaseSubobject {

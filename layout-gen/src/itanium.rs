@@ -12,6 +12,7 @@
 //! `sizeof`, and the test suite checks every offset against `clang -fdump-record-layouts`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::rc::Rc;
@@ -34,17 +35,17 @@ pub(crate) struct RecordLayout {
     /// Alignment without virtual bases.
     pub nvalign: u64,
     /// Offsets of the direct non-virtual bases.
-    pub base_offsets: BTreeMap<String, u64>,
+    pub base_offsets: BTreeMap<Arc<str>, u64>,
     /// Offsets of every virtual base of the complete object.
-    pub vbase_offsets: BTreeMap<String, u64>,
+    pub vbase_offsets: BTreeMap<Arc<str>, u64>,
     /// The primary base and whether it is virtual.
-    pub primary_base: Option<(String, bool)>,
+    pub primary_base: Option<(Arc<str>, bool)>,
 }
 
 /// Computes and memoises record layouts over one [`AstFacts`].
 pub(crate) struct Layouts<'f> {
     facts: &'f AstFacts,
-    done: HashMap<String, Rc<RecordLayout>>,
+    done: HashMap<Arc<str>, Rc<RecordLayout>>,
 }
 
 impl<'f> Layouts<'f> {
@@ -65,7 +66,8 @@ impl<'f> Layouts<'f> {
             return Ok(layout.clone());
         }
         let layout = Rc::new(Builder::new(self, record)?.build()?);
-        self.done.insert(record.to_string(), layout.clone());
+        self.done
+            .insert(self.facts(record).name.clone(), layout.clone());
         Ok(layout)
     }
 
@@ -85,7 +87,7 @@ impl<'f> Layouts<'f> {
 /// One node of the base-subobject tree of the record being laid out (the ABI's "inheritance
 /// graph"); a virtual base has exactly one node however often it is inherited.
 struct SubobjectNode {
-    class: String,
+    class: Arc<str>,
     is_virtual: bool,
     bases: Vec<usize>,
     primary_virtual: Option<usize>,
@@ -97,17 +99,17 @@ struct Builder<'l, 'f> {
     layouts: &'l mut Layouts<'f>,
     record: &'f RecordFacts,
     nodes: Vec<SubobjectNode>,
-    virtual_nodes: HashMap<String, usize>,
-    direct_nodes: HashMap<String, usize>,
+    virtual_nodes: HashMap<Arc<str>, usize>,
+    direct_nodes: HashMap<Arc<str>, usize>,
     size: u64,
     data_size: u64,
     align: u64,
-    empty_at: HashMap<u64, Vec<String>>,
-    primary_base: Option<(String, bool)>,
-    indirect_primary_bases: HashSet<String>,
-    visited_virtual_bases: HashSet<String>,
-    base_offsets: BTreeMap<String, u64>,
-    vbase_offsets: BTreeMap<String, u64>,
+    empty_at: HashMap<u64, Vec<Arc<str>>>,
+    primary_base: Option<(Arc<str>, bool)>,
+    indirect_primary_bases: HashSet<Arc<str>>,
+    visited_virtual_bases: HashSet<Arc<str>>,
+    base_offsets: BTreeMap<Arc<str>, u64>,
+    vbase_offsets: BTreeMap<Arc<str>, u64>,
 }
 
 impl<'l, 'f> Builder<'l, 'f> {
@@ -159,7 +161,7 @@ impl<'l, 'f> Builder<'l, 'f> {
         let computed = round_up(self.size.max(self.data_size).max(1), record.align);
         if computed != record.size && !record.is_union {
             return Err(Error::Layout {
-                class: record.name.clone(),
+                class: record.name.to_string(),
                 detail: format!(
                     "base placement gives sizeof {computed} but clang says {} (defined at {})",
                     record.size, record.pos
@@ -198,15 +200,16 @@ impl<'l, 'f> Builder<'l, 'f> {
             }
         }
         let id = self.nodes.len();
+        let class_name = self.layouts.facts(class).name.clone();
         self.nodes.push(SubobjectNode {
-            class: class.to_string(),
+            class: class_name.clone(),
             is_virtual,
             bases: Vec::new(),
             primary_virtual: None,
             claimed_by: None,
         });
         if is_virtual {
-            self.virtual_nodes.insert(class.to_string(), id);
+            self.virtual_nodes.insert(class_name, id);
         }
 
         let layout = self.layouts.get(class)?;
@@ -277,7 +280,7 @@ impl<'l, 'f> Builder<'l, 'f> {
     fn select_primary_virtual_base(
         &mut self,
         class: &str,
-        first: &mut Option<String>,
+        first: &mut Option<Arc<str>>,
     ) -> Result<(), Error> {
         for base in &self.layouts.facts(class).bases {
             if base.is_virtual && self.layouts.is_nearly_empty(&base.record)? {
@@ -402,7 +405,7 @@ impl<'l, 'f> Builder<'l, 'f> {
     }
 
     fn layout_virtual_bases(&mut self, class: &str) -> Result<(), Error> {
-        let (primary, primary_is_virtual) = if class == self.record.name {
+        let (primary, primary_is_virtual) = if *class == *self.record.name {
             self.primary_base
                 .clone()
                 .map_or((None, false), |(p, v)| (Some(p), v))
@@ -415,8 +418,8 @@ impl<'l, 'f> Builder<'l, 'f> {
         };
         for base in &self.layouts.facts(class).bases {
             if base.is_virtual
-                && (primary.as_deref() != Some(base.record.as_str()) || !primary_is_virtual)
-                && !self.indirect_primary_bases.contains(&base.record)
+                && (primary.as_deref() != Some(&*base.record) || !primary_is_virtual)
+                && !self.indirect_primary_bases.contains(&*base.record)
                 && self.visited_virtual_bases.insert(base.record.clone())
             {
                 let id = self.virtual_nodes[&base.record];
@@ -468,7 +471,7 @@ impl<'l, 'f> Builder<'l, 'f> {
     fn empty_class_at(&self, class: &str, offset: u64) -> bool {
         self.empty_at
             .get(&offset)
-            .is_some_and(|classes| classes.iter().any(|c| c == class))
+            .is_some_and(|classes| classes.iter().any(|c| **c == *class))
     }
 
     fn can_place_base(&mut self, id: usize, offset: u64) -> Result<bool, Error> {
@@ -541,7 +544,7 @@ impl<'l, 'f> Builder<'l, 'f> {
                 .empty_at
                 .entry(at)
                 .or_default()
-                .push(class.to_string());
+                .push(builder.layouts.facts(class).name.clone());
         })
     }
 

@@ -243,7 +243,7 @@ fn plan_checks(model: &LayoutModel) -> Vec<CheckPlan> {
                 .fields
                 .iter()
                 .map(|field| {
-                    let key = (field.owner.as_str(), field.name.as_str(), false);
+                    let key = (&*field.owner, &*field.name, false);
                     let offset = if field.bit_field.is_some() {
                         OffsetCheck::None
                     } else if absolute_check_possible(class, field) {
@@ -255,7 +255,7 @@ fn plan_checks(model: &LayoutModel) -> Vec<CheckPlan> {
                     };
                     let size = field.bit_field.is_none()
                         && !field.type_name.contains('&')
-                        && done.insert((field.owner.as_str(), field.name.as_str(), true));
+                        && done.insert((&*field.owner, &*field.name, true));
                     next_id += usize::from(offset != OffsetCheck::None) + usize::from(size);
                     (offset, size)
                 })
@@ -308,7 +308,7 @@ fn class_checks(class: &ClassLayout, plan: &CheckPlan, out: &mut String) {
 /// `offsetof(Class, member)` names the member unambiguously and without a virtual base.
 fn absolute_check_possible(class: &ClassLayout, field: &FieldLayout) -> bool {
     let unique_name = class.fields.iter().filter(|f| f.name == field.name).count() == 1;
-    let owner_once = field.owner == class.name
+    let owner_once = *field.owner == *class.name
         || class.bases.iter().filter(|b| b.name == field.owner).count() == 1;
     unique_name && owner_once && !field.owner_in_virtual_base
 }

@@ -93,7 +93,7 @@ fn class_constant(class: &ClassLayout, name: &str, formatting: Formatting, out: 
 
 /// ` Layout of `ns::Class` (header.hpp:12).`: the class and where it is defined.
 fn doc_comment(class: &ClassLayout) -> String {
-    let file = std::path::Path::new(&class.pos.file)
+    let file = std::path::Path::new(&*class.pos.file)
         .file_name()
         .map(|f| f.to_string_lossy().into_owned());
     format!(
@@ -314,7 +314,7 @@ mod tests {
 
         fn class(&mut self) -> ClassLayout {
             let mut class = class(&self.name(), self.number());
-            class.pos.file = format!("{}.hpp", self.name());
+            class.pos.file = format!("{}.hpp", self.name()).into();
             class.pos.line = self.number() as u32;
             class.align = self.number();
             class.is_dynamic = self.below(2) == 0;
@@ -323,7 +323,7 @@ mod tests {
             class.layout_hash = self.next();
             class.bases = (0..self.below(4))
                 .map(|_| crate::ir::BaseSubobject {
-                    name: self.name(),
+                    name: self.name().into(),
                     offset: self.number(),
                     is_virtual: self.below(2) == 0,
                     path: vec![],
@@ -331,13 +331,13 @@ mod tests {
                 .collect();
             class.fields = (0..self.below(5))
                 .map(|_| crate::ir::FieldLayout {
-                    name: self.name(),
-                    owner: self.name(),
+                    name: self.name().into(),
+                    owner: self.name().into(),
                     owner_offset: 0,
                     owner_in_virtual_base: false,
                     offset: self.number(),
                     size: self.number(),
-                    type_name: self.name(),
+                    type_name: self.name().into(),
                     access: [Access::Public, Access::Protected, Access::Private]
                         [self.below(3) as usize],
                     bit_field: (self.below(3) == 0).then(|| rehydrate::tables::BitField {

@@ -34,12 +34,12 @@ pub(crate) fn class_constant(
     out: &mut String,
 ) -> Option<()> {
     let mut strings = std::iter::once(class.name.as_str())
-        .chain(class.bases.iter().map(|b| b.name.as_str()))
+        .chain(class.bases.iter().map(|b| &*b.name))
         .chain(
             class
                 .fields
                 .iter()
-                .flat_map(|f| [f.name.as_str(), f.owner.as_str(), f.type_name.as_str()]),
+                .flat_map(|f| [&*f.name, &*f.owner, &*f.type_name]),
         );
     if !is_plain(doc) || doc.starts_with('/') || doc.ends_with(' ') || !strings.all(is_plain) {
         return None;
