@@ -95,9 +95,12 @@ fn write_outputs(
     let rust_tables = out_dir.join(RUST_TABLES_FILE);
     let cpp_shim = out_dir.join(CPP_SHIM_FILE);
     let (rust_changed, cpp_changed) = std::thread::scope(|scope| {
-        let rust = scope
-            .spawn(|| update_file(&rust_tables, |sink| emit::rust::write_tables(&model, sink)));
-        let cpp = update_file(&cpp_shim, |sink| {
+        let rust = scope.spawn(|| {
+            write::write_streamed_if_changed(&rust_tables, |sink| {
+                emit::rust::write_tables(&model, sink)
+            })
+        });
+        let cpp = write::write_streamed_if_changed(&cpp_shim, |sink| {
             emit::cpp::write_shim(&model, &headers, sink)
         });
         let rust = rust
@@ -116,15 +119,4 @@ fn write_outputs(
         cpp_shim,
         changed,
     })
-}
-
-/// Streams what `emit` writes into the file at `path`, which is rewritten only if its contents
-/// change; returns whether they did.
-fn update_file(
-    path: &Path,
-    emit: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
-) -> Result<bool, Error> {
-    let mut update = write::FileUpdate::new(path);
-    emit(&mut update).map_err(|source| update.error(source))?;
-    update.finish()
 }

@@ -12,18 +12,24 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 
 /// Writes `contents` to `path` unless the file already holds exactly that. Returns whether the
-/// file was written (see [`FileUpdate`]).
+/// file was written. The new contents go to a temporary sibling that is renamed into place.
 pub fn write_if_changed(path: &Path, contents: &str) -> Result<bool, Error> {
+    write_streamed_if_changed(path, |sink| sink.write_all(contents.as_bytes()))
+}
+
+/// [`write_if_changed`] for contents that `emit` writes piece by piece as it generates them.
+pub(crate) fn write_streamed_if_changed(
+    path: &Path,
+    emit: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<bool, Error> {
     let mut update = FileUpdate::new(path);
-    update
-        .write_all(contents.as_bytes())
-        .map_err(|source| update.error(source))?;
+    emit(&mut update).map_err(|source| update.error(source))?;
     update.finish()
 }
 
 /// New contents for one file, taken as they are generated (it is an [`io::Write`]); see the
 /// module documentation.
-pub(crate) struct FileUpdate {
+struct FileUpdate {
     path: PathBuf,
     /// What the file held before (empty if it did not exist).
     old: Vec<u8>,
@@ -35,7 +41,7 @@ pub(crate) struct FileUpdate {
 }
 
 impl FileUpdate {
-    pub(crate) fn new(path: &Path) -> Self {
+    fn new(path: &Path) -> Self {
         let old = std::fs::read(path);
         Self {
             path: path.to_path_buf(),
@@ -51,7 +57,7 @@ impl FileUpdate {
     }
 
     /// `source` as an error that names the file.
-    pub(crate) fn error(&self, source: io::Error) -> Error {
+    fn error(&self, source: io::Error) -> Error {
         Error::Write {
             path: self.path.clone(),
             source,
@@ -67,7 +73,7 @@ impl FileUpdate {
 
     /// Puts the new contents in place if they differ from the old; returns whether they did.
     /// If this fails, the file is left as it was.
-    pub(crate) fn finish(mut self) -> Result<bool, Error> {
+    fn finish(mut self) -> Result<bool, Error> {
         if self.temporary.is_none() {
             if self.existed && self.matched == self.old.len() {
                 return Ok(false);
