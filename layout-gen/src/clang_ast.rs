@@ -8,7 +8,6 @@
 //! Only one `clang::Clang` may exist per process, so every walk holds [`LIBCLANG`] for its whole
 //! duration: callers on several threads are serialised instead of failing.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +18,7 @@ use clang::{
     TypeKind, Unsaved,
 };
 use rehydrate::tables::Access;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::{Diagnostic, Error};
 use crate::facts::{AstFacts, BaseFacts, FieldFacts, MemberKind, RecordFacts, SourcePos};
@@ -129,6 +128,9 @@ fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error>
     {
         let mut candidates = Vec::new();
         collect_definitions(root, &mut candidates);
+        // Most candidates become records: growing the map step by step would move every
+        // record's facts several times.
+        collector.records.reserve(candidates.len());
         let scope = SelectionScope::new(request, headers);
         for entity in candidates {
             let Some(ty) = entity.get_type() else {
@@ -141,7 +143,7 @@ fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error>
             }
         }
     }
-    let mut seen = HashSet::new();
+    let mut seen = FxHashSet::with_capacity_and_hasher(selected.len(), Default::default());
     selected.retain(|name| seen.insert(name.clone()));
     if selected.is_empty() {
         return Err(Error::NothingSelected(describe_selection(request)));
