@@ -130,7 +130,7 @@ fn class_layout(layouts: &mut Layouts<'_>, name: &str) -> Result<ClassLayout, Er
     let mut virtual_bases: Vec<(Arc<str>, u64)> = layout
         .vbase_offsets
         .iter()
-        .map(|(b, o)| (layouts.facts(b).name.clone(), *o))
+        .map(|(b, o)| (b.clone(), *o))
         .collect();
     virtual_bases.sort_by_key(|(_, offset)| *offset);
     for (base, offset) in virtual_bases {
