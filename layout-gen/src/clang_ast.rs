@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use clang::diagnostic::Severity;
+use clang::source::File;
 use clang::TranslationUnit;
 use clang::{
     Accessibility, Availability, Clang, Entity, EntityKind, EntityVisitResult, Index, Type,
@@ -132,14 +133,14 @@ fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error>
         // record's facts several times.
         collector.records.reserve(candidates.len());
         let scope = SelectionScope::new(request, headers);
-        for entity in candidates {
+        for Definition { entity, members } in candidates {
             let Some(ty) = entity.get_type() else {
                 continue;
             };
             let ty = ty.get_canonical_type();
             let name = ty.get_display_name();
-            if scope.selects(entity, &name) {
-                selected.push(collector.record_named(ty, name)?);
+            if scope.selects(entity, &members, &name) {
+                selected.push(collector.record_named(ty, name, members)?);
             }
         }
     }
@@ -272,25 +273,54 @@ fn selected_by_name<'tu>(root: Entity<'tu>, index: usize, name: &str) -> Result<
     }
 }
 
-/// Every named struct or class definition outside system headers, nested ones included.
-fn collect_definitions<'tu>(scope: Entity<'tu>, out: &mut Vec<Entity<'tu>>) {
+/// A class definition found in the headers, with its member declarations.
+struct Definition<'tu> {
+    entity: Entity<'tu>,
+    /// What `entity.get_children()` would return: read while looking for nested classes, so
+    /// that collecting the class does not visit its members a second time.
+    members: Vec<Entity<'tu>>,
+}
+
+/// Every named struct or class definition outside system headers, nested ones after the class
+/// that contains them.
+fn collect_definitions<'tu>(scope: Entity<'tu>, out: &mut Vec<Definition<'tu>>) {
     scope.visit_children(|entity, _| {
         match entity.get_kind() {
             EntityKind::Namespace | EntityKind::LinkageSpec if !entity.is_in_system_header() => {
                 collect_definitions(entity, out);
             }
-            EntityKind::StructDecl | EntityKind::ClassDecl
-                if entity.is_definition()
-                    && !entity.is_anonymous()
-                    && !entity.is_in_system_header() =>
-            {
-                out.push(entity);
-                collect_definitions(entity, out);
-            }
+            _ if is_named_class_definition(entity) => push_definition(entity, out),
             _ => {}
         }
         EntityVisitResult::Continue
     });
+}
+
+fn is_named_class_definition(entity: Entity<'_>) -> bool {
+    matches!(
+        entity.get_kind(),
+        EntityKind::StructDecl | EntityKind::ClassDecl
+    ) && entity.is_definition()
+        && !entity.is_anonymous()
+        && !entity.is_in_system_header()
+}
+
+/// Appends the class definition `class`, then the classes defined inside it.
+fn push_definition<'tu>(class: Entity<'tu>, out: &mut Vec<Definition<'tu>>) {
+    let at = out.len();
+    out.push(Definition {
+        entity: class,
+        members: Vec::new(),
+    });
+    let mut members = Vec::new();
+    class.visit_children(|member, _| {
+        if is_named_class_definition(member) {
+            push_definition(member, out);
+        }
+        members.push(member);
+        EntityVisitResult::Continue
+    });
+    out[at].members = members;
 }
 
 /// Which classes a selection by namespace, by annotation or by header picks.
@@ -316,8 +346,9 @@ impl<'a> SelectionScope<'a> {
         }
     }
 
-    /// Whether the class definition `entity`, whose qualified name is `name`, is selected.
-    fn selects(&self, entity: Entity<'_>, name: &str) -> bool {
+    /// Whether the class definition `entity`, whose qualified name is `name` and whose
+    /// children are `members`, is selected.
+    fn selects(&self, entity: Entity<'_>, members: &[Entity<'_>], name: &str) -> bool {
         if let Some(headers) = self.headers {
             let file = entity
                 .get_location()
@@ -330,7 +361,7 @@ impl<'a> SelectionScope<'a> {
             .iter()
             .any(|prefix| name.starts_with(prefix.as_str()));
         let annotated = self.annotation.is_some_and(|wanted| {
-            entity.get_children().iter().any(|child| {
+            members.iter().any(|child| {
                 child.get_kind() == EntityKind::AnnotateAttr
                     && child.get_display_name().as_deref() == Some(wanted)
             })
@@ -392,6 +423,33 @@ fn portable_spelling(spelling: &str) -> Arc<str> {
     out.into()
 }
 
+/// How clang spells a builtin type in C++ (the test below checks each against clang).
+fn builtin_spelling(kind: TypeKind) -> Option<&'static str> {
+    Some(match kind {
+        TypeKind::Bool => "bool",
+        TypeKind::CharS | TypeKind::CharU => "char",
+        TypeKind::SChar => "signed char",
+        TypeKind::UChar => "unsigned char",
+        TypeKind::WChar => "wchar_t",
+        TypeKind::Char16 => "char16_t",
+        TypeKind::Char32 => "char32_t",
+        TypeKind::Short => "short",
+        TypeKind::UShort => "unsigned short",
+        TypeKind::Int => "int",
+        TypeKind::UInt => "unsigned int",
+        TypeKind::Long => "long",
+        TypeKind::ULong => "unsigned long",
+        TypeKind::LongLong => "long long",
+        TypeKind::ULongLong => "unsigned long long",
+        TypeKind::Int128 => "__int128",
+        TypeKind::UInt128 => "unsigned __int128",
+        TypeKind::Float => "float",
+        TypeKind::Double => "double",
+        TypeKind::LongDouble => "long double",
+        _ => return None,
+    })
+}
+
 /// A default member initializer (`int a = 0;`, `int b{0};`) on any direct member: it makes the
 /// default constructor non-trivial, so the class is not POD.
 fn has_member_initializers(record: Type<'_>) -> bool {
@@ -416,51 +474,91 @@ fn is_deleted(entity: Entity<'_>) -> bool {
     entity.get_availability() == Availability::Unavailable
 }
 
-/// The declarations inside a class definition. libclang shows none for an implicit template
-/// instantiation, so for those the template's own declarations stand in: virtual functions,
-/// constructors and non-dependent bases are the same in every instantiation. (Fields always come
-/// from the instantiated type, which libclang does expose.)
-fn member_declarations(definition: Entity<'_>) -> Vec<Entity<'_>> {
-    let children = definition.get_children();
+/// The declarations inside a class definition, given its `children` (`definition.get_children()`).
+/// libclang shows none for an implicit template instantiation, so for those the template's own
+/// declarations stand in: virtual functions, constructors and non-dependent bases are the same in
+/// every instantiation. (Fields always come from the instantiated type, which libclang does
+/// expose.)
+fn member_declarations<'tu>(
+    definition: Entity<'tu>,
+    children: Vec<Entity<'tu>>,
+) -> Vec<Entity<'tu>> {
     match definition.get_template() {
         Some(pattern) if children.is_empty() => pattern.get_children(),
         _ => children,
     }
 }
 
-fn source_pos(entity: Entity<'_>) -> SourcePos {
-    match entity.get_location().map(|l| l.get_file_location()) {
-        Some(location) => SourcePos {
-            file: location.file.map_or_else(
-                || Arc::from(""),
-                |f| Arc::from(&*f.get_path().to_string_lossy()),
-            ),
-            line: location.line,
-            column: location.column,
-        },
-        None => SourcePos {
-            file: Arc::from(""),
-            line: 0,
-            column: 0,
-        },
-    }
-}
-
 /// Collects [`RecordFacts`] for records, memoised by qualified name.
 #[derive(Default)]
-struct Collector {
+struct Collector<'tu> {
     records: FxHashMap<String, RecordFacts>,
+    /// The spelling of each builtin type met so far, shared by every member of that type.
+    builtin_spellings: Vec<(TypeKind, Arc<str>)>,
+    /// The file of the last record, with its path: most records follow one from the same file.
+    last_file: Option<(File<'tu>, Arc<str>)>,
 }
 
-impl Collector {
-    /// Facts for the record `ty` and everything it reaches; returns its qualified name.
-    fn record(&mut self, ty: Type<'_>) -> Result<Arc<str>, Error> {
-        let ty = ty.get_canonical_type();
-        self.record_named(ty, ty.get_display_name())
+impl<'tu> Collector<'tu> {
+    /// Where `entity` is written.
+    fn source_pos(&mut self, entity: Entity<'tu>) -> SourcePos {
+        let Some(location) = entity.get_location().map(|l| l.get_file_location()) else {
+            return SourcePos {
+                file: Arc::from(""),
+                line: 0,
+                column: 0,
+            };
+        };
+        let file = match (location.file, &self.last_file) {
+            (None, _) => Arc::from(""),
+            (Some(file), Some((last, path))) if file == *last => path.clone(),
+            (Some(file), _) => {
+                let path: Arc<str> = Arc::from(&*file.get_path().to_string_lossy());
+                self.last_file = Some((file, path.clone()));
+                path
+            }
+        };
+        SourcePos {
+            file,
+            line: location.line,
+            column: location.column,
+        }
     }
 
-    /// [`Collector::record`] for the canonical type `ty`, whose display name is `name`.
-    fn record_named(&mut self, ty: Type<'_>, name: String) -> Result<Arc<str>, Error> {
+    /// How the type of a member is written. An unqualified builtin type is spelled without
+    /// asking libclang, which prints a type into a new string each time.
+    fn spelling(&mut self, ty: Type<'_>) -> Arc<str> {
+        let kind = ty.get_kind();
+        let Some(builtin) = builtin_spelling(kind) else {
+            return portable_spelling(&ty.get_display_name());
+        };
+        if ty.is_const_qualified() || ty.is_volatile_qualified() {
+            return portable_spelling(&ty.get_display_name());
+        }
+        match self.builtin_spellings.iter().find(|(k, _)| *k == kind) {
+            Some((_, spelling)) => spelling.clone(),
+            None => {
+                let spelling: Arc<str> = Arc::from(builtin);
+                self.builtin_spellings.push((kind, spelling.clone()));
+                spelling
+            }
+        }
+    }
+
+    /// Facts for the record `ty` and everything it reaches; returns its qualified name.
+    fn record(&mut self, ty: Type<'tu>) -> Result<Arc<str>, Error> {
+        let ty = ty.get_canonical_type();
+        self.record_named(ty, ty.get_display_name(), Vec::new())
+    }
+
+    /// [`Collector::record`] for the canonical type `ty`, whose display name is `name` and whose
+    /// definition's children are `members` (empty: not read yet).
+    fn record_named(
+        &mut self,
+        ty: Type<'tu>,
+        name: String,
+        members: Vec<Entity<'tu>>,
+    ) -> Result<Arc<str>, Error> {
         if let Some(known) = self.records.get(&name) {
             return Ok(known.name.clone());
         }
@@ -485,7 +583,12 @@ impl Collector {
         let mut user_constructors = Vec::new();
         let mut destructor = None;
         let mut declares_copy_assignment = false;
-        for child in member_declarations(declaration) {
+        let children = if members.is_empty() {
+            declaration.get_children()
+        } else {
+            members
+        };
+        for child in member_declarations(declaration, children) {
             match child.get_kind() {
                 EntityKind::BaseSpecifier => {
                     let base_type = child
@@ -550,7 +653,7 @@ impl Collector {
         let shared_name: Arc<str> = Arc::from(name.as_str());
         let facts = RecordFacts {
             name: shared_name.clone(),
-            pos: source_pos(declaration),
+            pos: self.source_pos(declaration),
             size,
             align,
             is_union: declaration.get_kind() == EntityKind::UnionDecl,
@@ -589,7 +692,7 @@ impl Collector {
     /// offsets shifted by `base_bits`.
     fn fields(
         &mut self,
-        record: Type<'_>,
+        record: Type<'tu>,
         class: &str,
         base_bits: u64,
         anonymous_access: Option<Access>,
@@ -656,7 +759,7 @@ impl Collector {
                 && tokens(field).iter().any(|t| t == "no_unique_address");
             out.push(FieldFacts {
                 no_unique_address,
-                type_name: portable_spelling(&field_type.get_display_name()),
+                type_name: self.spelling(field_type),
                 name: name.into(),
                 offset_bits,
                 size,
@@ -670,7 +773,7 @@ impl Collector {
         Ok(())
     }
 
-    fn member_kind(&mut self, canonical: Type<'_>) -> Result<MemberKind, Error> {
+    fn member_kind(&mut self, canonical: Type<'tu>) -> Result<MemberKind, Error> {
         match canonical.get_kind() {
             TypeKind::Record => Ok(MemberKind::Record(self.record(canonical)?)),
             TypeKind::ConstantArray => {
@@ -700,7 +803,82 @@ impl Collector {
 
 #[cfg(test)]
 mod tests {
-    use super::portable_spelling;
+    use super::*;
+
+    /// Every member type `builtin_spelling` knows, as written in C++.
+    const BUILTIN_MEMBERS: &[&str] = &[
+        "bool",
+        "char",
+        "signed char",
+        "unsigned char",
+        "wchar_t",
+        "char16_t",
+        "char32_t",
+        "short",
+        "unsigned short",
+        "short int",
+        "int",
+        "signed",
+        "unsigned",
+        "unsigned int",
+        "long",
+        "long int",
+        "unsigned long",
+        "long long",
+        "unsigned long long",
+        "__int128",
+        "unsigned __int128",
+        "float",
+        "double",
+        "long double",
+    ];
+
+    #[test]
+    fn builtin_types_are_spelled_as_clang_spells_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let header = dir.path().join("builtins.hpp");
+        let mut source = String::from("struct Builtins {\n");
+        for (i, ty) in BUILTIN_MEMBERS.iter().enumerate() {
+            source.push_str(&format!("    {ty} m{i};\n"));
+        }
+        source.push_str("    const int qualified;\n    volatile long also_qualified;\n};\n");
+        std::fs::write(&header, source).unwrap();
+        let request = Request {
+            headers: vec![header],
+            clang_args: vec![],
+            selection: Default::default(),
+        };
+        let checked = with_unit(
+            &request,
+            |parsed| {
+                let root = parsed.unit.get_entity();
+                let record = root
+                    .get_children()
+                    .into_iter()
+                    .find(|e| e.get_name().as_deref() == Some("Builtins"))
+                    .and_then(|e| e.get_type())
+                    .expect("the header defines Builtins");
+                let mut collector = Collector::default();
+                let mut checked = 0;
+                for field in record.get_fields().unwrap() {
+                    let ty = field.get_type().unwrap();
+                    let by_clang = ty.get_display_name();
+                    assert_eq!(&*collector.spelling(ty), by_clang, "{field:?}");
+                    if builtin_spelling(ty.get_kind()).is_some() {
+                        checked += 1;
+                    }
+                }
+                Ok(checked)
+            },
+            |checked| checked,
+        )
+        .unwrap();
+        assert_eq!(
+            checked,
+            BUILTIN_MEMBERS.len() + 2,
+            "every member is builtin"
+        );
+    }
 
     #[test]
     fn unnamed_type_spelling_keeps_only_the_file_name() {
