@@ -17,6 +17,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rustc_hash::FxHashSet;
 
@@ -231,31 +232,53 @@ struct CheckPlan {
 
 /// Decides, in class order, which checks every class gets: checks made relative to a field's
 /// owner are made once per owner and field, and every check has its own number.
+///
+/// Every class that holds a subobject of a class holds all of its members, so the sizes of a
+/// class's members are checked in the first class (in model order) that holds one, in its
+/// first subobject there: keeping track of owners, not of each member, costs a string lookup per
+/// owner instead of one per field.
 fn plan_checks(model: &LayoutModel) -> Vec<CheckPlan> {
-    let mut done: FxHashSet<(&str, &str, bool)> = FxHashSet::default();
+    let mut sized_owners: FxHashSet<&str> = FxHashSet::default();
+    let mut relative_done: FxHashSet<(&str, &str)> = FxHashSet::default();
+    let mut owners_here: Vec<OwnerHere<'_>> = Vec::new();
+    let mut names = Vec::new();
     let mut next_id = 0;
     model
         .classes
         .iter()
         .map(|class| {
             let first_id = next_id;
+            let names_unique = names_are_unique(class, &mut names);
+            owners_here.clear();
             let fields = class
                 .fields
                 .iter()
                 .map(|field| {
-                    let key = (&*field.owner, &*field.name, false);
                     let offset = if field.bit_field.is_some() {
                         OffsetCheck::None
-                    } else if absolute_check_possible(class, field) {
+                    } else if absolute_check_possible(class, field, names_unique) {
                         OffsetCheck::Absolute
-                    } else if done.insert(key) {
+                    } else if relative_done.insert((&*field.owner, &*field.name)) {
                         OffsetCheck::WithinOwner
                     } else {
                         OffsetCheck::None
                     };
+                    let owner = match owners_here.iter().find(|o| o.is(&field.owner)) {
+                        Some(owner) => *owner,
+                        None => {
+                            let owner = OwnerHere {
+                                name: &field.owner,
+                                first_offset: field.owner_offset,
+                                sizes_checked_here: sized_owners.insert(&*field.owner),
+                            };
+                            owners_here.push(owner);
+                            owner
+                        }
+                    };
                     let size = field.bit_field.is_none()
                         && !field.type_name.contains('&')
-                        && done.insert((&*field.owner, &*field.name, true));
+                        && owner.sizes_checked_here
+                        && field.owner_offset == owner.first_offset;
                     next_id += usize::from(offset != OffsetCheck::None) + usize::from(size);
                     (offset, size)
                 })
@@ -263,6 +286,30 @@ fn plan_checks(model: &LayoutModel) -> Vec<CheckPlan> {
             CheckPlan { first_id, fields }
         })
         .collect()
+}
+
+/// A class that owns fields of the class being planned.
+#[derive(Clone, Copy)]
+struct OwnerHere<'m> {
+    name: &'m Arc<str>,
+    /// Offset of its first subobject in the class (fields come by ascending offset).
+    first_offset: u64,
+    /// No earlier class held it: its members' sizes are checked in this class.
+    sizes_checked_here: bool,
+}
+
+impl OwnerHere<'_> {
+    fn is(&self, owner: &Arc<str>) -> bool {
+        Arc::ptr_eq(self.name, owner) || **self.name == **owner
+    }
+}
+
+/// Whether no two fields of `class` share a name (`names` is scratch space).
+fn names_are_unique<'m>(class: &'m ClassLayout, names: &mut Vec<&'m str>) -> bool {
+    names.clear();
+    names.extend(class.fields.iter().map(|f| &*f.name));
+    names.sort_unstable();
+    names.windows(2).all(|pair| pair[0] != pair[1])
 }
 
 fn class_checks(class: &ClassLayout, plan: &CheckPlan, out: &mut String) {
@@ -306,8 +353,10 @@ fn class_checks(class: &ClassLayout, plan: &CheckPlan, out: &mut String) {
 }
 
 /// `offsetof(Class, member)` names the member unambiguously and without a virtual base.
-fn absolute_check_possible(class: &ClassLayout, field: &FieldLayout) -> bool {
-    let unique_name = class.fields.iter().filter(|f| f.name == field.name).count() == 1;
+/// `names_unique`: no two fields of the class share a name.
+fn absolute_check_possible(class: &ClassLayout, field: &FieldLayout, names_unique: bool) -> bool {
+    let unique_name =
+        names_unique || class.fields.iter().filter(|f| f.name == field.name).count() == 1;
     let owner_once = *field.owner == *class.name
         || class.bases.iter().filter(|b| b.name == field.owner).count() == 1;
     unique_name && owner_once && !field.owner_in_virtual_base
