@@ -140,7 +140,7 @@ fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error>
             let ty = ty.get_canonical_type();
             let name = ty.get_display_name();
             if scope.selects(entity, &members, &name) {
-                selected.push(collector.record_named(ty, name, members)?);
+                selected.push(collector.record_named(ty, name, Some(members))?);
             }
         }
     }
@@ -529,12 +529,11 @@ impl<'tu> Collector<'tu> {
     /// asking libclang, which prints a type into a new string each time.
     fn spelling(&mut self, ty: Type<'_>) -> Arc<str> {
         let kind = ty.get_kind();
-        let Some(builtin) = builtin_spelling(kind) else {
+        let builtin = builtin_spelling(kind)
+            .filter(|_| !ty.is_const_qualified() && !ty.is_volatile_qualified());
+        let Some(builtin) = builtin else {
             return portable_spelling(&ty.get_display_name());
         };
-        if ty.is_const_qualified() || ty.is_volatile_qualified() {
-            return portable_spelling(&ty.get_display_name());
-        }
         match self.builtin_spellings.iter().find(|(k, _)| *k == kind) {
             Some((_, spelling)) => spelling.clone(),
             None => {
@@ -548,16 +547,16 @@ impl<'tu> Collector<'tu> {
     /// Facts for the record `ty` and everything it reaches; returns its qualified name.
     fn record(&mut self, ty: Type<'tu>) -> Result<Arc<str>, Error> {
         let ty = ty.get_canonical_type();
-        self.record_named(ty, ty.get_display_name(), Vec::new())
+        self.record_named(ty, ty.get_display_name(), None)
     }
 
     /// [`Collector::record`] for the canonical type `ty`, whose display name is `name` and whose
-    /// definition's children are `members` (empty: not read yet).
+    /// definition's children are `members`, when they have been read already.
     fn record_named(
         &mut self,
         ty: Type<'tu>,
         name: String,
-        members: Vec<Entity<'tu>>,
+        members: Option<Vec<Entity<'tu>>>,
     ) -> Result<Arc<str>, Error> {
         if let Some(known) = self.records.get(&name) {
             return Ok(known.name.clone());
@@ -583,11 +582,7 @@ impl<'tu> Collector<'tu> {
         let mut user_constructors = Vec::new();
         let mut destructor = None;
         let mut declares_copy_assignment = false;
-        let children = if members.is_empty() {
-            declaration.get_children()
-        } else {
-            members
-        };
+        let children = members.unwrap_or_else(|| declaration.get_children());
         for child in member_declarations(declaration, children) {
             match child.get_kind() {
                 EntityKind::BaseSpecifier => {
