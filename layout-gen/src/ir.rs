@@ -192,6 +192,7 @@ fn class_layout(layouts: &mut Layouts<'_>, name: &str) -> Result<ClassLayout, Er
             (
                 &*f.name,
                 &*f.owner,
+                &*f.type_name,
                 f.offset,
                 f.size,
                 f.bit_field.map(|b| (b.offset_bits, b.width_bits)),
@@ -257,26 +258,27 @@ fn non_virtual_bases(
     Ok(())
 }
 
-/// Vptrs of a complete object of class `record` placed at `offset`.
-fn object_vptrs(
-    layouts: &mut Layouts<'_>,
-    record: &str,
-    offset: u64,
-    out: &mut BTreeSet<u64>,
-) -> Result<(), Error> {
-    let nested = class_layout(layouts, record)?;
-    out.extend(nested.vptr_offsets.iter().map(|v| v + offset));
-    Ok(())
-}
-
+/// Vptrs of the class-type objects a member at `offset` holds: the member itself, or each
+/// element of a member array (whose class is laid out once, not once per element).
 fn member_vptrs(
     layouts: &mut Layouts<'_>,
     kind: &MemberKind,
     offset: u64,
     out: &mut BTreeSet<u64>,
 ) -> Result<(), Error> {
-    for (class, at) in kind.objects(offset) {
-        object_vptrs(layouts, class, at, out)?;
+    let (class, count, stride) = match kind {
+        MemberKind::Plain => return Ok(()),
+        MemberKind::Record(record) => (record, 1, 0),
+        MemberKind::RecordArray {
+            element,
+            count,
+            element_size,
+        } => (element, *count, *element_size),
+    };
+    let element_vptrs = class_layout(layouts, class)?.vptr_offsets;
+    for index in 0..count {
+        let at = offset + index * stride;
+        out.extend(element_vptrs.iter().map(|v| v + at));
     }
     Ok(())
 }

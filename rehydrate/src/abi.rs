@@ -12,17 +12,10 @@
 use std::ffi::{c_char, c_void};
 
 /// Version of this descriptor layout; the shim writes it into [`ModuleDesc::abi_version`].
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Name of the exported function returning the module's descriptor.
 pub const DESCRIPTOR_SYMBOL: &str = "rehydrate_module_descriptor";
-
-/// [`ClassDesc::flags`] bit: objects carry at least one vptr.
-pub const CLASS_DYNAMIC: u32 = 1;
-/// [`ClassDesc::flags`] bit: the class has a pure virtual function.
-pub const CLASS_ABSTRACT: u32 = 1 << 1;
-/// [`ClassDesc::flags`] bit: `construct` can build a dummy with `new (p) T`.
-pub const CLASS_DUMMY_CONSTRUCTIBLE: u32 = 1 << 2;
 
 /// Result codes of the shim's thunks.
 #[repr(i32)]
@@ -101,6 +94,8 @@ pub struct FieldDesc {
     pub name: *const c_char,
     /// NUL-terminated qualified name of the declaring class.
     pub owner: *const c_char,
+    /// NUL-terminated type of the member, as clang spells it.
+    pub type_name: *const c_char,
     /// Absolute byte offset.
     pub offset: u64,
     /// `sizeof` the member's type.
@@ -141,10 +136,6 @@ pub struct ClassDesc {
     pub align: u64,
     /// Same value as the host table's [`crate::tables::ClassTable::layout_hash`].
     pub layout_hash: u64,
-    /// [`CLASS_DYNAMIC`], [`CLASS_ABSTRACT`], [`CLASS_DUMMY_CONSTRUCTIBLE`].
-    pub flags: u32,
-    /// Always 0.
-    pub reserved: u32,
     /// Number of entries in `bases`.
     pub base_count: u64,
     /// Base subobjects.

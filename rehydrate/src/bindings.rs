@@ -6,6 +6,7 @@
 //! reload) and re-points every forwarder before the old build is unloaded.
 
 use std::ffi::c_void;
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::forwarder::Forwarder;
@@ -45,11 +46,12 @@ impl Bindings {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Binds a forwarder to `symbol`, currently at `target`; a module asking twice for one
-    /// symbol gets the same forwarder. Returns the binding's id and stable address.
+    /// Binds a forwarder to `symbol` of `module`, currently at `target`; a module asking twice
+    /// for one symbol gets the same forwarder. Returns the binding's id and stable address.
     pub fn bind(
         &self,
         symbol: &str,
+        module: &Path,
         target: *const c_void,
         owner: Owner,
     ) -> std::io::Result<(u64, *const c_void)> {
@@ -63,7 +65,12 @@ impl Bindings {
                 return Ok((existing.id, existing.forwarder.address()));
             }
         }
-        let forwarder = Forwarder::new(target)?;
+        let who = match owner {
+            Owner::Host => "the host",
+            Owner::Module => "the module",
+        };
+        let label = format!("`{symbol}` of {}, bound by {who}", module.display());
+        let forwarder = Forwarder::new(target, label)?;
         let address = forwarder.address();
         inner.next_id += 1;
         let id = inner.next_id;

@@ -6,8 +6,10 @@
 //!
 //! - Pages come in pairs: a code page, then the data page right after it, so thunk `i` and slot
 //!   `i` are always one page apart and every thunk has the same encoding. New pairs are mapped on
-//!   demand; released forwarders are reused. Pages are never unmapped (foreign code may keep an
-//!   address forever); a released forwarder points at a trap that aborts with a message.
+//!   demand. Pages are never unmapped and a released thunk is never handed out again: foreign
+//!   code may keep an address forever, and a stale callback must not silently call whatever a
+//!   later forwarder was bound to. A released forwarder's slot points at a trap of its own that
+//!   aborts the process with a message naming what the forwarder was bound to (see [`traps`]).
 //! - A forwarder is placed near its first target: in a page pair mapped inside the same 1 GiB
 //!   of address space when there is room. Measured on this project's machine (AMD EPYC), the
 //!   thunk's indirect jump costs about 0.3 ns when thunk and target are that close and about
@@ -62,18 +64,12 @@ fn native_thunk(page_size: usize) -> [u8; THUNK_SIZE] {
     return aarch64_thunk(page_size);
 }
 
-/// Where a released forwarder jumps: a call through a stale callback must not run anything.
-extern "C" fn released_forwarder_called() {
-    eprintln!("rehydrate: a released forwarder was called; aborting");
-    std::process::abort();
-}
+mod traps;
 
 /// One code page and its data page.
 struct PagePair {
     code: usize,
     slots: &'static [AtomicUsize],
-    /// The neighbourhood whose targets this pair serves (see [`neighbourhood`]).
-    serves: usize,
 }
 
 /// Forwarders are kept near their targets at this granularity: 1 GiB.
@@ -188,10 +184,7 @@ impl Pool {
         // SAFETY: the second page of our mapping: aligned, `count` slots long, never unmapped.
         let slots: &'static [AtomicUsize] = unsafe { std::slice::from_raw_parts(first, count) };
         for slot in slots {
-            slot.store(
-                released_forwarder_called as *const () as usize,
-                Ordering::Relaxed,
-            );
+            slot.store(traps::unused(), Ordering::Relaxed);
         }
         #[cfg(target_arch = "aarch64")]
         // SAFETY: flushes the instruction cache for the page just written.
@@ -209,40 +202,36 @@ impl Pool {
         let serves = neighbourhood(near);
         let free = self.free.entry(serves).or_default();
         free.extend((0..count as u32).rev().map(|i| (pair, i)));
-        self.pairs.push(PagePair {
-            code,
-            slots,
-            serves,
-        });
+        self.pairs.push(PagePair { code, slots });
         Ok(())
     }
 }
 
 /// A stable callable address that forwards to a target which can change at any time.
 ///
-/// Dropping it releases the thunk for reuse; afterwards its address aborts the process if
-/// called, so release a forwarder only once no foreign code holds its address.
+/// Dropping it releases it for good: its address is never handed out again, and calling it
+/// afterwards aborts the process with a message naming the forwarder's `label`.
 #[derive(Debug)]
 pub struct Forwarder {
-    pair: u32,
-    index: u32,
     code: usize,
     slot: &'static AtomicUsize,
+    label: String,
 }
 
 impl Forwarder {
     /// A forwarder to `target`, a function with any signature, placed near it when possible.
-    pub fn new(target: *const c_void) -> std::io::Result<Forwarder> {
+    /// `label` says what it is bound to (`on_event of libgame.so`), for the message a call
+    /// after its release aborts with.
+    pub fn new(target: *const c_void, label: impl Into<String>) -> std::io::Result<Forwarder> {
         let mut pool = pool().lock().unwrap_or_else(|p| p.into_inner());
         let (pair, index) = pool.take_free(target as usize)?;
         let pages = &pool.pairs[pair as usize];
         let slot = &pages.slots[index as usize];
         slot.store(target as usize, Ordering::Release);
         Ok(Forwarder {
-            pair,
-            index,
             code: pages.code + index as usize * THUNK_SIZE,
             slot,
+            label: label.into(),
         })
     }
 
@@ -265,16 +254,15 @@ impl Forwarder {
 
 impl Drop for Forwarder {
     fn drop(&mut self) {
-        self.slot.store(
-            released_forwarder_called as *const () as usize,
-            Ordering::Release,
+        let description = format!(
+            "forwarder {:#x} (bound to {}, last target {:#x})",
+            self.code,
+            self.label,
+            self.target() as usize
         );
-        let mut pool = pool().lock().unwrap_or_else(|p| p.into_inner());
-        let serves = pool.pairs[self.pair as usize].serves;
-        pool.free
-            .entry(serves)
-            .or_default()
-            .push((self.pair, self.index));
+        // The thunk is not returned to the pool: its address stays this forwarder's.
+        self.slot
+            .store(traps::released(description), Ordering::Release);
     }
 }
 
@@ -316,20 +304,64 @@ mod tests {
     }
 
     #[test]
-    fn calls_go_to_the_current_target_and_released_thunks_are_reused() {
-        let forwarder = Forwarder::new(add as *const c_void).unwrap();
+    fn calls_go_to_the_current_target_and_released_addresses_are_never_reused() {
+        let forwarder = Forwarder::new(add as *const c_void, "add").unwrap();
         // SAFETY: the forwarder forwards to functions of exactly this type.
         let call: BinaryFn = unsafe { std::mem::transmute(forwarder.address()) };
         assert_eq!(call(40, 2), 42);
         forwarder.retarget(sub as *const c_void);
         assert_eq!(call(40, 2), 38);
-        let address = forwarder.address();
+        let released: Vec<usize> = std::iter::once(forwarder)
+            .chain((0..600).map(|_| Forwarder::new(add as *const c_void, "add").unwrap()))
+            .map(|f| f.address() as usize)
+            .collect();
+        // More than a page of thunks, so the new ones come from several pairs.
+        let fresh: Vec<Forwarder> = (0..1200)
+            .map(|_| Forwarder::new(add as *const c_void, "add").unwrap())
+            .collect();
+        for forwarder in &fresh {
+            assert!(
+                !released.contains(&(forwarder.address() as usize)),
+                "released address {:?} handed out again",
+                forwarder.address()
+            );
+        }
+    }
+
+    /// Set in the child process of the test below.
+    const CALL_RELEASED: &str = "REHYDRATE_TEST_CALL_RELEASED_FORWARDER";
+
+    #[test]
+    fn child_calls_a_released_forwarder() {
+        if std::env::var_os(CALL_RELEASED).is_none() {
+            return; // only does something as the child of the test below
+        }
+        let forwarder = Forwarder::new(add as *const c_void, "add_in_the_child").unwrap();
+        // SAFETY: as above.
+        let call: BinaryFn = unsafe { std::mem::transmute(forwarder.address()) };
         drop(forwarder);
-        let again = Forwarder::new(add as *const c_void).unwrap();
+        call(1, 2); // aborts
+        unreachable!("a released forwarder returned");
+    }
+
+    #[test]
+    fn a_call_through_a_released_forwarder_aborts_naming_its_binding() {
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "forwarder::tests::child_calls_a_released_forwarder"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(CALL_RELEASED, "1")
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
         assert_eq!(
-            again.address(),
-            address,
-            "the released thunk is reused first"
+            output.status.signal(),
+            Some(libc::SIGABRT),
+            "the child aborts: {output:?}"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("released forwarder") && stderr.contains("add_in_the_child"),
+            "the message names the binding: {stderr}"
         );
     }
 
@@ -337,7 +369,7 @@ mod tests {
     fn forwarders_are_placed_near_their_targets() {
         // A target in this executable and one in the C library: far apart from each other.
         for target in [add as *const c_void, libc::strlen as *const c_void] {
-            let forwarder = Forwarder::new(target).unwrap();
+            let forwarder = Forwarder::new(target, "target").unwrap();
             assert_eq!(
                 neighbourhood(forwarder.address() as usize),
                 neighbourhood(target as usize),
@@ -350,7 +382,7 @@ mod tests {
     #[test]
     fn many_forwarders_take_new_pages_and_no_page_is_writable_and_executable() {
         let forwarders: Vec<Forwarder> = (0..2000)
-            .map(|_| Forwarder::new(add as *const c_void).unwrap())
+            .map(|_| Forwarder::new(add as *const c_void, "add").unwrap())
             .collect();
         for (i, forwarder) in forwarders.iter().enumerate() {
             // SAFETY: as above.

@@ -16,6 +16,7 @@ mod address_table;
 mod barrier;
 mod bindings;
 mod error;
+mod layout_gate;
 pub mod forwarder;
 pub mod maps;
 mod module;

@@ -1,22 +1,26 @@
 //! One loaded build of a module: its private shadow copy, the `dlopen` handle, the classes its
 //! descriptor describes, and the host-API context handed to it.
 //!
-//! Every build is loaded from a copy with a unique name in a private folder, so the build may
-//! overwrite the original while it is loaded and an old and a new build can be loaded at once
-//! (`dlopen` of a path already loaded would return the old handle). Dropping a
-//! [`LoadedModule`] closes the library and deletes the copy.
+//! Every build is loaded from a copy with a unique name in its runtime's private folder (see
+//! [`ShadowFolder`]), so the build may overwrite the original while it is loaded and an old and
+//! a new build can be loaded at once (`dlopen` of a path already loaded would return the old
+//! handle). Dropping a [`LoadedModule`] closes the library, then frees the host context the
+//! module's callbacks reach, then deletes the copy.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 
-use crate::abi::{self, ConstructFn, DescriptorFn, DestroyFn, HostApi, MeasureBasesFn, ModuleDesc};
+use crate::abi::{
+    self, ConstructFn, DescriptorFn, DestroyFn, FieldDesc, HostApi, MeasureBasesFn, ModuleDesc,
+};
 use crate::address_table::AddressTable;
 use crate::bindings::{Bindings, Owner};
 use crate::error::Error;
@@ -31,18 +35,59 @@ pub(crate) struct ModuleClass {
     pub name: Arc<str>,
     pub size: usize,
     pub align: usize,
-    pub layout_hash: u64,
-    /// (owner::name, byte range) of every declared member.
-    pub fields: Vec<(String, Range<usize>)>,
+    /// Every declared member, in the descriptor's (offset) order.
+    pub fields: Vec<ModuleField>,
+    /// Every base subobject, in the descriptor's order (that of `measure_bases`).
+    pub bases: Vec<ModuleBase>,
     pub vptr_offsets: Vec<usize>,
     pub construct: Option<ConstructFn>,
     pub destroy: Option<DestroyFn>,
     pub measure_bases: Option<MeasureBasesFn>,
-    pub base_offsets: Vec<(String, usize)>,
 }
 
-/// What the module's track/untrack callbacks reach. Boxed so its address is stable; it lives
-/// as long as the module.
+/// One declared data member of a [`ModuleClass`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ModuleField {
+    pub name: String,
+    /// The class that declares it.
+    pub owner: String,
+    pub type_name: String,
+    /// Absolute byte offset.
+    pub offset: usize,
+    pub size: usize,
+    /// (absolute bit offset, width) of a bit-field.
+    pub bits: Option<(u64, u32)>,
+}
+
+impl ModuleField {
+    /// `owner::name`.
+    pub fn qualified(&self) -> String {
+        format!("{}::{}", self.owner, self.name)
+    }
+
+    /// The bytes the member occupies (for a bit-field, the bytes its bits touch).
+    pub fn byte_range(&self) -> Range<usize> {
+        match self.bits {
+            Some((offset_bits, width)) => {
+                (offset_bits / 8) as usize..(offset_bits + u64::from(width)).div_ceil(8) as usize
+            }
+            None => self.offset..self.offset + self.size,
+        }
+    }
+}
+
+/// One base subobject of a [`ModuleClass`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ModuleBase {
+    pub name: String,
+    /// Absolute byte offset.
+    pub offset: usize,
+    pub is_virtual: bool,
+}
+
+/// What the module's track/untrack callbacks reach. Owned by its [`LoadedModule`] as a raw
+/// pointer (from `Box::into_raw`), so the pointer handed to the module keeps its provenance;
+/// freed only after the library is closed.
 struct ModuleHost {
     api: HostApi,
     /// Unique for the process's lifetime, so [`LAST_TYPE`] never matches another host.
@@ -51,6 +96,8 @@ struct ModuleHost {
     bindings: Arc<Bindings>,
     /// The `dlopen` handle, for the module's own forwarder requests.
     library_handle: usize,
+    /// The module's path, for messages.
+    source: PathBuf,
     /// Keyed by the address of the `typeid(T).name()` string: within one module every
     /// `typeid` of a type returns the same string, so this avoids hashing the text.
     slot_of_type_name_address: AddressTable,
@@ -58,52 +105,58 @@ struct ModuleHost {
     slot_of_type: HashMap<Box<[u8]>, ClassSlot>,
 }
 
-// SAFETY: `api.context` points at the `ModuleHost` itself and is only dereferenced by the
-// callbacks, which touch nothing but the thread-safe `Registry` and the immutable type map.
-unsafe impl Send for ModuleHost {}
-// SAFETY: as above: shared access only reads immutable data or goes through the thread-safe
-// `Registry`.
-unsafe impl Sync for ModuleHost {}
-
 /// A loaded build of a module.
 pub(crate) struct LoadedModule {
-    // Field order matters: the library is closed before the host context it may point at.
     library: Option<Library>,
-    /// Read by the module's callbacks through the pointer it was attached with.
-    _host: Box<ModuleHost>,
+    /// From `Box::into_raw`; read by the module's callbacks through the pointer it was attached
+    /// with; freed in `Drop` after the library is closed.
+    host: NonNull<ModuleHost>,
     pub source: PathBuf,
     pub shadow: PathBuf,
     pub classes: Vec<ModuleClass>,
     by_name: HashMap<Arc<str>, usize>,
 }
 
-static SHADOW_COUNTER: AtomicU64 = AtomicU64::new(0);
+// SAFETY: `host` is owned by this value and, after `attach`, only read: through shared
+// references by the callbacks (on any thread), whose mutable state is the thread-safe
+// `Registry` and `Bindings`; `api.context` is a pointer to itself. The library handle may be
+// used from any thread.
+unsafe impl Send for LoadedModule {}
+// SAFETY: as above: `&LoadedModule` gives only shared, read-only access to `host`.
+unsafe impl Sync for LoadedModule {}
 
-fn shadow_folder() -> std::io::Result<PathBuf> {
-    let folder = std::env::temp_dir().join(format!("rehydrate-{}", std::process::id()));
-    std::fs::create_dir_all(&folder)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(folder)
+/// One runtime's private folder of shadow copies: created with mode 0700 under a random name
+/// (`tempfile`), so no other runtime, in this process or another, shares or can predict it;
+/// removed with everything in it when the runtime is gone.
+pub(crate) struct ShadowFolder {
+    folder: tempfile::TempDir,
+    copies: AtomicU64,
 }
 
-fn make_shadow_copy(source: &Path) -> Result<PathBuf, Error> {
-    let err = |source_error| Error::ShadowCopy {
-        path: source.to_path_buf(),
-        source: source_error,
-    };
-    let stem = source
-        .file_stem()
-        .map_or("module".into(), |s| s.to_string_lossy().into_owned());
-    let number = SHADOW_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let shadow = shadow_folder()
-        .map_err(err)?
-        .join(format!("{stem}-{number}.so"));
-    std::fs::copy(source, &shadow).map_err(err)?;
-    Ok(shadow)
+impl ShadowFolder {
+    /// A new private folder in the system's temporary directory (`TMPDIR`).
+    pub fn new() -> std::io::Result<ShadowFolder> {
+        let folder = tempfile::Builder::new().prefix("rehydrate-").tempdir()?;
+        Ok(ShadowFolder {
+            folder,
+            copies: AtomicU64::new(0),
+        })
+    }
+
+    /// Copies `source` to a name no other copy in this folder had.
+    fn copy(&self, source: &Path) -> Result<PathBuf, Error> {
+        let err = |source_error| Error::ShadowCopy {
+            path: source.to_path_buf(),
+            source: source_error,
+        };
+        let stem = source
+            .file_stem()
+            .map_or("module".into(), |s| s.to_string_lossy().into_owned());
+        let number = self.copies.fetch_add(1, Ordering::Relaxed);
+        let shadow = self.folder.path().join(format!("{stem}-{number}.so"));
+        std::fs::copy(source, &shadow).map_err(err)?;
+        Ok(shadow)
+    }
 }
 
 /// Copies a NUL-terminated string from the descriptor.
@@ -118,6 +171,24 @@ unsafe fn owned(text: *const c_char) -> String {
     unsafe { CStr::from_ptr(text) }
         .to_string_lossy()
         .into_owned()
+}
+
+/// Copies one member's description out of the descriptor.
+///
+/// # Safety
+/// `desc`'s strings are null or NUL-terminated and valid while the call runs.
+unsafe fn field(desc: &FieldDesc) -> ModuleField {
+    ModuleField {
+        // SAFETY: by the caller's contract.
+        name: unsafe { owned(desc.name) },
+        // SAFETY: as above.
+        owner: unsafe { owned(desc.owner) },
+        // SAFETY: as above.
+        type_name: unsafe { owned(desc.type_name) },
+        offset: desc.offset as usize,
+        size: desc.size as usize,
+        bits: (desc.bit_width != 0).then_some((desc.bit_offset, desc.bit_width)),
+    }
 }
 
 /// A slice from the descriptor's pointer and count.
@@ -137,6 +208,7 @@ impl LoadedModule {
     /// API, whose callbacks record objects in `registry`.
     pub fn load(
         source: &Path,
+        folder: &ShadowFolder,
         registry: Arc<Registry>,
         bindings: Arc<Bindings>,
     ) -> Result<LoadedModule, Error> {
@@ -146,7 +218,7 @@ impl LoadedModule {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             });
         }
-        let shadow = make_shadow_copy(source)?;
+        let shadow = folder.copy(source)?;
         let remove_shadow = |error| {
             let _ = std::fs::remove_file(&shadow);
             error
@@ -207,25 +279,18 @@ impl LoadedModule {
             // SAFETY: as above.
             let fields = unsafe { table(class.fields, class.field_count) }
                 .iter()
-                .map(|f| {
-                    let range = if f.bit_width == 0 {
-                        f.offset as usize..(f.offset + f.size) as usize
-                    } else {
-                        (f.bit_offset / 8) as usize
-                            ..(f.bit_offset + u64::from(f.bit_width)).div_ceil(8) as usize
-                    };
-                    // SAFETY: as above.
-                    let owner = unsafe { owned(f.owner) };
-                    // SAFETY: as above.
-                    let name = unsafe { owned(f.name) };
-                    (format!("{owner}::{name}"), range)
-                })
+                // SAFETY: as above.
+                .map(|f| unsafe { field(f) })
                 .collect();
             // SAFETY: as above.
-            let base_offsets = unsafe { table(class.bases, class.base_count) }
+            let bases = unsafe { table(class.bases, class.base_count) }
                 .iter()
-                // SAFETY: as above.
-                .map(|b| (unsafe { owned(b.name) }, b.offset as usize))
+                .map(|b| ModuleBase {
+                    // SAFETY: as above.
+                    name: unsafe { owned(b.name) },
+                    offset: b.offset as usize,
+                    is_virtual: b.is_virtual != 0,
+                })
                 .collect();
             // SAFETY: as above.
             let vptr_offsets = unsafe { table(class.vptr_offsets, class.vptr_count) }
@@ -239,13 +304,12 @@ impl LoadedModule {
                 name,
                 size: class.size as usize,
                 align: class.align as usize,
-                layout_hash: class.layout_hash,
                 fields,
+                bases,
                 vptr_offsets,
                 construct: class.construct,
                 destroy: class.destroy,
                 measure_bases: class.measure_bases,
-                base_offsets,
             });
         }
         let by_name = classes
@@ -253,7 +317,10 @@ impl LoadedModule {
             .enumerate()
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
-        let mut host = Box::new(ModuleHost {
+        let raw = library.into_raw();
+        // SAFETY: `raw` came from `into_raw` just above and is owned by this new value.
+        let library = unsafe { Library::from_raw(raw) };
+        let host = Box::new(ModuleHost {
             api: HostApi {
                 abi_version: abi::ABI_VERSION,
                 reserved: 0,
@@ -265,30 +332,34 @@ impl LoadedModule {
             id: NEXT_HOST_ID.fetch_add(1, Ordering::Relaxed),
             registry,
             bindings,
-            library_handle: 0,
+            library_handle: raw as usize,
+            source: source.to_path_buf(),
             slot_of_type_name_address,
             slot_of_type,
         });
-        host.api.context = (&*host as *const ModuleHost).cast_mut().cast();
-        let raw = library.into_raw();
-        host.library_handle = raw as usize;
-        // SAFETY: `raw` came from `into_raw` just above and is owned by this new value.
-        let library = unsafe { Library::from_raw(raw) };
-        // The table lives in `host`, which is dropped only after the library is closed.
-        // SAFETY: `attach` is the shim's noexcept function taking a pointer to this table.
-        if unsafe { (desc.attach)(&host.api) } != abi::ThunkStatus::Ok as i32 {
-            return Err(Error::Attach {
-                path: source.to_path_buf(),
-            });
-        }
-        Ok(LoadedModule {
+        let host = NonNull::new(Box::into_raw(host)).expect("a Box is never null");
+        // SAFETY: `host` is the allocation just released; nothing else refers to it yet. The
+        // context is derived from the raw pointer, so the module's copy keeps its provenance.
+        unsafe { (*host.as_ptr()).api.context = host.as_ptr().cast() };
+        // From here on, dropping `module` closes the library before freeing `host`.
+        let module = LoadedModule {
             library: Some(library),
-            _host: host,
+            host,
             source: source.to_path_buf(),
             shadow: shadow.to_path_buf(),
             classes,
             by_name,
-        })
+        };
+        // SAFETY: `attach` is the shim's noexcept function taking a pointer to this table, which
+        // lives until the library is closed.
+        let api = unsafe { &raw const (*host.as_ptr()).api };
+        // SAFETY: as above.
+        if unsafe { (desc.attach)(api) } != abi::ThunkStatus::Ok as i32 {
+            return Err(Error::Attach {
+                path: source.to_path_buf(),
+            });
+        }
+        Ok(module)
     }
 
     /// The class called `name`.
@@ -328,10 +399,10 @@ impl Drop for LoadedModule {
                 tracing::warn!(module = %self.source.display(), %error, "dlclose failed");
             }
         }
+        // SAFETY: `host` came from `Box::into_raw` in `describe` and is freed only here, after the
+        // library (the only other holder of the pointer) was closed.
+        drop(unsafe { Box::from_raw(self.host.as_ptr()) });
         let _ = std::fs::remove_file(&self.shadow);
-        if let Some(folder) = self.shadow.parent() {
-            let _ = std::fs::remove_dir(folder); // only succeeds once the last copy is gone
-        }
         if !crate::maps::mappings_of(&self.shadow).is_empty() {
             tracing::warn!(
                 module = %self.source.display(),
@@ -425,7 +496,7 @@ unsafe extern "C" fn forwarder_callback(
     }
     // SAFETY: `symbol` is a NUL-terminated string.
     let name = unsafe { CStr::from_ptr(symbol) }.to_string_lossy();
-    match host.bindings.bind(&name, target, Owner::Module) {
+    match host.bindings.bind(&name, &host.source, target, Owner::Module) {
         Ok((_, address)) => address,
         Err(error) => {
             tracing::error!(symbol = %name, %error, "cannot map a forwarder page");

@@ -38,23 +38,34 @@ pub enum ByteClass {
 /// The probe's result for one class.
 #[derive(Debug, Clone)]
 pub struct ClassImage {
-    /// One entry per byte of the object.
-    pub byte_map: Vec<ByteClass>,
-    /// A dummy's bytes; meaningful at implicit positions only.
-    pub image: Vec<u8>,
-    /// The implicit bytes as ascending, merged ranges.
-    pub implicit_runs: Vec<Range<usize>>,
-    /// The implicit bytes as the writes a reload makes: whole 8-byte words (offset, value),
-    /// then any bytes left over at the end of a run.
-    pub writes: Writes,
-    /// Disagreements with the table (implicit bytes outside vptr slots, vptr slots that did
-    /// not change), for people to read.
-    pub findings: Vec<String>,
+    byte_map: Vec<ByteClass>,
+    implicit_runs: Vec<Range<usize>>,
+    pub(crate) writes: Writes,
+    findings: Vec<String>,
 }
 
-/// The implicit bytes of a class as 8-byte words and leftover bytes.
+impl ClassImage {
+    /// What each byte of an object of the class is, one entry per byte.
+    pub fn byte_map(&self) -> &[ByteClass] {
+        &self.byte_map
+    }
+
+    /// The implicit bytes (copied at every reload) as ascending, merged ranges.
+    pub fn implicit_runs(&self) -> &[Range<usize>] {
+        &self.implicit_runs
+    }
+
+    /// Disagreements with the table (implicit bytes outside vptr slots, vptr slots that did
+    /// not change), for people to read.
+    pub fn findings(&self) -> &[String] {
+        &self.findings
+    }
+}
+
+/// The implicit bytes of a class as the writes a reload makes: whole 8-byte words, then any
+/// bytes left over at the end of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Writes {
+pub(crate) struct Writes {
     /// (offset, value) of each whole word.
     pub words: Vec<(usize, u64)>,
     /// (offset, value) of each leftover byte.
@@ -263,13 +274,15 @@ fn check_base_offsets(
     measure: crate::abi::MeasureBasesFn,
     dummy: *mut u8,
 ) -> Result<(), ProbeFailure> {
-    let mut measured = vec![0u64; class.base_offsets.len()];
+    let mut measured = vec![0u64; class.bases.len()];
     // SAFETY: `dummy` is a constructed object of this class; `measured` has a slot per base.
     unsafe { measure(dummy.cast(), measured.as_mut_ptr()) };
-    for ((base, table), &compiler) in class.base_offsets.iter().zip(&measured) {
-        if *table as u64 != compiler {
+    for (base, &compiler) in class.bases.iter().zip(&measured) {
+        let table = base.offset;
+        if table as u64 != compiler {
             return Err(ProbeFailure::BaseMismatch(format!(
-                "base {base} is at offset {compiler} but the table says {table}: regenerate the tables"
+                "base {} is at offset {compiler} but the table says {table}: regenerate the tables",
+                base.name
             )));
         }
     }
@@ -279,7 +292,7 @@ fn check_base_offsets(
 fn classify(class: &ModuleClass, snapshots: &[Vec<u8>]) -> Result<ClassImage, ProbeFailure> {
     let size = class.size;
     let mut in_field = vec![false; size];
-    for (_, range) in &class.fields {
+    for range in class.fields.iter().map(|f| f.byte_range()) {
         let end = range.end.min(size);
         in_field[range.start.min(end)..end].fill(true);
     }
@@ -339,7 +352,6 @@ fn classify(class: &ModuleClass, snapshots: &[Vec<u8>]) -> Result<ClassImage, Pr
     let writes = Writes::from_runs(&implicit_runs, &snapshots[0]);
     Ok(ClassImage {
         byte_map,
-        image: snapshots[0].clone(),
         implicit_runs,
         writes,
         findings,
@@ -356,16 +368,22 @@ mod tests {
             name: Arc::from("T"),
             size,
             align: 8,
-            layout_hash: 0,
             fields: fields
                 .into_iter()
-                .map(|r| ("T::f".to_string(), r))
+                .map(|r| crate::module::ModuleField {
+                    name: "f".into(),
+                    owner: "T".into(),
+                    type_name: "char".into(),
+                    offset: r.start,
+                    size: r.len(),
+                    bits: None,
+                })
                 .collect(),
+            bases: vec![],
             vptr_offsets: vptrs,
             construct: None,
             destroy: None,
             measure_bases: None,
-            base_offsets: vec![],
         }
     }
 

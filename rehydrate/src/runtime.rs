@@ -11,13 +11,27 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Threading contract
+//! # Threading rule
 //!
-//! [`Runtime::reload`] takes `&mut self`: no other use of the runtime can overlap a reload.
-//! Objects the module tracks from other threads wait during [`Reload::rehydrate_all`] (the
-//! registry is stopped for its whole validate-and-patch phase). What the types cannot enforce
-//! is the caller's side: no thread may be running module code (calling virtual functions of
-//! live objects) while `rehydrate_all` patches them and unloads the old build.
+//! **No thread may run module code while [`Reload::rehydrate_all`] runs**: no virtual call on
+//! a live object, no call of a module function, no call through a forwarder. The old build's
+//! code is unmapped before `rehydrate_all` returns, and a thread inside it (even one only
+//! waiting in `rehydrate::track`, which would return into the old text) crashes. Nothing
+//! checks this yet; the host must arrange it (for example: reload between frames, while worker
+//! threads wait).
+//!
+//! What the runtime itself guarantees: [`Runtime::reload`] takes `&mut self`, so no other use
+//! of the runtime overlaps a reload; dropping a [`LiveObject`] on another thread during a
+//! reload is safe (its destructor runs entirely before or entirely after the commit, in the
+//! build current at that moment); host threads that do not run module code are not affected.
+//!
+//! # Lock order
+//!
+//! Two locks, always taken in this order and never the other way round: the **build lock**
+//! (`Shared::current`, read by anything that runs module code on behalf of the host: creating
+//! and destroying objects; written by the commit), then the **registry** (`Registry::stop` and
+//! the slow paths of tracking and untracking, which module code may take while the host holds
+//! the build lock, for example a destructor that untracks its children).
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::marker::PhantomData;
@@ -29,7 +43,8 @@ use std::time::{Duration, Instant};
 
 use crate::bindings::{Bindings, Owner};
 use crate::error::Error;
-use crate::module::{LoadedModule, ModuleClass, UNKNOWN_TYPE_PREFIX};
+use crate::layout_gate::layout_changes;
+use crate::module::{LoadedModule, ShadowFolder, UNKNOWN_TYPE_PREFIX};
 use crate::probe::{probe, ClassImage, ProbeFailure, Writes};
 use crate::registry::{self, ClassSlot, Registry, Stopped};
 
@@ -42,11 +57,12 @@ struct Build {
 impl Build {
     fn load(
         path: &Path,
+        shadows: &ShadowFolder,
         registry: &Arc<Registry>,
         bindings: &Arc<Bindings>,
     ) -> Result<(Build, Duration, Duration), Error> {
         let started = Instant::now();
-        let module = LoadedModule::load(path, registry.clone(), bindings.clone())?;
+        let module = LoadedModule::load(path, shadows, registry.clone(), bindings.clone())?;
         let loaded = started.elapsed();
         let started = Instant::now();
         let images = module.classes.iter().map(probe).collect();
@@ -70,10 +86,14 @@ impl Build {
     }
 }
 
+/// What a runtime and everything it handed out share. See the module docs for the lock order.
 struct Shared {
     registry: Arc<Registry>,
     bindings: Arc<Bindings>,
+    /// The build lock.
     current: RwLock<Build>,
+    /// Declared after `current`, so it is removed after the last build's copy is closed.
+    shadows: ShadowFolder,
 }
 
 impl Shared {
@@ -154,15 +174,21 @@ impl<T> std::ops::Deref for ModuleSymbol<'_, T> {
 impl Runtime {
     /// Loads the module at `path` (through a private shadow copy) and probes its classes.
     pub fn load(path: impl AsRef<Path>) -> Result<Runtime, Error> {
+        let path = path.as_ref();
+        let shadows = ShadowFolder::new().map_err(|source| Error::ShadowCopy {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let registry = Arc::new(Registry::default());
         let bindings = Arc::new(Bindings::default());
-        let (build, load, probe) = Build::load(path.as_ref(), &registry, &bindings)?;
-        tracing::info!(module = %path.as_ref().display(), ?load, ?probe, "module loaded");
+        let (build, load, probe) = Build::load(path, &shadows, &registry, &bindings)?;
+        tracing::info!(module = %path.display(), ?load, ?probe, "module loaded");
         Ok(Runtime {
             shared: Arc::new(Shared {
                 registry,
                 bindings,
                 current: RwLock::new(build),
+                shadows,
             }),
         })
     }
@@ -211,8 +237,13 @@ impl Runtime {
     /// Loads and probes a new build of the module next to the current one. Nothing is written
     /// until [`Reload::rehydrate_all`]; any error leaves everything as it was.
     pub fn reload(&mut self, path: impl AsRef<Path>) -> Result<Reload<'_>, Error> {
-        let (new, load_time, probe_time) =
-            Build::load(path.as_ref(), &self.shared.registry, &self.shared.bindings)?;
+        let shared = &self.shared;
+        let (new, load_time, probe_time) = Build::load(
+            path.as_ref(),
+            &shared.shadows,
+            &shared.registry,
+            &shared.bindings,
+        )?;
         tracing::info!(module = %path.as_ref().display(), load = ?load_time, probe = ?probe_time, "new build loaded and probed");
         Ok(Reload {
             runtime: self,
@@ -238,7 +269,7 @@ impl Runtime {
         let (id, address) = self
             .shared
             .bindings
-            .bind(symbol, target, Owner::Host)
+            .bind(symbol, &build.module.source, target, Owner::Host)
             .map_err(|source| Error::Forwarder {
                 symbol: symbol.to_string(),
                 source,
@@ -352,9 +383,11 @@ impl LiveObject {
 impl Drop for LiveObject {
     fn drop(&mut self) {
         let address = self.address.as_ptr();
+        // The lock order: the build lock (held while the destructor, which may untrack other
+        // objects, runs), then the registry.
+        let build = self.shared.read();
         self.shared.registry.remove(address as usize);
         let class = self.shared.registry.class_name(self.slot);
-        let build = self.shared.read();
         match build.module.class(&class).and_then(|c| c.destroy) {
             Some(destroy) => {
                 let mut message = [0u8; 256];
@@ -392,8 +425,9 @@ impl Reload<'_> {
             probe_time,
         } = self;
         let shared = runtime.shared.clone();
-        let objects = shared.registry.stop();
+        // The lock order: the build lock, then the registry (see the module docs).
         let mut current = shared.write();
+        let objects = shared.registry.stop();
 
         let started = Instant::now();
         let plan = validate(&objects, &current, &new)?;
@@ -417,9 +451,9 @@ impl Reload<'_> {
 
         shared.bindings.apply(&forwarders); // before the old build goes away
         let old = std::mem::replace(&mut *current, new);
-        drop(current);
         let object_count = objects.len();
         drop(objects);
+        drop(current);
         let started = Instant::now();
         let old_shadow = old.module.shadow.clone();
         drop(old); // dlclose; the module's static destructors may untrack objects
@@ -476,27 +510,29 @@ fn validate(objects: &Stopped, old: &Build, new: &Build) -> Result<Vec<PatchStep
                 path: new.module.source.clone(),
             })?;
         let new_class = &new.module.classes[new_index];
-        if new_class.layout_hash != old_class.layout_hash {
+        let changes = layout_changes(old_class, new_class);
+        if !changes.is_empty() {
             return Err(Error::LayoutChanged {
                 class: name.to_string(),
                 objects: count,
-                changes: layout_changes(old_class, new_class),
+                changes,
             });
         }
         let new_image = new.image(new_index)?;
-        if new_image.implicit_runs != old_image.implicit_runs {
+        if new_image.implicit_runs() != old_image.implicit_runs() {
             return Err(Error::LayoutChanged {
                 class: name.to_string(),
                 objects: count,
                 changes: vec![format!(
                     "the compiler-written bytes moved from {:?} to {:?}",
-                    old_image.implicit_runs, new_image.implicit_runs
+                    old_image.implicit_runs(),
+                    new_image.implicit_runs()
                 )],
             });
         }
         let stale = objects
             .slot_arrays(slot)
-            .find_map(|slots| first_stale_object(slots, &old_image.writes));
+            .find_map(|slots| first_stale_object(slots, &old_image.writes, &new_image.writes));
         if let Some((address, offset)) = stale {
             return Err(Error::StaleObject {
                 address,
@@ -533,14 +569,18 @@ fn for_chunks<R: Send>(objects: &[usize], work: impl Fn(&[usize]) -> R + Sync) -
     })
 }
 
-/// The first object whose implicit bytes differ from `expected`, and the offset.
-fn first_stale_object(objects: &[usize], expected: &Writes) -> Option<(usize, usize)> {
+/// The first object whose implicit bytes are neither the old build's nor already the new
+/// build's (an object the new build's static initialisers made), and the offset where it
+/// differs from the old build's.
+fn first_stale_object(objects: &[usize], old: &Writes, new: &Writes) -> Option<(usize, usize)> {
     let found = for_chunks(objects, |part| {
         part.iter()
             .filter(|&&address| registry::is_object(address))
             .find_map(|&address| {
-                // SAFETY: registered live objects of the class `expected` was probed from.
-                unsafe { expected.first_difference(address) }.map(|offset| (address, offset))
+                // SAFETY: registered live objects of the class both images were probed from.
+                let differs = unsafe { old.first_difference(address) }?;
+                // SAFETY: as above.
+                unsafe { new.first_difference(address) }.map(|_| (address, differs))
             })
     });
     found.into_iter().flatten().next()
@@ -557,34 +597,3 @@ fn patch(objects: &[usize], image: &ClassImage) {
     });
 }
 
-/// What differs between two layouts of one class, for the error message.
-fn layout_changes(old: &ModuleClass, new: &ModuleClass) -> Vec<String> {
-    let mut changes = Vec::new();
-    if old.size != new.size {
-        changes.push(format!("size {} -> {}", old.size, new.size));
-    }
-    for (field, range) in &old.fields {
-        match new.fields.iter().find(|(f, _)| f == field) {
-            Some((_, moved)) if moved != range => {
-                changes.push(format!("field {field}: bytes {range:?} -> {moved:?}"))
-            }
-            Some(_) => {}
-            None => changes.push(format!("field {field} removed")),
-        }
-    }
-    for (field, range) in &new.fields {
-        if !old.fields.iter().any(|(f, _)| f == field) {
-            changes.push(format!("field {field} added at bytes {range:?}"));
-        }
-    }
-    if old.vptr_offsets != new.vptr_offsets {
-        changes.push(format!(
-            "vptr slots {:?} -> {:?}",
-            old.vptr_offsets, new.vptr_offsets
-        ));
-    }
-    if changes.is_empty() {
-        changes.push("bases moved".to_string());
-    }
-    changes
-}

@@ -147,17 +147,19 @@ impl ClassTable {
 
 /// A base as [`layout_hash`] sees it: name, offset, virtual.
 pub type HashedBase<'a> = (&'a str, u64, bool);
-/// A field as [`layout_hash`] sees it: name, owner, offset, size, bit offset and width.
-pub type HashedField<'a> = (&'a str, &'a str, u64, u64, Option<(u64, u32)>);
+/// A field as [`layout_hash`] sees it: name, owner, type, offset, size, bit offset and width.
+pub type HashedField<'a> = (&'a str, &'a str, &'a str, u64, u64, Option<(u64, u32)>);
 
 /// A stable 64-bit hash of everything in a layout that a reload depends on: size, alignment,
-/// fields (name, owner, offset, size, bits), bases and vptr slots.
+/// fields (name, owner, type, offset, size, bits), bases and vptr slots.
 ///
 /// `layout-gen` computes it once and writes it both into the host's table and into the module's
-/// descriptor, so host and module can tell at load time whether they were built from the same
-/// headers. A multiply-and-fold hash over a canonical encoding in 64-bit words (numbers as they
-/// are, text as its length and then its bytes in little-endian words): no dependency, identical
-/// on every platform.
+/// descriptor: a quick check that host and module were built from the same headers. It never
+/// decides that a reload is safe; the runtime compares the old and new layouts field by field.
+/// A multiply-and-fold hash over a canonical encoding in 64-bit words (numbers as they are,
+/// text as its length and then its bytes in little-endian words, each list as its length and
+/// then its entries, so no two layouts have the same encoding): no dependency, identical on
+/// every platform.
 pub fn layout_hash(
     name: &str,
     size: u64,
@@ -170,20 +172,24 @@ pub fn layout_hash(
     hash.text(name);
     hash.number(size);
     hash.number(align);
+    hash.number(bases.len() as u64);
     for &(base, offset, is_virtual) in bases {
         hash.text(base);
         hash.number(offset);
         hash.number(u64::from(is_virtual));
     }
-    for &(field, owner, offset, size, bits) in fields {
+    hash.number(fields.len() as u64);
+    for &(field, owner, type_name, offset, size, bits) in fields {
         hash.text(field);
         hash.text(owner);
+        hash.text(type_name);
         hash.number(offset);
         hash.number(size);
         let (bit_offset, width) = bits.unwrap_or((u64::MAX, 0));
         hash.number(bit_offset);
         hash.number(u64::from(width));
     }
+    hash.number(vptr_offsets.len() as u64);
     for &offset in vptr_offsets {
         hash.number(offset);
     }
@@ -203,7 +209,7 @@ impl ClassTable {
             .iter()
             .map(|f| {
                 let bits = f.bit_field.map(|b| (b.offset_bits, b.width_bits));
-                (f.name, f.owner, f.offset, f.size, bits)
+                (f.name, f.owner, f.type_name, f.offset, f.size, bits)
             })
             .collect();
         layout_hash(
@@ -260,9 +266,9 @@ mod tests {
 
     #[test]
     fn hash_changes_when_a_field_moves() {
-        let before = layout_hash("A", 16, 8, &[], &[("x", "A", 8, 4, None)], &[0]);
-        let moved = layout_hash("A", 16, 8, &[], &[("x", "A", 12, 4, None)], &[0]);
-        let same = layout_hash("A", 16, 8, &[], &[("x", "A", 8, 4, None)], &[0]);
+        let before = layout_hash("A", 16, 8, &[], &[("x", "A", "int", 8, 4, None)], &[0]);
+        let moved = layout_hash("A", 16, 8, &[], &[("x", "A", "int", 12, 4, None)], &[0]);
+        let same = layout_hash("A", 16, 8, &[], &[("x", "A", "int", 8, 4, None)], &[0]);
         assert_ne!(before, moved);
         assert_eq!(before, same);
     }
@@ -275,7 +281,7 @@ mod tests {
                 panic!("{label} and {other} hash alike");
             }
         };
-        let field = |name, owner, offset, size, bits| (name, owner, offset, size, bits);
+        let field = |name, owner, offset, size, bits| (name, owner, "int", offset, size, bits);
         record("base".into(), layout_hash("ns::A", 16, 8, &[], &[], &[0]));
         // Text split differently between name and owner, or differing past the first word.
         for (name, owner) in [
@@ -325,6 +331,20 @@ mod tests {
             "virtual base".into(),
             layout_hash("ns::A", 16, 8, &virtual_base, &[], &[0]),
         );
+        let long = [("x", "ns::A", "long", 8, 4, None)];
+        record(
+            "x of another type".into(),
+            layout_hash("ns::A", 16, 8, &[], &long, &[0]),
+        );
+    }
+
+    #[test]
+    fn entries_cannot_move_between_lists_unnoticed() {
+        // Without list lengths in the encoding, a base ("a", offset 1, not virtual) is the same
+        // word stream as four vptr slots [1 (the text's length), "a", 1, 0].
+        let with_base = layout_hash("A", 16, 8, &[("a", 1, false)], &[], &[]);
+        let with_vptrs = layout_hash("A", 16, 8, &[], &[], &[1, u64::from(b'a'), 1, 0]);
+        assert_ne!(with_base, with_vptrs);
     }
 
     #[test]

@@ -80,11 +80,23 @@ fn rehydrate_all_one_million(c: &mut Criterion) {
         .classes
         .iter()
         .map(|class| {
-            let words = runtime.class_image(class).unwrap().writes.words;
-            let addresses = objects
+            let addresses: Vec<usize> = objects
                 .iter()
                 .filter(|o| o.class() == *class)
                 .map(|o| o.as_ptr() as usize)
+                .collect();
+            // The vptr words as a live object holds them (vptr runs are whole words).
+            let words = runtime
+                .class_image(class)
+                .unwrap()
+                .implicit_runs()
+                .iter()
+                .flat_map(|run| run.clone().step_by(8))
+                .map(|offset| {
+                    // SAFETY: a vptr slot inside a live object.
+                    let word = unsafe { ((addresses[0] + offset) as *const u64).read_unaligned() };
+                    (offset, word)
+                })
                 .collect();
             (words, addresses)
         })

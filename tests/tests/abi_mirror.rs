@@ -20,7 +20,7 @@ fn rust_view() -> Vec<(String, usize)> {
     record!(
         FieldDesc,
         "rehydrate_field_desc",
-        [name, owner, offset, size, bit_offset, bit_width, access]
+        [name, owner, type_name, offset, size, bit_offset, bit_width, access]
     );
     record!(
         BaseDesc,
@@ -36,8 +36,6 @@ fn rust_view() -> Vec<(String, usize)> {
             size,
             align,
             layout_hash,
-            flags,
-            reserved,
             base_count,
             bases,
             field_count,

@@ -76,7 +76,7 @@ fn six_integer_eight_vector_and_stack_arguments_pass_through() {
         i64,
         f64,
     ) -> f64;
-    let forwarder = Forwarder::new(symbol("many_arguments")).unwrap();
+    let forwarder = Forwarder::new(symbol("many_arguments"), "many_arguments").unwrap();
     // SAFETY: the target has exactly this signature.
     let call: Many = unsafe { std::mem::transmute(forwarder.address()) };
     // SAFETY: as above.
@@ -85,8 +85,8 @@ fn six_integer_eight_vector_and_stack_arguments_pass_through() {
             1, -2, 3, -4, 5, -6, 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 700, 8.25, -900, 9.75,
         )
     };
-    let ints: [i64; 8] = received("received_ints");
-    let doubles: [f64; 10] = received("received_doubles");
+    let ints: [i64; 8] = received("many_received_ints");
+    let doubles: [f64; 10] = received("many_received_doubles");
     assert_eq!(ints, [1, -2, 3, -4, 5, -6, 700, -900]);
     assert_eq!(
         doubles,
@@ -100,16 +100,19 @@ fn six_integer_eight_vector_and_stack_arguments_pass_through() {
 #[test]
 fn variadic_callee_gets_al_and_every_argument() {
     type Variadic = unsafe extern "C" fn(i32, ...) -> f64;
-    let forwarder = Forwarder::new(symbol("variadic_sum")).unwrap();
+    let forwarder = Forwarder::new(symbol("variadic_sum"), "variadic_sum").unwrap();
     // SAFETY: the target is `double variadic_sum(int, ...)`.
     let call: Variadic = unsafe { std::mem::transmute(forwarder.address()) };
     // SAFETY: three (long, double) pairs, as the callee reads them.
     let sum = unsafe { call(3, 10i64, 0.5f64, -20i64, 1.25f64, 30i64, 2.0f64) };
     assert_eq!(sum, 10.0 * 0.5 - 20.0 * 1.25 + 30.0 * 2.0);
-    let count: [i32; 1] = received("received_count");
+    let count: [i32; 1] = received("variadic_received_count");
     assert_eq!(count, [3]);
-    assert_eq!(received::<i64, 3>("received_ints"), [10, -20, 30]);
-    assert_eq!(received::<f64, 3>("received_doubles"), [0.5, 1.25, 2.0]);
+    assert_eq!(received::<i64, 3>("variadic_received_ints"), [10, -20, 30]);
+    assert_eq!(
+        received::<f64, 3>("variadic_received_doubles"),
+        [0.5, 1.25, 2.0]
+    );
 }
 
 #[repr(C)]
@@ -120,7 +123,7 @@ struct Big {
 
 #[test]
 fn large_struct_returned_through_hidden_pointer() {
-    let forwarder = Forwarder::new(symbol("make_big")).unwrap();
+    let forwarder = Forwarder::new(symbol("make_big"), "make_big").unwrap();
     type MakeBig = unsafe extern "C" fn(i64) -> Big;
     // SAFETY: the target is `Big make_big(long)`.
     let call: MakeBig = unsafe { std::mem::transmute(forwarder.address()) };
@@ -138,7 +141,7 @@ fn large_struct_returned_through_hidden_pointer() {
 fn calls_land_in_one_of_the_two_targets_while_another_thread_repoints() {
     let one = symbol("target_one");
     let two = symbol("target_two");
-    let forwarder = Forwarder::new(one).unwrap();
+    let forwarder = Forwarder::new(one, "one").unwrap();
     type Unary = unsafe extern "C" fn(i64) -> i64;
     // SAFETY: both targets are `long f(long)`.
     let call: Unary = unsafe { std::mem::transmute(forwarder.address()) };
@@ -206,7 +209,7 @@ fn no_mapping_is_writable_and_executable_while_pages_are_being_made() {
         // has read the maps many times meanwhile.
         let mut forwarders = Vec::new();
         while forwarders.len() < 5_000 || samples.load(Ordering::Relaxed) < 50 {
-            forwarders.extend((0..512).map(|_| Forwarder::new(target).unwrap()));
+            forwarders.extend((0..512).map(|_| Forwarder::new(target, "target").unwrap()));
         }
         done.store(true, Ordering::Relaxed);
         type Unary = unsafe extern "C" fn(i64) -> i64;

@@ -124,7 +124,7 @@ fn snapshot(runtime: &Runtime) -> Vec<(String, usize, Vec<u8>)> {
         .live_object_addresses()
         .into_iter()
         .map(|(class, address)| {
-            let size = runtime.class_image(&class).unwrap().byte_map.len();
+            let size = runtime.class_image(&class).unwrap().byte_map().len();
             // SAFETY: `size` bytes of a live object.
             let bytes = unsafe { std::slice::from_raw_parts(address as *const u8, size) }.to_vec();
             (class, address, bytes)
@@ -135,7 +135,8 @@ fn snapshot(runtime: &Runtime) -> Vec<(String, usize, Vec<u8>)> {
 /// Every byte that is not compiler-written is as it was before.
 fn check_state_kept(runtime: &Runtime, before: &[(String, usize, Vec<u8>)]) {
     for (class, address, bytes) in before {
-        let map = runtime.class_image(class).unwrap().byte_map;
+        let image = runtime.class_image(class).unwrap();
+        let map = image.byte_map();
         // SAFETY: a live object of `bytes.len()` bytes.
         let now = unsafe { std::slice::from_raw_parts(*address as *const u8, bytes.len()) };
         for (offset, kind) in map.iter().enumerate() {

@@ -84,6 +84,7 @@ const PRELUDE: &str = "\
 // compiler lays the classes out exactly as the generated tables say.
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <new>
@@ -163,13 +164,58 @@ __attribute__((visibility(\"hidden\"))) const rehydrate_host_api* rehydrate_modu
 
 namespace {
 
+// Objects tracked before the runtime attached (static initialisers run inside dlopen): kept
+// here and handed to the runtime when it attaches, so none is lost.
+struct rehydrate_deferred_object {
+    const char* type_id_name;
+    void* object;
+};
+rehydrate_deferred_object* rehydrate_deferred = nullptr;
+std::size_t rehydrate_deferred_count = 0;
+std::size_t rehydrate_deferred_capacity = 0;
+bool rehydrate_deferred_lost = false;
+
 std::int32_t rehydrate_attach(const rehydrate_host_api* api) noexcept {
     if (api == nullptr || api->abi_version != REHYDRATE_ABI_VERSION) return REHYDRATE_STATUS_CPP_EXCEPTION;
+    if (rehydrate_deferred_lost) return REHYDRATE_STATUS_CPP_EXCEPTION;
+    for (std::size_t i = 0; i < rehydrate_deferred_count; ++i) {
+        if (api->track(api->context, rehydrate_deferred[i].type_id_name, rehydrate_deferred[i].object) != 0) {
+            return REHYDRATE_STATUS_CPP_EXCEPTION;
+        }
+    }
+    std::free(rehydrate_deferred);
+    rehydrate_deferred = nullptr;
+    rehydrate_deferred_count = rehydrate_deferred_capacity = 0;
     rehydrate_module_host_api = api;
     return REHYDRATE_STATUS_OK;
 }
 
 }  // namespace
+
+extern \"C\" {
+__attribute__((visibility(\"hidden\"))) void rehydrate_module_defer_track(const char* type_id_name, void* object) noexcept {
+    if (rehydrate_deferred_count == rehydrate_deferred_capacity) {
+        std::size_t capacity = rehydrate_deferred_capacity == 0 ? 16 : 2 * rehydrate_deferred_capacity;
+        void* grown = std::realloc(rehydrate_deferred, capacity * sizeof(rehydrate_deferred_object));
+        if (grown == nullptr) {
+            rehydrate_deferred_lost = true;  // attach refuses: an object would be lost
+            return;
+        }
+        rehydrate_deferred = static_cast<rehydrate_deferred_object*>(grown);
+        rehydrate_deferred_capacity = capacity;
+    }
+    rehydrate_deferred[rehydrate_deferred_count++] = {type_id_name, object};
+}
+
+__attribute__((visibility(\"hidden\"))) void rehydrate_module_defer_untrack(void* object) noexcept {
+    for (std::size_t i = 0; i < rehydrate_deferred_count; ++i) {
+        if (rehydrate_deferred[i].object == object) {
+            rehydrate_deferred[i] = rehydrate_deferred[--rehydrate_deferred_count];
+            return;
+        }
+    }
+}
+}
 ";
 
 const EXPORT: &str = "\
@@ -400,7 +446,8 @@ fn class_data(index: usize, class: &ClassLayout, out: &mut String) {
         for field in &class.fields {
             push! {
                 out,
-                "    {", CppString(&field.name), ", ", CppString(&field.owner), ", ", field.offset, ", ",
+                "    {", CppString(&field.name), ", ", CppString(&field.owner), ", ",
+                CppString(&field.type_name), ", ", field.offset, ", ",
                 field.size, ", "
             }
             match field.bit_field {
@@ -460,27 +507,7 @@ fn class_descriptor(index: usize, class: &ClassLayout, out: &mut String) {
     push! {
         out,
         "    {", CppString(&class.name), ", typeid(", ty, ").name(), ", class.size, ", ", class.align, ", ",
-        Hex(class.layout_hash), "ull, "
-    }
-    let flags = [
-        (class.is_dynamic, "REHYDRATE_CLASS_DYNAMIC"),
-        (class.is_abstract, "REHYDRATE_CLASS_ABSTRACT"),
-        (
-            class.has_dummy_constructor,
-            "REHYDRATE_CLASS_DUMMY_CONSTRUCTIBLE",
-        ),
-    ];
-    let set: Vec<&str> = flags
-        .iter()
-        .filter(|(set, _)| *set)
-        .map(|(_, flag)| *flag)
-        .collect();
-    match set.as_slice() {
-        [] => out.push('0'),
-        [first, rest @ ..] => {
-            out.push_str(first);
-            rest.iter().for_each(|flag| push! { out, " | ", flag });
-        }
+        Hex(class.layout_hash), "ull,\n     "
     }
     let table = |present: bool, table| TableRef {
         present,
@@ -500,7 +527,7 @@ fn class_descriptor(index: usize, class: &ClassLayout, out: &mut String) {
     };
     push! {
         out,
-        ", 0,\n     ", class.bases.len(), ", ", table(has_bases, "bases"),
+        class.bases.len(), ", ", table(has_bases, "bases"),
         ", ", class.fields.len(), ", ", table(!class.fields.is_empty(), "fields"),
         ", ", class.vptr_offsets.len(), ", ", table(!class.vptr_offsets.is_empty(), "vptrs"),
         ",\n     ", construct, ", ", destroy, ", ", table(has_bases, "measure_bases"), "},\n"

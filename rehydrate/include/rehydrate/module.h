@@ -4,8 +4,9 @@
  *     rehydrate::untrack(robot); delete robot;      // before destruction
  *
  * Objects are identified by their dynamic type (typeid) and their complete-object address, so
- * tracking through a base-class pointer is fine. Without a runtime attached (a module used
- * without the host), both calls do nothing. */
+ * tracking through a base-class pointer is fine. Objects tracked before the runtime attached
+ * (by static initialisers, which run while the module is being loaded) are remembered by the
+ * shim and handed to the runtime when it attaches; none is lost. */
 #ifndef REHYDRATE_MODULE_H
 #define REHYDRATE_MODULE_H
 
@@ -17,6 +18,10 @@
 /* Defined by the generated shim: the runtime's function table, null until the runtime
  * attaches. Hidden (one per module build), so reading it is a single load. */
 extern "C" __attribute__((visibility("hidden"))) const rehydrate_host_api *rehydrate_module_host_api;
+/* Also the shim's: remember an object tracked before the runtime attached, or forget it. */
+extern "C" __attribute__((visibility("hidden"))) void rehydrate_module_defer_track(const char *type_id_name,
+                                                                                 void *object) noexcept;
+extern "C" __attribute__((visibility("hidden"))) void rehydrate_module_defer_untrack(void *object) noexcept;
 
 namespace rehydrate {
 
@@ -34,9 +39,12 @@ void *complete_object(T *object) noexcept {
 /* Records `object` as live; returns it, so that `return rehydrate::track(new T);` reads well. */
 template <class T>
 T *track(T *object) noexcept {
+    if (object == nullptr) return object;
     const rehydrate_host_api *host = module_host();
-    if (host != nullptr && object != nullptr) {
+    if (host != nullptr) {
         host->track(host->context, typeid(*object).name(), complete_object(object));
+    } else {
+        rehydrate_module_defer_track(typeid(*object).name(), complete_object(object));
     }
     return object;
 }
@@ -44,9 +52,12 @@ T *track(T *object) noexcept {
 /* Forgets `object`; call it before destroying the object. */
 template <class T>
 void untrack(T *object) noexcept {
+    if (object == nullptr) return;
     const rehydrate_host_api *host = module_host();
-    if (host != nullptr && object != nullptr) {
+    if (host != nullptr) {
         host->untrack(host->context, complete_object(object));
+    } else {
+        rehydrate_module_defer_untrack(complete_object(object));
     }
 }
 

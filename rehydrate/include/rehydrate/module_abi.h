@@ -7,11 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REHYDRATE_ABI_VERSION 3u
-
-#define REHYDRATE_CLASS_DYNAMIC 1u
-#define REHYDRATE_CLASS_ABSTRACT 2u
-#define REHYDRATE_CLASS_DUMMY_CONSTRUCTIBLE 4u
+#define REHYDRATE_ABI_VERSION 4u
 
 #define REHYDRATE_STATUS_OK 0
 #define REHYDRATE_STATUS_CPP_EXCEPTION 1
@@ -41,7 +37,7 @@ typedef struct rehydrate_host_api {
     uint32_t reserved;
     void *context;
     rehydrate_track_fn track;
-        rehydrate_untrack_fn untrack;
+    rehydrate_untrack_fn untrack;
     rehydrate_forwarder_fn forwarder;
 } rehydrate_host_api;
 
@@ -50,6 +46,7 @@ typedef int32_t (*rehydrate_attach_fn)(const rehydrate_host_api *api);
 typedef struct rehydrate_field_desc {
     const char *name;
     const char *owner;
+    const char *type_name; /* as clang spells it */
     uint64_t offset;
     uint64_t size;
     uint64_t bit_offset; /* UINT64_MAX when not a bit-field */
@@ -70,8 +67,6 @@ typedef struct rehydrate_class_desc {
     uint64_t size;
     uint64_t align;
     uint64_t layout_hash;
-    uint32_t flags;
-    uint32_t reserved;
     uint64_t base_count;
     const rehydrate_base_desc *bases;
     uint64_t field_count;
