@@ -11,7 +11,9 @@
 //! liburcu's membarrier flavour.
 //!
 //! When the kernel refuses membarrier (too old, or a seccomp filter), both sides use an
-//! ordinary sequentially consistent fence: slower, still correct.
+//! ordinary sequentially consistent fence: slower, still correct. Setting the environment
+//! variable `REHYDRATE_BARRIER=fences` before the first runtime is created forces that
+//! fallback (for tests, and for systems where membarrier is unwanted).
 //!
 //! Owns nothing but the choice of strategy, made once per process by [`init`].
 
@@ -28,6 +30,9 @@ const FENCES: u8 = 2;
 
 static STRATEGY: AtomicU8 = AtomicU8::new(UNDECIDED);
 
+/// The environment variable that forces the fence fallback when set to `fences`.
+pub(crate) const FORCE_VARIABLE: &str = "REHYDRATE_BARRIER";
+
 fn membarrier(command: libc::c_int) -> bool {
     // SAFETY: membarrier takes two integers and touches no memory of ours.
     let result = unsafe { libc::syscall(libc::SYS_membarrier, command, 0, 0) };
@@ -40,7 +45,11 @@ pub(crate) fn init() {
     if STRATEGY.load(Ordering::Acquire) != UNDECIDED {
         return;
     }
-    let strategy = if membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) {
+    let forced = std::env::var_os(FORCE_VARIABLE).is_some_and(|v| v == "fences");
+    let strategy = if forced {
+        tracing::debug!("{FORCE_VARIABLE}=fences: the registry uses full fences");
+        FENCES
+    } else if membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) {
         EXPEDITED
     } else {
         tracing::debug!("membarrier is not available; the registry uses full fences");
@@ -87,5 +96,35 @@ mod tests {
         assert_eq!(STRATEGY.load(Ordering::Acquire), chosen);
         light();
         heavy();
+    }
+
+    #[test]
+    fn the_environment_forces_the_fence_fallback() {
+        init();
+        let forced = std::env::var_os(FORCE_VARIABLE).is_some_and(|v| v == "fences");
+        if forced {
+            assert_eq!(STRATEGY.load(Ordering::Acquire), FENCES);
+        }
+    }
+
+    #[test]
+    fn the_registry_is_exact_with_the_fence_fallback() {
+        if std::env::var_os(FORCE_VARIABLE).is_some() {
+            return; // this is the child below
+        }
+        // A fresh process, as the strategy is chosen once per process.
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "barrier::tests::the_environment_forces_the_fence_fallback",
+                "registry::tests::a_stopped_registry_sees_every_change_of_every_thread_exactly",
+                "registry::tests::objects_untracked_on_another_thread_are_found",
+            ])
+            .env(FORCE_VARIABLE, "fences")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.contains("3 passed"), "all three ran: {stdout}");
     }
 }

@@ -136,7 +136,11 @@ pub(crate) struct ShadowFolder {
 impl ShadowFolder {
     /// A new private folder in the system's temporary directory (`TMPDIR`).
     pub fn new() -> std::io::Result<ShadowFolder> {
-        let folder = tempfile::Builder::new().prefix("rehydrate-").tempdir()?;
+        use std::os::unix::fs::PermissionsExt;
+        let folder = tempfile::Builder::new()
+            .prefix("rehydrate-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()?;
         Ok(ShadowFolder {
             folder,
             copies: AtomicU64::new(0),

@@ -575,9 +575,10 @@ mod tests {
         let registry = Arc::new(Registry::default());
         let slot = registry.slot("A");
         let done = Arc::new(AtomicBool::new(false));
+        let progress: Arc<[AtomicU64; THREADS]> = Arc::new(Default::default());
         let workers: Vec<_> = (0..THREADS)
             .map(|t| {
-                let (registry, done) = (registry.clone(), done.clone());
+                let (registry, done, progress) = (registry.clone(), done.clone(), progress.clone());
                 std::thread::spawn(move || {
                     let base = (t + 1) << 32;
                     let mut rounds = 0usize;
@@ -590,12 +591,18 @@ mod tests {
                             assert!(registry.remove(first + i * 16));
                         }
                         rounds += 1;
+                        progress[t].store(rounds as u64, Ordering::Relaxed);
                     }
                     rounds
                 })
             })
             .collect();
-        for _ in 0..STOPS {
+        // At least STOPS stops, and on until every worker has changed its shard many times.
+        let busy = || progress.iter().all(|p| p.load(Ordering::Relaxed) >= 100);
+        for stop in 0.. {
+            if stop >= STOPS && busy() {
+                break;
+            }
             let stopped = registry.stop();
             let total = stopped.len();
             let by_class = stopped.count(slot);

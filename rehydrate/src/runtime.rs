@@ -118,12 +118,22 @@ pub struct Runtime {
 
 /// An object the host created through [`Runtime::create`]; destroyed (with the destructor of
 /// the build loaded at that time) when dropped. Keeps the module loaded while it lives.
+///
+/// `Send` and `Sync`: it may be dropped on any thread, also while another thread reloads (the
+/// destructor runs under the build lock, entirely in one build). The handle itself only hands
+/// out the address; what a thread does with the C++ object behind it is the caller's affair.
 pub struct LiveObject {
     address: NonNull<u8>,
     layout: Layout,
     slot: ClassSlot,
     shared: Arc<Shared>,
 }
+
+// SAFETY: the only thread-bound state is the address, which the handle never dereferences
+// except in `Drop`, which takes the build lock and goes through the thread-safe registry.
+unsafe impl Send for LiveObject {}
+// SAFETY: `&LiveObject` only reads the address and the class name (through the registry's lock).
+unsafe impl Sync for LiveObject {}
 
 /// A reload in progress: the new build is loaded and probed next to the old one; nothing has
 /// been written. [`Reload::rehydrate_all`] commits it; dropping it rolls back (the new build is
@@ -341,11 +351,28 @@ impl Runtime {
 }
 
 /// A forwarder bound to a module symbol (see [`Runtime::forwarder`]).
+///
+/// `Send` and `Sync`: its address may be called from any thread, and the handle only reads the
+/// bindings through their lock.
 pub struct BoundForwarder {
     id: u64,
     address: *const std::ffi::c_void,
     shared: Arc<Shared>,
 }
+
+// SAFETY: `address` is a stable code address, never dereferenced by the handle; the bindings
+// are behind a mutex.
+unsafe impl Send for BoundForwarder {}
+// SAFETY: as above.
+unsafe impl Sync for BoundForwarder {}
+
+/// The thread-safety the docs promise, checked when the crate compiles.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Runtime>();
+    send_and_sync::<LiveObject>();
+    send_and_sync::<BoundForwarder>();
+};
 
 impl BoundForwarder {
     /// The stable address to hand to foreign code; transmute it to the function's type.

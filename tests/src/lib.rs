@@ -125,6 +125,18 @@ pub static RELOAD: Fixture = Fixture {
     classes: &RELOAD_CLASSES,
 };
 
+/// Every class the lifecycle fixture's shim describes (`lc::Undescribed` is left out on purpose).
+pub const LIFECYCLE_CLASSES: [&str; 2] = ["lc::Child", "lc::Parent"];
+
+/// The lifecycle fixture: a parent whose constructor and destructor track and untrack children
+/// with module code, an object made by a static initialiser, and an undescribed type.
+pub static LIFECYCLE: Fixture = Fixture {
+    folder: "lifecycle",
+    header: "lifecycle.hpp",
+    source: "lifecycle.cpp",
+    classes: &LIFECYCLE_CLASSES,
+};
+
 /// The benchmark fixture: 8 classes with 1 to 5 vptr slots.
 pub static BENCH: Fixture = Fixture {
     folder: "bench",
@@ -162,6 +174,19 @@ impl ModuleBuild {
             version,
             fault: None,
             without_class: None,
+        }
+    }
+
+    /// A plain build of `fixture`'s `version`.
+    pub fn of(
+        fixture: &'static Fixture,
+        compiler: Compiler,
+        optimisation: &'static str,
+        version: u32,
+    ) -> Self {
+        ModuleBuild {
+            fixture,
+            ..ModuleBuild::new(compiler, optimisation, version)
         }
     }
 
@@ -241,6 +266,27 @@ impl ModuleBuild {
         built.push((name, library.clone()));
         library
     }
+}
+
+/// A tiny shared library from C++ source (for hand-written, malformed or inconsistent
+/// modules), built with g++ into `dir`.
+pub fn tiny_library(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let cpp = dir.join(format!("{name}.cpp"));
+    std::fs::write(&cpp, source).unwrap();
+    let library = dir.join(format!("lib{name}.so"));
+    let include = format!("-I{}", rehydrate::include_dir().display());
+    gxx().compile(
+        &[&cpp],
+        &library,
+        &[
+            "-std=c++17",
+            "-fPIC",
+            "-shared",
+            "-fno-gnu-unique",
+            &include,
+        ],
+    );
+    library
 }
 
 /// The layout fixture header shared with layout-gen's own tests.

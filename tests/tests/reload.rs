@@ -10,7 +10,7 @@
 use std::ffi::{c_char, c_void, CString};
 use std::path::{Path, PathBuf};
 
-use integration_tests::{clangxx, gxx, Compiler, ModuleBuild, RELOAD_CLASSES};
+use integration_tests::{clangxx, gxx, tiny_library, Compiler, ModuleBuild, RELOAD_CLASSES};
 use rehydrate::probe::ByteClass;
 use rehydrate::{Error, LiveObject, Runtime};
 
@@ -196,26 +196,6 @@ fn clangxx_o0_round_trip() {
 #[test]
 fn clangxx_o2_round_trip() {
     round_trip(clangxx(), "-O2");
-}
-
-/// A tiny shared library from C++ source, for the malformed-module cases.
-fn tiny_library(dir: &Path, name: &str, source: &str) -> PathBuf {
-    let cpp = dir.join(format!("{name}.cpp"));
-    std::fs::write(&cpp, source).unwrap();
-    let library = dir.join(format!("lib{name}.so"));
-    let include = format!("-I{}", rehydrate::include_dir().display());
-    gxx().compile(
-        &[&cpp],
-        &library,
-        &[
-            "-std=c++17",
-            "-fPIC",
-            "-shared",
-            "-fno-gnu-unique",
-            &include,
-        ],
-    );
-    library
 }
 
 fn still_mapped(stem: &str) -> bool {

@@ -1,0 +1,357 @@
+//! Object lifetimes around reloads, with real modules: destructors that untrack module-made
+//! children while another thread reloads, objects made by static initialisers, types the module
+//! does not describe, objects whose vptrs were overwritten, a module whose descriptor disagrees
+//! with its compiler, rollback by dropping a `Reload`, and several runtimes at once.
+
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use integration_tests::{
+    clangxx, gxx, tiny_library, Compiler, ModuleBuild, LIFECYCLE, RELOAD_CLASSES,
+};
+use rehydrate::{Error, LiveObject, Runtime};
+
+type VersionFn = unsafe extern "C" fn() -> i32;
+type AddressFn = unsafe extern "C" fn() -> *mut c_void;
+type DestroyFn = unsafe extern "C" fn(*mut c_void);
+
+fn modules_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lifecycle-modules");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn builds(compiler: Compiler) -> (PathBuf, PathBuf) {
+    let dir = modules_dir();
+    (
+        ModuleBuild::of(&LIFECYCLE, compiler.clone(), "-O2", 1).build(&dir),
+        ModuleBuild::of(&LIFECYCLE, compiler, "-O2", 2).build(&dir),
+    )
+}
+
+fn version(runtime: &Runtime) -> i32 {
+    // SAFETY: the fixture exports `int lc_version(void)`.
+    let current = unsafe { runtime.symbol::<VersionFn>("lc_version") }.unwrap();
+    // SAFETY: takes nothing.
+    unsafe { current() }
+}
+
+/// Every vptr of every live object points into the current build's mapping.
+fn assert_vptrs_in_current_build(runtime: &Runtime) {
+    let ranges = runtime.image_ranges();
+    for (class, address) in runtime.live_object_addresses() {
+        for offset in runtime.vptr_offsets(&class).unwrap() {
+            // SAFETY: a vptr slot inside a live object.
+            let vptr = unsafe { ((address + offset) as *const usize).read() };
+            assert!(
+                ranges.iter().any(|r| r.contains(&vptr)),
+                "{class} at {address:#x}: vptr {vptr:#x} is outside the current build"
+            );
+        }
+    }
+}
+
+/// Runs `work` on a thread and fails the test if it has not finished after `deadline` (a hang).
+fn with_deadline(deadline: Duration, work: impl FnOnce() + Send + 'static) {
+    let (done, finished) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        work();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(deadline) {
+        Ok(()) => worker.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // The worker panicked: report its panic.
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("no progress after {deadline:?}: deadlock")
+        }
+    }
+}
+
+fn destructors_untracking_children_while_another_thread_reloads(compiler: Compiler) {
+    let (v1, v2) = builds(compiler);
+    with_deadline(Duration::from_secs(60), move || {
+        const PARENTS: usize = 300;
+        const RELOADS: usize = 40;
+        let mut runtime = Runtime::load(&v1).unwrap();
+        let parents: Vec<LiveObject> = (0..PARENTS)
+            .map(|_| runtime.create("lc::Parent").unwrap())
+            .collect();
+        // One static child, and two children per parent, tracked by the module's constructor.
+        assert_eq!(runtime.live_objects(), 1 + 3 * PARENTS);
+        let (send, receive) = mpsc::channel::<LiveObject>();
+        let dropper = std::thread::spawn(move || {
+            let mut dropped = 0;
+            for parent in receive {
+                drop(parent); // ~Parent untracks and deletes its two children
+                dropped += 1;
+                if dropped % 8 == 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            dropped
+        });
+        let mut parents = parents.into_iter();
+        for round in 0..RELOADS {
+            for parent in parents.by_ref().take(PARENTS / RELOADS / 2) {
+                send.send(parent).unwrap();
+            }
+            let target = if round % 2 == 0 { &v2 } else { &v1 };
+            runtime.reload(target).unwrap().rehydrate_all().unwrap();
+            assert_eq!(version(&runtime), if round % 2 == 0 { 2 } else { 1 });
+        }
+        let kept: Vec<LiveObject> = parents.collect();
+        drop(send);
+        let dropped = dropper.join().unwrap();
+        assert_eq!(dropped + kept.len(), PARENTS);
+        assert_eq!(runtime.live_objects(), 1 + 3 * kept.len());
+        assert_vptrs_in_current_build(&runtime);
+        drop(kept);
+        assert_eq!(runtime.live_objects(), 1, "only the static child is left");
+    });
+}
+
+#[test]
+fn gxx_destructors_untracking_children_while_another_thread_reloads() {
+    destructors_untracking_children_while_another_thread_reloads(gxx());
+}
+
+#[test]
+fn clangxx_destructors_untracking_children_while_another_thread_reloads() {
+    destructors_untracking_children_while_another_thread_reloads(clangxx());
+}
+
+#[test]
+fn objects_made_by_static_initialisers_are_tracked_once_the_runtime_attaches() {
+    for compiler in [gxx(), clangxx()] {
+        let (v1, v2) = builds(compiler.clone());
+        let mut runtime = Runtime::load(&v1).unwrap();
+        let made_before_attach = |runtime: &Runtime| {
+            // SAFETY: the fixture exports `void* lc_made_before_attach(void)`.
+            let get = unsafe { runtime.symbol::<AddressFn>("lc_made_before_attach") }.unwrap();
+            // SAFETY: takes nothing.
+            unsafe { get() as usize }
+        };
+        let early = made_before_attach(&runtime);
+        assert_eq!(
+            runtime.live_object_addresses(),
+            vec![("lc::Child".into(), early)],
+            "{}: the static initialiser's object is tracked",
+            compiler.name
+        );
+        runtime.reload(&v2).unwrap().rehydrate_all().unwrap();
+        // The old build's static destructor untracked its object; the new build's is tracked.
+        let early = made_before_attach(&runtime);
+        assert_eq!(
+            runtime.live_object_addresses(),
+            vec![("lc::Child".into(), early)],
+            "{}",
+            compiler.name
+        );
+        assert_vptrs_in_current_build(&runtime);
+    }
+}
+
+/// The bytes of every live object, to show that a failed reload changed nothing.
+fn snapshot(runtime: &Runtime) -> Vec<(String, usize, Vec<u8>)> {
+    let mut objects: Vec<_> = runtime
+        .live_object_addresses()
+        .into_iter()
+        .map(|(class, address)| {
+            let size = runtime.class_image(&class).unwrap().byte_map().len();
+            // SAFETY: `size` bytes of a live object.
+            let bytes = unsafe { std::slice::from_raw_parts(address as *const u8, size) }.to_vec();
+            (class.to_string(), address, bytes)
+        })
+        .collect();
+    objects.sort();
+    objects
+}
+
+fn shadow_is_gone(shadow: &Path) -> bool {
+    rehydrate::maps::mappings_of(shadow).is_empty() && !shadow.exists()
+}
+
+#[test]
+fn dropping_a_reload_rolls_back() {
+    let (v1, v2) = builds(gxx());
+    let mut runtime = Runtime::load(&v1).unwrap();
+    let parent = runtime.create("lc::Parent").unwrap();
+    let before = snapshot(&runtime);
+    let shadow = runtime.shadow_path();
+    let reload = runtime.reload(&v2).unwrap();
+    let new_shadow = reload.new_shadow_path().to_path_buf();
+    assert!(!rehydrate::maps::mappings_of(&new_shadow).is_empty());
+    drop(reload);
+    assert!(shadow_is_gone(&new_shadow), "the new build was unloaded");
+    assert_eq!(runtime.shadow_path(), shadow, "the old build is current");
+    assert_eq!(version(&runtime), 1);
+    assert_eq!(snapshot(&runtime), before, "no object changed");
+    assert_vptrs_in_current_build(&runtime);
+    drop(parent);
+}
+
+#[test]
+fn an_object_of_a_type_the_module_does_not_describe_refuses_the_reload() {
+    let (v1, v2) = builds(gxx());
+    let mut runtime = Runtime::load(&v1).unwrap();
+    // SAFETY: the fixture exports these with these signatures.
+    let (make, destroy) = unsafe {
+        (
+            *runtime.symbol::<AddressFn>("lc_make_undescribed").unwrap(),
+            *runtime.symbol::<DestroyFn>("lc_destroy_undescribed").unwrap(),
+        )
+    };
+    // SAFETY: takes nothing; the module tracks what it returns.
+    let undescribed = unsafe { make() };
+    let before = snapshot_described(&runtime);
+    let error = runtime.reload(&v2).unwrap().rehydrate_all().unwrap_err();
+    assert!(
+        matches!(&error, Error::UntrackableType { type_id_name, objects: 1 } if type_id_name.contains("Undescribed")),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("Undescribed"), "{error}");
+    assert_eq!(snapshot_described(&runtime), before);
+    assert_eq!(version(&runtime), 1);
+    // SAFETY: made above by this build; destroyed once.
+    unsafe { destroy(undescribed) };
+    runtime.reload(&v2).unwrap().rehydrate_all().unwrap();
+    assert_eq!(version(&runtime), 2);
+}
+
+/// [`snapshot`] of the objects of described classes only.
+fn snapshot_described(runtime: &Runtime) -> Vec<(String, usize, Vec<u8>)> {
+    let mut objects: Vec<_> = runtime
+        .live_object_addresses()
+        .into_iter()
+        .filter_map(|(class, address)| {
+            let size = runtime.class_image(&class).ok()?.byte_map().len();
+            // SAFETY: `size` bytes of a live object.
+            let bytes = unsafe { std::slice::from_raw_parts(address as *const u8, size) }.to_vec();
+            Some((class.to_string(), address, bytes))
+        })
+        .collect();
+    objects.sort();
+    objects
+}
+
+#[test]
+fn an_object_whose_vptr_was_overwritten_refuses_the_reload() {
+    let (v1, v2) = builds(gxx());
+    let mut runtime = Runtime::load(&v1).unwrap();
+    let parent = runtime.create("lc::Parent").unwrap();
+    let child = runtime.create("lc::Child").unwrap();
+    let vptr_of = |object: &LiveObject| {
+        // SAFETY: both classes have their vptr at offset 0.
+        unsafe { (object.as_ptr() as *const usize).read() }
+    };
+    let parent_vptr = vptr_of(&parent);
+    // SAFETY: the parent's vptr slot; restored below, and nothing calls it meanwhile.
+    unsafe { (parent.as_ptr() as *mut usize).write(vptr_of(&child)) };
+    let before = snapshot(&runtime);
+    let error = runtime.reload(&v2).unwrap().rehydrate_all().unwrap_err();
+    match &error {
+        Error::StaleObject {
+            address,
+            class,
+            offset,
+        } => {
+            assert_eq!(
+                (*address, class.as_str(), *offset),
+                (parent.as_ptr() as usize, "lc::Parent", 0)
+            );
+        }
+        other => panic!("expected StaleObject, got {other:?}"),
+    }
+    assert_eq!(snapshot(&runtime), before, "nothing was patched");
+    // SAFETY: as above.
+    unsafe { (parent.as_ptr() as *mut usize).write(parent_vptr) };
+    runtime.reload(&v2).unwrap().rehydrate_all().unwrap();
+    assert_vptrs_in_current_build(&runtime);
+}
+
+/// A module whose hand-written descriptor places the base `tm::B` at offset 8 while the
+/// compiler puts it at 0.
+const WRONG_BASE_OFFSET: &str = r#"
+#include <new>
+#include "rehydrate/module_abi.h"
+namespace tm { struct B { virtual ~B() {} long b = 1; }; struct D : B { long d = 2; }; }
+static int32_t construct(void* place, char*, size_t) { ::new (place) tm::D; return 0; }
+static int32_t destroy(void* object, char*, size_t) { static_cast<tm::D*>(object)->~D(); return 0; }
+static int32_t measure(const void* object, uint64_t* offsets) {
+    auto* d = static_cast<const tm::D*>(object);
+    offsets[0] = reinterpret_cast<const char*>(static_cast<const tm::B*>(d)) - reinterpret_cast<const char*>(d);
+    return 0;
+}
+static const rehydrate_base_desc bases[] = {{"tm::B", 8, 0, 0}};
+static const rehydrate_field_desc fields[] = {
+    {"b", "tm::B", "long", 8, 8, UINT64_MAX, 0, 0}, {"d", "tm::D", "long", 16, 8, UINT64_MAX, 0, 0}};
+static const uint64_t vptrs[] = {0};
+static const rehydrate_class_desc classes[] = {{"tm::D", "N2tm1DE", sizeof(tm::D), alignof(tm::D), 0,
+    1, bases, 2, fields, 1, vptrs, &construct, &destroy, &measure}};
+static int32_t attach(const rehydrate_host_api*) { return 0; }
+static const rehydrate_module_desc desc = {REHYDRATE_ABI_VERSION, 0, 1, classes, &attach};
+extern "C" const rehydrate_module_desc* rehydrate_module_descriptor(void) { return &desc; }
+"#;
+
+#[test]
+fn a_descriptor_that_disagrees_with_the_compiler_refuses_the_reload() {
+    let library = tiny_library(&modules_dir(), "wrong_base_offset", WRONG_BASE_OFFSET);
+    let mut runtime = Runtime::load(&library).unwrap();
+    let image = runtime.class_image("tm::D").unwrap_err();
+    let names_the_base =
+        |e: &Error| matches!(e, Error::TableMismatch { class, detail } if class == "tm::D" && detail.contains("base tm::B is at offset 0 but the table says 8"));
+    assert!(names_the_base(&image), "{image:?}");
+    let object = runtime.create("tm::D").unwrap();
+    let error = runtime.reload(&library).unwrap().rehydrate_all().unwrap_err();
+    assert!(names_the_base(&error), "{error:?}");
+    drop(object);
+}
+
+#[test]
+fn several_runtimes_load_and_reload_at_once_each_in_a_private_folder() {
+    let dir = modules_dir();
+    let v1 = ModuleBuild::new(gxx(), "-O0", 1).build(&dir);
+    let v2 = ModuleBuild::new(gxx(), "-O0", 2).build(&dir);
+    let folders: Vec<PathBuf> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut runtime = Runtime::load(&v1).unwrap();
+                    let objects: Vec<LiveObject> = RELOAD_CLASSES
+                        .iter()
+                        .map(|class| runtime.create(class).unwrap())
+                        .collect();
+                    let folder = runtime.shadow_path().parent().unwrap().to_path_buf();
+                    for round in 0..6 {
+                        let target = if round % 2 == 0 { &v2 } else { &v1 };
+                        let old = runtime.shadow_path();
+                        let report = runtime.reload(target).unwrap().rehydrate_all().unwrap();
+                        assert_eq!(report.objects, objects.len());
+                        assert!(shadow_is_gone(&old));
+                        assert_eq!(runtime.shadow_path().parent().unwrap(), folder);
+                        assert_vptrs_in_current_build(&runtime);
+                    }
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(&folder).unwrap().permissions().mode();
+                    assert_eq!(mode & 0o777, 0o700, "{} is private", folder.display());
+                    drop(objects);
+                    drop(runtime);
+                    assert!(!folder.exists(), "{} removed with its runtime", folder.display());
+                    folder
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let mut distinct = folders.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), folders.len(), "one folder per runtime: {folders:?}");
+}
