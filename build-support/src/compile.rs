@@ -5,10 +5,20 @@
 //! of every file the step read (for compiles, the compiler's own `-MMD` dependency list). Content
 //! hashes rather than mtimes, so that switching a source back to an earlier version, or touching
 //! a file without changing it, does the right thing.
+//!
+//! **An edit saved while the compiler runs is never lost.** The files a compile will read (the
+//! source, and what the previous compile of it read) are hashed *before* the compiler starts,
+//! and those hashes are what the stamp records: if one changed meanwhile, the next build sees a
+//! difference and compiles again. A file the compiler read for the first time can only be hashed
+//! afterwards; if it was modified after the compile started, the stamp records it as changed.
+//!
+//! Hashes are XXH3-128 (`xxhash-rust`), whose definition is fixed, so stamps written by one
+//! build of this crate are read correctly by any other.
 
-use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -74,17 +84,19 @@ impl Compiler {
             compiler: self.name(),
             diagnostics,
         };
-        let inputs = || {
+        let inputs = |before: &Before| {
             let depends = std::fs::read_to_string(&depfile).map_err(BuildError::io(&depfile))?;
-            Ok(parse_depfile(&depends))
+            Ok(before.hashes_of(parse_depfile(&depends)))
         };
-        self.run_step(command, object, failed, inputs)
+        let mut expected = Stamp::inputs_of(object);
+        expected.push(source.to_path_buf());
+        self.run_step(command, object, failed, &expected, inputs)
     }
 
     /// Whether `object` is up to date for `source` (compiling would change nothing).
     pub(crate) fn is_compiled(&self, source: &Path, object: &Path) -> bool {
         let command = self.compile_command(source, &object.with_extension("d"));
-        is_current(object, command_key(&command, object))
+        is_current(object, &command_key(&command, object))
     }
 
     /// The compile command, up to the output path (which the caller appends).
@@ -113,23 +125,27 @@ impl Compiler {
             library: library.to_path_buf(),
             diagnostics,
         };
-        self.run_step(command, library, failed, || Ok(objects.to_vec()))
+        let inputs = |before: &Before| Ok(before.hashes_of(objects.to_vec()));
+        self.run_step(command, library, failed, objects, inputs)
     }
 
-    /// Runs `command` (which ends in `-o`) unless `output`'s stamp is current. The output is
-    /// written beside and renamed into place, so whoever reads it never sees half of it; then
-    /// the stamp records `inputs`.
+    /// Runs `command` (which ends in `-o`) unless `output`'s stamp is current. The files in
+    /// `expected` are hashed before the command runs; `inputs` then lists every file it read,
+    /// with the hashes to record (see the module docs). The output is written beside and
+    /// renamed into place, so whoever reads it never sees half of it.
     fn run_step(
         &self,
         mut command: Command,
         output: &Path,
         failed: impl FnOnce(String) -> BuildError,
-        inputs: impl FnOnce() -> Result<Vec<PathBuf>, BuildError>,
+        expected: &[PathBuf],
+        inputs: impl FnOnce(&Before) -> Result<Vec<(PathBuf, String)>, BuildError>,
     ) -> Result<Step, BuildError> {
         let key = command_key(&command, output);
-        if is_current(output, key) {
+        if is_current(output, &key) {
             return Ok(Step::UpToDate);
         }
+        let before = Before::hash(expected);
         let mut temporary = output.as_os_str().to_owned();
         temporary.push(".tmp");
         let temporary = PathBuf::from(temporary);
@@ -140,7 +156,11 @@ impl Compiler {
             return Err(failed(stderr(&result)));
         }
         std::fs::rename(&temporary, output).map_err(BuildError::io(output))?;
-        Stamp::new(key, inputs()?).write(&Stamp::path_for(output))?;
+        Stamp {
+            command: key,
+            inputs: inputs(&before)?,
+        }
+        .write(&Stamp::path_for(output))?;
         Ok(Step::Ran {
             warnings: stderr(&result),
         })
@@ -171,18 +191,79 @@ fn stderr(output: &std::process::Output) -> String {
 }
 
 /// Whether `output` exists and its stamp records `key` and the current contents of every input.
-fn is_current(output: &Path, key: u64) -> bool {
+fn is_current(output: &Path, key: &str) -> bool {
     output.exists() && Stamp::read(&Stamp::path_for(output)).is_some_and(|s| s.is_current(key))
 }
 
-/// A hash of the command line (program, arguments, environment) and the output it writes.
-fn command_key(command: &Command, output: &Path) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    command.get_program().hash(&mut hasher);
-    command.get_args().for_each(|a| a.hash(&mut hasher));
-    command.get_envs().for_each(|e| e.hash(&mut hasher));
-    output.hash(&mut hasher);
-    hasher.finish()
+/// A hash of the command line (program, arguments, environment) and the output it writes, each
+/// part preceded by its length so that no two command lines encode alike.
+fn command_key(command: &Command, output: &Path) -> String {
+    let mut encoded = Vec::new();
+    let mut part = |bytes: &[u8]| {
+        encoded.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        encoded.extend_from_slice(bytes);
+    };
+    use std::os::unix::ffi::OsStrExt;
+    part(command.get_program().as_bytes());
+    command.get_args().for_each(|arg| part(arg.as_bytes()));
+    for (name, value) in command.get_envs() {
+        part(name.as_bytes());
+        part(value.map_or(b"(removed)".as_slice(), |v| v.as_bytes()));
+    }
+    part(output.as_os_str().as_bytes());
+    hex(xxhash_rust::xxh3::xxh3_128(&encoded))
+}
+
+fn hex(hash: u128) -> String {
+    format!("{hash:032x}")
+}
+
+/// What a stamp records for a file that could not be read.
+const MISSING: &str = "missing";
+/// What a stamp records for a file that changed while the step ran: never a file's hash.
+const CHANGED_DURING_BUILD: &str = "changed while the build ran";
+
+/// How far a file's modification time may lag the clock: file times come from the kernel's
+/// coarse clock, up to one scheduler tick (10 ms at 100 Hz) behind.
+const MTIME_LAG: Duration = Duration::from_millis(20);
+
+/// The files a step was expected to read, hashed before it ran.
+struct Before {
+    started: SystemTime,
+    hashes: HashMap<PathBuf, String>,
+}
+
+impl Before {
+    fn hash(expected: &[PathBuf]) -> Before {
+        let started = SystemTime::now();
+        let hashes = expected
+            .iter()
+            .map(|path| (path.clone(), content_hash(path)))
+            .collect();
+        Before { started, hashes }
+    }
+
+    /// The hash to record for each file the step read: the one taken before it ran, or, for a
+    /// file it read that was not expected, its hash now, unless it was modified after the step
+    /// started.
+    fn hashes_of(&self, read: Vec<PathBuf>) -> Vec<(PathBuf, String)> {
+        read.into_iter()
+            .map(|path| {
+                let hash = match self.hashes.get(&path) {
+                    Some(hash) => hash.clone(),
+                    None if self.modified_since_start(&path) => CHANGED_DURING_BUILD.to_string(),
+                    None => content_hash(&path),
+                };
+                (path, hash)
+            })
+            .collect()
+    }
+
+    fn modified_since_start(&self, path: &Path) -> bool {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified());
+        let since = self.started.checked_sub(MTIME_LAG).unwrap_or(self.started);
+        modified.map_or(true, |time| time >= since)
+    }
 }
 
 /// The prerequisites of a make-style dependency file (`out.o: a.cpp b.h \` ...), with
@@ -219,8 +300,8 @@ fn parse_depfile(text: &str) -> Vec<PathBuf> {
 /// What a step's output was made from: the command's key and each input with a content hash.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Stamp {
-    command: u64,
-    inputs: Vec<(PathBuf, u64)>,
+    command: String,
+    inputs: Vec<(PathBuf, String)>,
 }
 
 impl Stamp {
@@ -228,17 +309,6 @@ impl Stamp {
         let mut name = output.as_os_str().to_owned();
         name.push(".stamp");
         PathBuf::from(name)
-    }
-
-    fn new(command: u64, inputs: Vec<PathBuf>) -> Stamp {
-        let inputs = inputs
-            .into_iter()
-            .map(|path| {
-                let hash = content_hash(&path).unwrap_or(0);
-                (path, hash)
-            })
-            .collect();
-        Stamp { command, inputs }
     }
 
     fn read(path: &Path) -> Option<Stamp> {
@@ -250,12 +320,12 @@ impl Stamp {
         std::fs::write(path, text).map_err(BuildError::io(path))
     }
 
-    fn is_current(&self, command: u64) -> bool {
+    fn is_current(&self, command: &str) -> bool {
         self.command == command
             && self
                 .inputs
                 .iter()
-                .all(|(path, hash)| content_hash(path) == Some(*hash))
+                .all(|(path, hash)| content_hash(path) == *hash)
     }
 
     /// Every input this stamp records.
@@ -266,17 +336,27 @@ impl Stamp {
     }
 }
 
-fn content_hash(path: &Path) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
-    let mut hasher = std::hash::DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    Some(hasher.finish())
+/// The XXH3-128 of a file's contents, or [`MISSING`].
+fn content_hash(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => hex(xxhash_rust::xxh3::xxh3_128(&bytes)),
+        Err(_) => MISSING.to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_depfile;
-    use std::path::PathBuf;
+    use super::*;
+
+    #[test]
+    fn hashes_have_a_fixed_definition() {
+        // XXH3-128 of the empty input, as the algorithm's reference gives it: stamps written by
+        // any build of this crate compare equal.
+        assert_eq!(
+            hex(xxhash_rust::xxh3::xxh3_128(b"")),
+            "99aa06d3014798d86001c324468d497f"
+        );
+    }
 
     #[test]
     fn depfile_prerequisites_with_continuations_and_escaped_spaces() {

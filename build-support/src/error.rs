@@ -10,12 +10,20 @@ use std::path::PathBuf;
 pub enum BuildError {
     /// layout-gen rejected the headers (clang diagnostics with file:line:col, or the class at
     /// fault).
-    #[error("layout-gen failed for module `{module}`: {error}")]
+    #[error("layout-gen failed for module `{module}`")]
     Layout {
         /// The module's name.
         module: String,
         /// What layout-gen said.
+        #[source]
         error: layout_gen::Error,
+    },
+    /// No output folder: neither [`crate::Module::out_dir`] was set nor `OUT_DIR` (cargo sets it
+    /// for build scripts).
+    #[error("module `{module}` has no output folder: call .out_dir(...) outside a build script")]
+    NoOutputDir {
+        /// The module's name.
+        module: String,
     },
     /// No C++ compiler could be determined (from `CXX`, the target, or the `cc::Build`).
     #[error("no C++ compiler for module `{module}`: {message}")]
@@ -60,27 +68,30 @@ pub enum BuildError {
         diagnostics: String,
     },
     /// A program could not be started.
-    #[error("cannot run {program}: {error}")]
+    #[error("cannot run {program}")]
     Spawn {
         /// The program.
         program: String,
         /// Why.
+        #[source]
         error: std::io::Error,
     },
     /// Reading or writing a file failed.
-    #[error("{}: {error}", path.display())]
+    #[error("cannot read or write {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// Why.
+        #[source]
         error: std::io::Error,
     },
     /// A saved recipe could not be read back.
-    #[error("recipe {}: {error}", path.display())]
+    #[error("cannot read the recipe {}", path.display())]
     Recipe {
         /// The recipe file.
         path: PathBuf,
         /// What was wrong with it.
+        #[source]
         error: serde_json::Error,
     },
 }

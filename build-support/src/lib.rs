@@ -156,12 +156,15 @@ impl Module {
     }
 
     /// The folder the outputs go to: `$OUT_DIR/rehydrate/<name>` unless set with
-    /// [`Module::out_dir`].
-    pub fn output_dir(&self) -> PathBuf {
-        self.out_dir.clone().unwrap_or_else(|| {
-            let out = std::env::var_os("OUT_DIR").unwrap_or_else(|| ".".into());
-            PathBuf::from(out).join("rehydrate").join(&self.name)
-        })
+    /// [`Module::out_dir`]; an error outside a build script when it was not set.
+    pub fn output_dir(&self) -> Result<PathBuf, BuildError> {
+        if let Some(dir) = &self.out_dir {
+            return Ok(dir.clone());
+        }
+        let out = std::env::var_os("OUT_DIR").ok_or_else(|| BuildError::NoOutputDir {
+            module: self.name.clone(),
+        })?;
+        Ok(PathBuf::from(out).join("rehydrate").join(&self.name))
     }
 
     /// The complete description of this module's build, as the host can replay it.
@@ -185,6 +188,7 @@ impl Module {
                 is_gcc: tool.is_like_gnu() && !tool.is_like_clang(),
             },
             link_args: self.link_args.clone(),
+            jobs: None,
         })
     }
 
@@ -199,7 +203,7 @@ impl Module {
         for source in &recipe.sources {
             println!("cargo:rerun-if-changed={}", source.display());
         }
-        let dir = self.output_dir();
+        let dir = self.output_dir()?;
         let report = recipe.build(&dir)?;
         for input in &report.inputs {
             println!("cargo:rerun-if-changed={}", input.display());
@@ -222,21 +226,22 @@ impl Module {
 
     /// Generates only the Rust tables and the C++ shim into [`Module::output_dir`] (no compiling),
     /// for crates that build the module some other way.
-    pub fn generate(&self) -> Result<Generated, Error> {
+    pub fn generate(&self) -> Result<Generated, BuildError> {
         for header in &self.request.headers {
             println!("cargo:rerun-if-changed={}", header.display());
         }
-        layout_gen::generate(&self.request, &self.output_dir())
+        layout_gen::generate(&self.request, &self.output_dir()?).map_err(|error| {
+            BuildError::Layout {
+                module: self.name.clone(),
+                error,
+            }
+        })
     }
 
     /// [`Module::generate`], or print the error and exit with status 1.
     pub fn generate_or_exit(&self) -> Generated {
-        self.generate().unwrap_or_else(|error| {
-            self.exit_with(&BuildError::Layout {
-                module: self.name.clone(),
-                error,
-            })
-        })
+        self.generate()
+            .unwrap_or_else(|error| self.exit_with(&error))
     }
 
     fn exit_with(&self, error: &BuildError) -> ! {

@@ -27,6 +27,45 @@ pub struct Recipe {
     pub compiler: Compiler,
     /// Extra arguments for the link step.
     pub link_args: Vec<String>,
+    /// How many translation units compile at once; `None`: cargo's `NUM_JOBS` in a build
+    /// script, every core elsewhere.
+    #[serde(default)]
+    pub jobs: Option<usize>,
+}
+
+/// Compiles at once: `NUM_JOBS` (what cargo grants a build script), else every core.
+fn default_jobs() -> usize {
+    std::env::var("NUM_JOBS")
+        .ok()
+        .and_then(|jobs| jobs.parse().ok())
+        .filter(|&jobs| jobs > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Runs `work` on every item, `jobs` at a time, and returns the results in item order.
+fn in_parallel<T: Sync, R: Send>(items: &[T], jobs: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = jobs.clamp(1, items.len().max(1));
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(index) else { break done };
+                        done.push((index, work(item)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("a compile thread does not panic"))
+            .collect()
+    });
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
 }
 
 /// Compile `with` in place of the source `replace` (which must be one of the recipe's sources).
@@ -167,15 +206,8 @@ impl Recipe {
                 .map(|(source, _)| source.clone())
                 .collect(),
         ));
-        let steps = std::thread::scope(|scope| {
-            let handles: Vec<_> = units
-                .iter()
-                .map(|(source, object)| scope.spawn(|| self.compiler.compile(source, object)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|handle| handle.join().expect("a compile thread does not panic"))
-                .collect::<Vec<_>>()
+        let steps = in_parallel(&units, self.jobs.unwrap_or_else(default_jobs), |(source, object)| {
+            self.compiler.compile(source, object)
         });
         let mut compiled = Vec::new();
         let mut warnings = Vec::new();

@@ -74,10 +74,15 @@ impl Project {
 }
 
 /// Builds `project`, expecting an error of the kind `expected` accepts and no library; returns
-/// the error's message.
+/// the error's message followed by its causes (`source()`), one per line.
 fn failure(project: &Project, expected: impl Fn(&BuildError) -> bool) -> String {
     let error = project.module().build().expect_err("the build fails");
-    let message = error.to_string();
+    let mut message = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(next) = cause {
+        message.push_str(&format!("\ncaused by: {next}"));
+        cause = next.source();
+    }
     assert!(expected(&error), "unexpected error: {message}");
     assert!(!project.out().join("libshapes.so").exists(), "{message}");
     message
@@ -216,7 +221,20 @@ fn a_header_error_names_the_file_and_line() {
     let broken = HEADER.replace("int id = 0;", "int id = ;");
     let project = Project::new(&broken, SOURCE);
     let message = failure(&project, |e| matches!(e, BuildError::Layout { .. }));
-    assert!(message.contains("shapes.hpp:7:"), "{message}");
+    let (error, cause) = message.split_once("\ncaused by: ").expect("a cause");
+    assert!(!error.contains("shapes.hpp:7:"), "the cause is not repeated: {message}");
+    assert!(cause.contains("shapes.hpp:7:"), "{message}");
+}
+
+#[test]
+fn outside_a_build_script_the_output_folder_must_be_named() {
+    let mut module = Module::new("nowhere");
+    module.header("nowhere.hpp").source("nowhere.cpp");
+    // Test binaries do not get OUT_DIR from cargo (only build scripts do).
+    assert!(std::env::var_os("OUT_DIR").is_none());
+    let error = module.output_dir().expect_err("no silent fallback to `.`");
+    assert!(matches!(error, BuildError::NoOutputDir { .. }), "{error}");
+    assert!(error.to_string().contains(".out_dir("), "{error}");
 }
 
 #[test]
@@ -305,4 +323,68 @@ fn clang_builds_the_module_too_without_gcc_only_flags() {
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     let runtime = rehydrate::Runtime::load(&report.library).expect("the library loads");
     drop(runtime.create("demo::Square").expect("constructs"));
+}
+
+/// Builds `project` with a compiler wrapper that, after compiling `shapes.cpp`, waits until the
+/// test has rewritten `edited` (so the edit lands after the compiler read its inputs but before
+/// the build finishes); then the next build must compile `shapes.cpp` again.
+fn an_edit_saved_during_the_compile_is_not_lost(edited: &str, from: &str, to: &str) {
+    use std::time::{Duration, Instant};
+    let project = Project::new(HEADER, SOURCE);
+    let compiled = project.path("compiled.marker");
+    let saved = project.path("saved.marker");
+    let wrapper = project.path("slow-c++");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             g++ \"$@\" || exit $?\n\
+             case \"$*\" in *shapes.cpp*)\n\
+               touch '{compiled}'\n\
+               i=0; while [ ! -e '{saved}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done;;\n\
+             esac\n",
+            compiled = compiled.display(),
+            saved = saved.display()
+        ),
+    )
+    .expect("write the wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let module = || {
+        let mut module = project.module();
+        module.cc_build().compiler(&wrapper);
+        module
+    };
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| module().build().expect("first build"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !compiled.exists() {
+            assert!(Instant::now() < deadline, "the compiler never ran");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let path = project.path(edited);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains(from));
+        std::fs::write(&path, text.replace(from, to)).expect("save the edit");
+        std::fs::write(&saved, "").expect("marker");
+        let first = first.join().expect("the build thread");
+        assert!(first.compiled.contains(&project.path("shapes.cpp")));
+    });
+    let second = module().build().expect("second build");
+    assert!(
+        second.compiled.contains(&project.path("shapes.cpp")),
+        "the edit of {edited} saved during the first compile is compiled now: {second:?}"
+    );
+    let third = module().build().expect("third build");
+    assert!(third.was_up_to_date(), "{third:?}");
+}
+
+#[test]
+fn a_source_saved_during_its_compile_is_compiled_again() {
+    an_edit_saved_during_the_compile_is_not_lost("shapes.cpp", "return 4;", "return 5;");
+}
+
+#[test]
+fn a_header_saved_during_a_compile_that_read_it_first_is_compiled_again() {
+    an_edit_saved_during_the_compile_is_not_lost("shapes.hpp", "float side = 1;", "float side = 2;");
 }

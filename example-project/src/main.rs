@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("example: {error}");
+            eprintln!("example: {}", world::explain(&*error));
             ExitCode::FAILURE
         }
     }

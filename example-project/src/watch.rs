@@ -76,7 +76,10 @@ fn rebuild_and_reload(recipe: &Recipe, world: &mut World, manifest: &Path) {
     let build = match build {
         Ok(build) => build,
         Err(error) => {
-            println!("build failed, still running the previous build:\n{error}");
+            println!(
+                "build failed, still running the previous build:\n{}",
+                crate::world::explain(&error)
+            );
             return;
         }
     };
@@ -104,7 +107,10 @@ fn rebuild_and_reload(recipe: &Recipe, world: &mut World, manifest: &Path) {
                 Err(error) => println!("  {error}"),
             }
         }
-        Err(error) => println!("reload failed, still running the previous build:\n{error}"),
+        Err(error) => println!(
+            "reload failed, still running the previous build:\n{}",
+            crate::world::explain(&*error)
+        ),
     }
 }
 

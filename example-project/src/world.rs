@@ -36,6 +36,17 @@ extern "C" {
 /// An error of the example, with what it was doing.
 pub type Error = Box<dyn std::error::Error>;
 
+/// An error and every cause behind it (`source()`), one per line, for people to read.
+pub fn explain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(&format!("\n  caused by: {next}"));
+        cause = next.source();
+    }
+    text
+}
+
 /// How many entities of each kind the world starts with.
 #[derive(Debug, Clone, Copy)]
 pub struct Population {
