@@ -238,8 +238,8 @@ impl World {
     }
 
     /// Live objects by class, as the runtime tracks them (host-created and module-spawned).
-    pub fn census(&self) -> Vec<(String, usize)> {
-        let mut counts: Vec<(String, usize)> = Vec::new();
+    pub fn census(&self) -> Vec<(std::sync::Arc<str>, usize)> {
+        let mut counts: Vec<(std::sync::Arc<str>, usize)> = Vec::new();
         for (class, _) in self.runtime.live_object_addresses() {
             match counts.iter_mut().find(|(name, _)| *name == class) {
                 Some((_, count)) => *count += 1,

@@ -59,10 +59,17 @@ struct Input {
 }
 
 impl Input {
+    /// The request, with the folder of `rehydrate/module_abi.h` on clang's include path (as
+    /// build-support adds it), so headers that include it need no `-I` by hand.
     fn request(self) -> Request {
+        let mut clang_args = self.clang_args;
+        let rehydrate_headers = rehydrate::include_dir();
+        if rehydrate_headers.join("rehydrate/module_abi.h").is_file() {
+            clang_args.push(format!("-I{}", rehydrate_headers.display()));
+        }
         Request {
             headers: self.headers,
-            clang_args: self.clang_args,
+            clang_args,
             selection: Selection {
                 classes: self.classes,
                 namespaces: self.namespaces,

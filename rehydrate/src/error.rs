@@ -3,6 +3,25 @@
 
 use std::path::PathBuf;
 
+/// What C++ code of the module was running when it threw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CppOperation {
+    /// A constructor (creating an object, or a probe dummy).
+    Construction,
+    /// A destructor.
+    Destruction,
+}
+
+impl std::fmt::Display for CppOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CppOperation::Construction => "construction",
+            CppOperation::Destruction => "destruction",
+        })
+    }
+}
+
 /// Why loading, probing or reloading a module failed. A failed reload has changed nothing: the
 /// old module is still loaded and every live object is byte-for-byte as it was.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +80,8 @@ pub enum Error {
     /// A constructor or destructor thunk reported a C++ exception.
     #[error("{operation} of {class} threw a C++ exception: {message}")]
     CppException {
-        /// `construction` or `destruction`.
-        operation: &'static str,
+        /// What was running.
+        operation: CppOperation,
         /// The class.
         class: String,
         /// The exception's `what()`.

@@ -35,7 +35,8 @@ pub const THUNK_SIZE: usize = 8;
 
 /// The x86-64 thunk for a slot `page_size` bytes after it: `jmp [rip + page_size - 6]`, `int3`
 /// padding.
-pub fn x86_64_thunk(page_size: usize) -> [u8; THUNK_SIZE] {
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // tested on every target
+pub(crate) fn x86_64_thunk(page_size: usize) -> [u8; THUNK_SIZE] {
     let displacement = i32::try_from(page_size - 6).expect("a page is smaller than 2 GiB");
     let d = displacement.to_le_bytes();
     [0xFF, 0x25, d[0], d[1], d[2], d[3], 0xCC, 0xCC]
@@ -43,7 +44,8 @@ pub fn x86_64_thunk(page_size: usize) -> [u8; THUNK_SIZE] {
 
 /// The aarch64 thunk for a slot `page_size` bytes after it: `ldr x16, #page_size` (literal,
 /// PC-relative), `br x16`.
-pub fn aarch64_thunk(page_size: usize) -> [u8; THUNK_SIZE] {
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))] // tested on every target
+pub(crate) fn aarch64_thunk(page_size: usize) -> [u8; THUNK_SIZE] {
     assert!(
         page_size % 4 == 0 && page_size < (1 << 20),
         "LDR (literal) reaches +-1 MiB in words"

@@ -18,6 +18,7 @@ mod bindings;
 mod error;
 mod layout_gate;
 pub mod forwarder;
+#[doc(hidden)] // for tests: where a module is mapped, and whether any page is writable+executable
 pub mod maps;
 mod module;
 pub mod probe;
@@ -25,7 +26,7 @@ mod registry;
 mod runtime;
 pub mod tables;
 
-pub use error::Error;
+pub use error::{CppOperation, Error};
 pub use forwarder::Forwarder;
 pub use runtime::{BoundForwarder, LiveObject, ModuleSymbol, Reload, ReloadReport, Runtime};
 

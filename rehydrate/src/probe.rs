@@ -16,7 +16,7 @@ use std::alloc::{alloc, dealloc, Layout};
 use std::ops::Range;
 
 use crate::abi::ThunkStatus;
-use crate::error::Error;
+use crate::error::{CppOperation, Error};
 use crate::module::ModuleClass;
 
 /// Sentinel bytes, one per dummy; any two differ.
@@ -137,8 +137,8 @@ pub enum ProbeFailure {
     NotConstructible,
     /// The constructor or destructor threw.
     CppException {
-        /// `construction` or `destruction`.
-        operation: &'static str,
+        /// What was running.
+        operation: CppOperation,
         /// `what()`.
         message: String,
     },
@@ -156,7 +156,7 @@ impl ProbeFailure {
                 class: class.to_string(),
             },
             ProbeFailure::CppException { operation, message } => Error::CppException {
-                operation,
+                operation: *operation,
                 class: class.to_string(),
                 message: message.clone(),
             },
@@ -209,7 +209,7 @@ impl Drop for Buffer {
 fn call_thunk(
     thunk: unsafe extern "C" fn(*mut std::ffi::c_void, *mut std::ffi::c_char, usize) -> i32,
     object: *mut u8,
-    operation: &'static str,
+    operation: CppOperation,
 ) -> Result<(), ProbeFailure> {
     let mut message = [0u8; 512];
     let (buffer, capacity) = (message.as_mut_ptr().cast(), message.len());
@@ -240,7 +240,7 @@ pub(crate) fn probe(class: &ModuleClass) -> Result<ClassImage, ProbeFailure> {
     let mut constructed = Vec::new();
     let mut failure = None;
     for buffer in &buffers {
-        match call_thunk(construct, buffer.pointer, "construction") {
+        match call_thunk(construct, buffer.pointer, CppOperation::Construction) {
             Ok(()) => constructed.push(buffer),
             Err(error) => {
                 failure = Some(error);
@@ -257,7 +257,7 @@ pub(crate) fn probe(class: &ModuleClass) -> Result<ClassImage, ProbeFailure> {
     }
     for buffer in &constructed {
         if let Some(destroy) = class.destroy {
-            if let Err(error) = call_thunk(destroy, buffer.pointer, "destruction") {
+            if let Err(error) = call_thunk(destroy, buffer.pointer, CppOperation::Destruction) {
                 failure.get_or_insert(error);
             }
         }

@@ -20,7 +20,7 @@
 //! one never moves another, and an [`AddressTable`] maps each address to its class and index.
 
 use std::cell::{Cell, RefCell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
@@ -143,7 +143,17 @@ struct Shard {
     busy: AtomicBool,
     /// Set when the registry is dropped, so the thread-local entry can be pruned.
     retired: AtomicBool,
+    /// How many objects `objects` holds, stored by whoever changed it last (no read-modify-write
+    /// on the hot path), for [`Registry::len`].
+    live: AtomicUsize,
     objects: UnsafeCell<ShardObjects>,
+}
+
+impl Shard {
+    /// Publishes the object count after a change of `objects`, which must be this shard's.
+    fn publish_len(&self, objects: &ShardObjects) {
+        self.live.store(objects.where_is.len(), Ordering::Relaxed);
+    }
 }
 
 // SAFETY: `objects` is only reached under the access protocol above, which gives one thread at
@@ -288,13 +298,27 @@ impl Registry {
             // for as long as it reads shards.
             // SAFETY: exclusive access, as just said.
             let objects = unsafe { &mut *shard.objects.get() };
-            return Some(change(objects));
+            let result = change(objects);
+            shard.publish_len(objects);
+            return Some(result);
         }
         // This thread owns the shard and its `busy` flag is raised with the registry not
         // stopped: a stopper waits for the flag to drop before reading.
         // SAFETY: exclusive access, as just said.
         let objects = unsafe { &mut *shard.objects.get() };
-        Some(change(objects))
+        let result = change(objects);
+        shard.publish_len(objects);
+        Some(result)
+    }
+
+    /// How many objects are live, without stopping anyone: the sum of every shard's published
+    /// count (exact when no thread is tracking or untracking at the same moment).
+    pub fn len(&self) -> usize {
+        self.lock_world()
+            .shards
+            .iter()
+            .map(|shard| shard.live.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// This thread's shard for this registry, created and registered on first use (dropping
@@ -364,14 +388,6 @@ impl Stopped<'_> {
         })
     }
 
-    fn shards_mut(&mut self) -> impl Iterator<Item = &mut ShardObjects> {
-        self.world.shards.iter().map(|shard| {
-            let objects = shard.objects.get();
-            // SAFETY: as in `shards`, and `&mut self` makes this the only reader.
-            unsafe { &mut *objects }
-        })
-    }
-
     /// Total live objects.
     pub fn len(&self) -> usize {
         self.shards().map(|objects| objects.where_is.len()).sum()
@@ -413,7 +429,13 @@ impl Stopped<'_> {
     }
 
     fn remove(&mut self, address: usize) -> bool {
-        self.shards_mut().any(|objects| objects.remove(address))
+        self.world.shards.iter().any(|shard| {
+            // SAFETY: the registry is stopped and this view (borrowed mutably) holds its lock.
+            let objects = unsafe { &mut *shard.objects.get() };
+            let removed = objects.remove(address);
+            shard.publish_len(objects);
+            removed
+        })
     }
 
     /// Records an object for a thread that cannot use its own shard, into any shard.
@@ -427,8 +449,12 @@ impl Stopped<'_> {
         if self.world.shards.is_empty() {
             self.world.shards.push(Arc::default());
         }
-        let first = self.shards_mut().next();
-        first.is_some_and(|objects| objects.insert(address, slot))
+        let shard = &self.world.shards[0];
+        // SAFETY: the registry is stopped and this view (borrowed mutably) holds its lock.
+        let objects = unsafe { &mut *shard.objects.get() };
+        let inserted = objects.insert(address, slot);
+        shard.publish_len(objects);
+        inserted
     }
 }
 
@@ -527,6 +553,32 @@ mod tests {
             "full: it grows"
         );
         assert_eq!(stopped.len(), 9);
+    }
+
+    #[test]
+    fn a_thread_tracking_while_the_registry_is_stopped_waits_and_is_seen_afterwards() {
+        let registry = Arc::new(Registry::default());
+        let slot = registry.slot("A");
+        assert!(registry.insert(64, slot));
+        let stopped = registry.stop();
+        let tracker = {
+            let registry = registry.clone();
+            std::thread::spawn(move || {
+                let inserted = registry.insert(128, slot); // waits for the stop to end
+                let removed = registry.remove(64); // tracked by the other thread
+                (inserted, removed)
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(stopped.len(), 1, "nothing changes while stopped");
+        assert_eq!(stopped.addresses().count(), 1);
+        drop(stopped);
+        assert_eq!(tracker.join().unwrap(), (true, true));
+        let stopped = registry.stop();
+        let addresses: Vec<usize> = stopped.addresses().map(|(_, a)| a).collect();
+        assert_eq!(addresses, vec![128]);
+        drop(stopped);
+        assert_eq!(registry.len(), 1, "the counter agrees with the stopped view");
     }
 
     #[test]

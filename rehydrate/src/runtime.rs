@@ -42,7 +42,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use crate::bindings::{Bindings, Owner};
-use crate::error::Error;
+use crate::error::{CppOperation, Error};
 use crate::layout_gate::layout_changes;
 use crate::module::{LoadedModule, ShadowFolder, UNKNOWN_TYPE_PREFIX};
 use crate::probe::{probe, ClassImage, ProbeFailure, Writes};
@@ -229,7 +229,7 @@ impl Runtime {
                 .position(|&b| b == 0)
                 .unwrap_or(message.len());
             return Err(Error::CppException {
-                operation: "construction",
+                operation: CppOperation::Construction,
                 class: class.to_string(),
                 message: String::from_utf8_lossy(&message[..end]).into_owned(),
             });
@@ -310,17 +310,21 @@ impl Runtime {
         })
     }
 
-    /// Number of live objects (host-created and module-tracked).
+    /// Number of live objects (host-created and module-tracked): a sum of per-thread counters,
+    /// cheap enough to call every frame. While other threads track or untrack it is a recent
+    /// value, not a snapshot.
     pub fn live_objects(&self) -> usize {
-        self.shared.registry.stop().len()
+        self.shared.registry.len()
     }
 
-    /// Every live object as (class, complete-object address).
-    pub fn live_object_addresses(&self) -> Vec<(String, usize)> {
+    /// A snapshot of every live object as (class, complete-object address). Taking it stops
+    /// the registry (threads that track or untrack meanwhile wait, a few microseconds plus
+    /// the copy), so it is for tools and tests, not for every frame.
+    pub fn live_object_addresses(&self) -> Vec<(Arc<str>, usize)> {
         let objects = self.shared.registry.stop();
         objects
             .addresses()
-            .map(|(class, address)| (class.to_string(), address))
+            .map(|(class, address)| (class.clone(), address))
             .collect()
     }
 
@@ -331,12 +335,10 @@ impl Runtime {
     }
 
     /// Vptr offsets of `class` according to the current build's descriptor.
-    pub fn vptr_offsets(&self, class: &str) -> Option<Vec<usize>> {
-        self.shared
-            .read()
-            .module
-            .class(class)
-            .map(|c| c.vptr_offsets.clone())
+    pub fn vptr_offsets(&self, class: &str) -> Result<Vec<usize>, Error> {
+        let build = self.shared.read();
+        let index = build.index_of(class)?;
+        Ok(build.module.classes[index].vptr_offsets.clone())
     }
 
     /// Path of the current build's private shadow copy (what `/proc/self/maps` shows).

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use integration_tests::{clangxx, gxx, tiny_library, Compiler, ModuleBuild, RELOAD_CLASSES};
 use rehydrate::probe::ByteClass;
-use rehydrate::{Error, LiveObject, Runtime};
+use rehydrate::{CppOperation, Error, LiveObject, Runtime};
 
 type CheckFn = unsafe extern "C" fn(*const c_char, *mut c_void) -> i32;
 type MakeFn = unsafe extern "C" fn(*const c_char) -> *mut c_void;
@@ -50,7 +50,7 @@ fn populate(runtime: &Runtime) -> World {
     // SAFETY: as above.
     let set_fields = unsafe { runtime.symbol::<SetFieldsFn>("rl_set_fields") }.unwrap();
     for (index, (class, address)) in runtime.live_object_addresses().into_iter().enumerate() {
-        let class = CString::new(class).unwrap();
+        let class = CString::new(&*class).unwrap();
         // SAFETY: a live object of that class.
         unsafe {
             set_fields(
@@ -91,7 +91,7 @@ fn check_behaviour(runtime: &Runtime, version: i32) {
     // SAFETY: takes nothing.
     assert_eq!(unsafe { current() }, version);
     for (class, address) in runtime.live_object_addresses() {
-        let name = CString::new(class.clone()).unwrap();
+        let name = CString::new(&*class).unwrap();
         // SAFETY: a live object of that class.
         let code = unsafe { check(name.as_ptr(), address as *mut c_void) };
         assert_eq!(
@@ -127,7 +127,7 @@ fn snapshot(runtime: &Runtime) -> Vec<(String, usize, Vec<u8>)> {
             let size = runtime.class_image(&class).unwrap().byte_map().len();
             // SAFETY: `size` bytes of a live object.
             let bytes = unsafe { std::slice::from_raw_parts(address as *const u8, size) }.to_vec();
-            (class, address, bytes)
+            (class.to_string(), address, bytes)
         })
         .collect()
 }
@@ -271,7 +271,7 @@ fn failed_reloads_roll_back_and_change_nothing() {
         (
             "throwing constructor",
             &throwing,
-            |e| matches!(e, Error::CppException { operation: "construction", message, .. } if message.contains("refuses")),
+            |e| matches!(e, Error::CppException { operation: CppOperation::Construction, message, .. } if message.contains("refuses")),
         ),
         (
             "anomalous bytes",
