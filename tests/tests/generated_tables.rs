@@ -1,6 +1,8 @@
-//! The generated Rust tables compile, and their contents are coherent: the hash written by the
-//! generator equals the one the runtime computes, and fields, vptrs and padding together cover
-//! every byte of each class.
+//! The generated Rust tables compile (inside a private module, as a host includes them, with
+//! warnings denied), and the hash written by the generator equals the one the runtime computes.
+//! Whether their padding is right is checked against the compiler in `shim_compiles.rs`.
+
+#![deny(warnings)]
 
 mod fixtures {
     include!(concat!(
@@ -35,53 +37,5 @@ fn generated_hash_matches_the_runtime_hash() {
             "{}",
             class.name
         );
-    }
-}
-
-#[test]
-fn fields_vptrs_and_padding_cover_every_byte() {
-    for class in CLASSES {
-        let mut covered = vec![false; class.size as usize];
-        let ranges = class
-            .fields
-            .iter()
-            .map(|f| f.byte_range())
-            .chain(
-                class
-                    .vptr_offsets
-                    .iter()
-                    .map(|&v| rehydrate::tables::ByteRange {
-                        start: v,
-                        end: v + 8,
-                    }),
-            )
-            .chain(class.padding.iter().copied());
-        for range in ranges {
-            for byte in range.start..range.end {
-                covered[byte as usize] = true;
-            }
-        }
-        let missing: Vec<usize> = covered
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| !**c)
-            .map(|(i, _)| i)
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "{}: bytes {missing:?} are in no field, vptr or padding",
-            class.name
-        );
-        for hole in class.padding {
-            let overlaps = class.fields.iter().any(|f| {
-                let r = f.byte_range();
-                r.start < hole.end && hole.start < r.end
-            });
-            assert!(
-                !overlaps,
-                "{}: padding {hole:?} overlaps a field",
-                class.name
-            );
-        }
     }
 }

@@ -1,9 +1,12 @@
 //! Second oracle: the generated shim compiles warning-free with g++ and clang++ at
 //! `-Wall -Wextra` (so every `static_assert` on sizes and field offsets, private members
 //! included, holds for both compilers), and at run time the descriptor it exports agrees with
-//! the compiler on every base offset, measured on real objects.
+//! the compiler on every base offset, measured on real objects; and the tables' padding is
+//! exactly the bytes a real constructor leaves untouched outside every field (the runtime's
+//! probe, on the shim built as a shared library by each compiler).
 
 use integration_tests::{compilers, run, shapes_request};
+use rehydrate::probe::ByteClass;
 
 /// Walks the descriptor: constructs every constructible class in a buffer filled with a
 /// sentinel, measures its bases with the compiler's casts, compares with the table, destroys it.
@@ -94,5 +97,43 @@ fn shim_compiles_with_both_compilers_and_agrees_on_base_offsets() {
             "{}:\n{printed}",
             compiler.name
         );
+    }
+}
+
+#[test]
+fn the_tables_padding_is_what_the_compilers_constructors_leave_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = layout_gen::generate(&shapes_request(), dir.path()).expect("generate");
+    let include = format!("-I{}", rehydrate::include_dir().display());
+    for compiler in compilers() {
+        let library = dir
+            .path()
+            .join(format!("libshapes-{}.so", compiler.name.replace('+', "x")));
+        let mut args = vec!["-std=c++17", "-O1", "-fPIC", "-shared", &include];
+        if compiler.name == "g++" {
+            args.push("-fno-gnu-unique");
+        }
+        compiler.compile(&[&generated.cpp_shim], &library, &args);
+        let runtime = rehydrate::Runtime::load(&library).unwrap();
+        let mut checked = 0;
+        for class in generated.model.classes.iter().filter(|c| c.has_dummy_constructor) {
+            let image = runtime.class_image(&class.name).unwrap();
+            let untouched: Vec<u64> = (0..class.size)
+                .filter(|&b| image.byte_map()[b as usize] == ByteClass::Padding)
+                .collect();
+            let padding: Vec<u64> = class.padding.iter().flat_map(|r| r.start..r.end).collect();
+            assert_eq!(
+                padding, untouched,
+                "{}: {}'s table padding (left) is not what its constructor leaves untouched (right)",
+                compiler.name, class.name
+            );
+            let written: Vec<u64> = (0..class.size)
+                .filter(|&b| image.byte_map()[b as usize] == ByteClass::Implicit)
+                .collect();
+            let vptrs: Vec<u64> = class.vptr_offsets.iter().flat_map(|&v| v..v + 8).collect();
+            assert_eq!(vptrs, written, "{}: {}'s vptr bytes", compiler.name, class.name);
+            checked += 1;
+        }
+        assert!(checked >= 10, "{}: only {checked} classes checked", compiler.name);
     }
 }

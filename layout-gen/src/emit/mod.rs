@@ -2,5 +2,4 @@
 
 pub mod cpp;
 pub mod rust;
-mod rust_text;
 mod text;
