@@ -469,14 +469,16 @@ impl Reload<'_> {
             })?;
         let validate_time = started.elapsed();
 
+        // Nothing below can fail: from here on every object is written.
         let started = Instant::now();
         for step in &plan {
-            let image = new.image(step.new_index)?;
             for slots in objects.slot_arrays(step.slot) {
-                patch(slots, image);
+                patch(slots, step.image);
             }
         }
         let patch_time = started.elapsed();
+        let classes = plan.len();
+        drop(plan); // it borrows `new`, which becomes current now
 
         shared.bindings.apply(&forwarders); // before the old build goes away
         let old = std::mem::replace(&mut *current, new);
@@ -491,7 +493,7 @@ impl Reload<'_> {
 
         let report = ReloadReport {
             objects: object_count,
-            classes: plan.len(),
+            classes,
             load: load_time,
             probe: probe_time,
             validate: validate_time,
@@ -507,13 +509,17 @@ impl Reload<'_> {
     }
 }
 
-/// One class to patch: its registry slot and its index in the new build.
-struct PatchStep {
+/// One class to patch: its registry slot and the new build's image of it.
+struct PatchStep<'new> {
     slot: ClassSlot,
-    new_index: usize,
+    image: &'new ClassImage,
 }
 
-fn validate(objects: &Stopped, old: &Build, new: &Build) -> Result<Vec<PatchStep>, Error> {
+fn validate<'new>(
+    objects: &Stopped,
+    old: &Build,
+    new: &'new Build,
+) -> Result<Vec<PatchStep<'new>>, Error> {
     let mut plan = Vec::new();
     for (slot, name) in objects.classes() {
         let count = objects.count(slot);
@@ -569,7 +575,10 @@ fn validate(objects: &Stopped, old: &Build, new: &Build) -> Result<Vec<PatchStep
                 offset,
             });
         }
-        plan.push(PatchStep { slot, new_index });
+        plan.push(PatchStep {
+            slot,
+            image: new_image,
+        });
     }
     Ok(plan)
 }

@@ -1,9 +1,12 @@
 //! Runtime benchmarks, each against a baseline measured in the same run (see BENCHMARKS.md):
 //!
 //! - `rehydrate_all` over 1,000,000 live objects of 8 classes with 1 to 5 vptr slots, against a
-//!   plain loop writing the same 8-byte words to the same addresses;
+//!   loop writing the same 8-byte words to the same addresses on as many threads as the runtime
+//!   patches with (every core), then both again pinned to one core;
 //! - registering and unregistering an object from module code, against `malloc` + `free` of the
 //!   same size, both in a C++ loop inside the module;
+//! - tracking on one thread and untracking on another (producer/consumer), against `malloc` on
+//!   one thread and `free` on the other;
 //! - a whole reload (load, probe, validate, patch, unload) with 100,000 live objects.
 //!
 //! Run with `cargo bench -p integration-tests --bench runtime`.
@@ -107,25 +110,69 @@ fn rehydrate_all_one_million(c: &mut Criterion) {
         objects.len()
     );
 
-    let mut group = c.benchmark_group("rehydrate_all_1m_objects");
-    group.sample_size(10);
-    group.bench_function("baseline_plain_word_writes", |b| {
-        b.iter(|| {
-            for (words, addresses) in &plan {
-                for &address in addresses {
-                    for &(offset, word) in words {
-                        // SAFETY: a vptr slot of a live object; the value is the one it holds.
-                        unsafe { (black_box(address + offset) as *mut u64).write_unaligned(word) };
-                    }
-                }
-            }
-        })
-    });
-    group.bench_function("rehydrate_all", |b| {
-        b.iter_custom(|n| timed_reloads(&mut runtime, &builds, n, false))
-    });
-    group.finish();
+    // The runtime patches a class's objects on every core when there are many (and the
+    // process's CPU affinity decides how many cores that is): the baseline writes on as many
+    // threads, then both run again pinned to one core.
+    for (label, pin) in [("all_cores", false), ("one_core", true)] {
+        if pin {
+            pin_to_one_core();
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        eprintln!("rehydrate_all {label}: {threads} thread(s)");
+        let mut group = c.benchmark_group(format!("rehydrate_all_1m_objects_{label}"));
+        group.sample_size(10);
+        group.bench_function("baseline_plain_word_writes", |b| {
+            b.iter(|| write_words_on_threads(&plan, threads))
+        });
+        group.bench_function("rehydrate_all", |b| {
+            b.iter_custom(|n| timed_reloads(&mut runtime, &builds, n, false))
+        });
+        group.finish();
+    }
     drop(objects);
+}
+
+/// The baseline's work: every class's words written to its objects, each class's objects split
+/// into `threads` chunks written at once (as the runtime splits them).
+fn write_words_on_threads(plan: &[ClassWrites], threads: usize) {
+    for (words, addresses) in plan {
+        let chunk = addresses.len().div_ceil(threads.max(1)).max(1);
+        std::thread::scope(|scope| {
+            for part in addresses.chunks(chunk) {
+                scope.spawn(move || {
+                    for &address in part {
+                        for &(offset, word) in words {
+                            // SAFETY: a vptr slot of a live object; the value is the one it holds.
+                            unsafe {
+                                (black_box(address + offset) as *mut u64).write_unaligned(word)
+                            };
+                        }
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// Restricts this process's threads (this one and those it starts) to the first allowed core.
+fn pin_to_one_core() {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only read and write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        let first = (0..libc::CPU_SETSIZE as usize)
+            .find(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .expect("some core is allowed");
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(first, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
 }
 
 fn register_unregister(c: &mut Criterion) {
@@ -161,6 +208,62 @@ fn register_unregister(c: &mut Criterion) {
     assert_eq!(runtime.live_objects(), 0);
 }
 
+type EachFn = unsafe extern "C" fn(i32, *mut *mut std::ffi::c_void);
+
+/// `count` objects tracked here and untracked on a consumer thread, against `count` blocks
+/// malloc'ed here and freed there; the hand-over (a channel round trip) is the same in both.
+fn untrack_on_another_thread(c: &mut Criterion) {
+    let builds = builds();
+    let runtime = Runtime::load(&builds.0).unwrap();
+    const COUNT: i32 = 1_000;
+    // SAFETY: the bench module exports these with these signatures.
+    let (new_objects, delete_objects, track, untrack, malloc_each, free_each) = unsafe {
+        (
+            *runtime
+                .symbol::<unsafe extern "C" fn(i32) -> *mut *mut std::ffi::c_void>("bm_new_objects")
+                .unwrap(),
+            *runtime.symbol::<EachFn>("bm_delete_objects").unwrap(),
+            *runtime.symbol::<EachFn>("bm_track_each").unwrap(),
+            *runtime.symbol::<EachFn>("bm_untrack_each").unwrap(),
+            *runtime.symbol::<EachFn>("bm_malloc_each").unwrap(),
+            *runtime.symbol::<EachFn>("bm_free_each").unwrap(),
+        )
+    };
+    // SAFETY: makes COUNT objects, deleted below.
+    let objects = unsafe { new_objects(COUNT) } as usize;
+    let blocks = vec![std::ptr::null_mut::<std::ffi::c_void>(); COUNT as usize];
+    let blocks_address = blocks.as_ptr() as usize;
+    let (to_consumer, jobs) = std::sync::mpsc::channel::<(EachFn, usize)>();
+    let (to_producer, done) = std::sync::mpsc::channel::<()>();
+    let consumer = std::thread::spawn(move || {
+        for (work, array) in jobs {
+            // SAFETY: one of the functions above on an array of COUNT pointers.
+            unsafe { work(COUNT, array as *mut *mut std::ffi::c_void) };
+            to_producer.send(()).unwrap();
+        }
+    });
+    let handed_over = |produce: EachFn, consume: EachFn, array: usize| {
+        // SAFETY: as above.
+        unsafe { produce(COUNT, array as *mut *mut std::ffi::c_void) };
+        to_consumer.send((consume, array)).unwrap();
+        done.recv().unwrap();
+    };
+    let mut group = c.benchmark_group("untrack_on_another_thread_1k");
+    group.bench_function("baseline_malloc_here_free_there", |b| {
+        b.iter(|| handed_over(malloc_each, free_each, blocks_address))
+    });
+    group.bench_function("track_here_untrack_there", |b| {
+        b.iter(|| handed_over(track, untrack, objects))
+    });
+    group.finish();
+    drop(to_consumer); // ends the consumer's loop
+    consumer.join().unwrap();
+    assert_eq!(runtime.live_objects(), 0);
+    // SAFETY: made above, untracked.
+    unsafe { delete_objects(COUNT, objects as *mut *mut std::ffi::c_void) };
+    drop(blocks);
+}
+
 fn whole_reload(c: &mut Criterion) {
     let builds = builds();
     let mut runtime = Runtime::load(&builds.0).unwrap();
@@ -178,6 +281,7 @@ criterion_group!(
     benches,
     rehydrate_all_one_million,
     register_unregister,
+    untrack_on_another_thread,
     whole_reload
 );
 criterion_main!(benches);
