@@ -43,7 +43,11 @@ fn default_jobs() -> usize {
 }
 
 /// Runs `work` on every item, `jobs` at a time, and returns the results in item order.
-fn in_parallel<T: Sync, R: Send>(items: &[T], jobs: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    work: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let workers = jobs.clamp(1, items.len().max(1));
     let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
@@ -53,7 +57,9 @@ fn in_parallel<T: Sync, R: Send>(items: &[T], jobs: usize, work: impl Fn(&T) -> 
                     let mut done = Vec::new();
                     loop {
                         let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(item) = items.get(index) else { break done };
+                        let Some(item) = items.get(index) else {
+                            break done;
+                        };
                         done.push((index, work(item)));
                     }
                 })
@@ -206,9 +212,11 @@ impl Recipe {
                 .map(|(source, _)| source.clone())
                 .collect(),
         ));
-        let steps = in_parallel(&units, self.jobs.unwrap_or_else(default_jobs), |(source, object)| {
-            self.compiler.compile(source, object)
-        });
+        let steps = in_parallel(
+            &units,
+            self.jobs.unwrap_or_else(default_jobs),
+            |(source, object)| self.compiler.compile(source, object),
+        );
         let mut compiled = Vec::new();
         let mut warnings = Vec::new();
         for ((source, _), step) in units.iter().zip(steps) {

@@ -222,7 +222,10 @@ fn a_header_error_names_the_file_and_line() {
     let project = Project::new(&broken, SOURCE);
     let message = failure(&project, |e| matches!(e, BuildError::Layout { .. }));
     let (error, cause) = message.split_once("\ncaused by: ").expect("a cause");
-    assert!(!error.contains("shapes.hpp:7:"), "the cause is not repeated: {message}");
+    assert!(
+        !error.contains("shapes.hpp:7:"),
+        "the cause is not repeated: {message}"
+    );
     assert!(cause.contains("shapes.hpp:7:"), "{message}");
 }
 
@@ -386,5 +389,9 @@ fn a_source_saved_during_its_compile_is_compiled_again() {
 
 #[test]
 fn a_header_saved_during_a_compile_that_read_it_first_is_compiled_again() {
-    an_edit_saved_during_the_compile_is_not_lost("shapes.hpp", "float side = 1;", "float side = 2;");
+    an_edit_saved_during_the_compile_is_not_lost(
+        "shapes.hpp",
+        "float side = 1;",
+        "float side = 2;",
+    );
 }

@@ -23,5 +23,8 @@ fn inspect_finds_the_rehydrate_header_without_an_include_flag() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("t::A") && stdout.contains("int x"), "{stdout}");
+    assert!(
+        stdout.contains("t::A") && stdout.contains("int x"),
+        "{stdout}"
+    );
 }

@@ -349,7 +349,10 @@ mod tests {
     #[test]
     fn a_call_through_a_released_forwarder_aborts_naming_its_binding() {
         let output = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "forwarder::tests::child_calls_a_released_forwarder"])
+            .args([
+                "--exact",
+                "forwarder::tests::child_calls_a_released_forwarder",
+            ])
             .args(["--nocapture", "--test-threads=1"])
             .env(CALL_RELEASED, "1")
             .output()

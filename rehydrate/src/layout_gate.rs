@@ -129,7 +129,11 @@ mod tests {
 
     #[test]
     fn identical_layouts_have_no_changes() {
-        let a = class(vec![field("x", "int", 8, 4)], vec![base("B", 0, false)], vec![0]);
+        let a = class(
+            vec![field("x", "int", 8, 4)],
+            vec![base("B", 0, false)],
+            vec![0],
+        );
         assert!(layout_changes(&a, &a.clone()).is_empty());
     }
 
@@ -142,11 +146,19 @@ mod tests {
         );
         let cases: Vec<(ModuleClass, &str)> = vec![
             (
-                class(vec![field("x", "float", 8, 4), field("y", "float", 12, 4)], old.bases.clone(), vec![0]),
+                class(
+                    vec![field("x", "float", 8, 4), field("y", "float", 12, 4)],
+                    old.bases.clone(),
+                    vec![0],
+                ),
                 "field ns::A::x: int at bytes 8..12 -> float at bytes 8..12",
             ),
             (
-                class(vec![field("x", "int", 16, 4), field("y", "float", 12, 4)], old.bases.clone(), vec![0]),
+                class(
+                    vec![field("x", "int", 16, 4), field("y", "float", 12, 4)],
+                    old.bases.clone(),
+                    vec![0],
+                ),
                 "field ns::A::x: int at bytes 8..12 -> int at bytes 16..20",
             ),
             (
@@ -155,7 +167,11 @@ mod tests {
             ),
             (
                 class(
-                    vec![field("x", "int", 8, 4), field("y", "float", 12, 4), field("z", "char", 16, 1)],
+                    vec![
+                        field("x", "int", 8, 4),
+                        field("y", "float", 12, 4),
+                        field("z", "char", 16, 1),
+                    ],
                     old.bases.clone(),
                     vec![0],
                 ),
@@ -170,7 +186,11 @@ mod tests {
                 "vptr slots [0] -> [0, 16]",
             ),
             (
-                class(vec![field("y", "float", 12, 4), field("x", "int", 8, 4)], old.bases.clone(), vec![0]),
+                class(
+                    vec![field("y", "float", 12, 4), field("x", "int", 8, 4)],
+                    old.bases.clone(),
+                    vec![0],
+                ),
                 "the fields are in another order",
             ),
         ];

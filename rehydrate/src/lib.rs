@@ -16,8 +16,8 @@ mod address_table;
 mod barrier;
 mod bindings;
 mod error;
-mod layout_gate;
 pub mod forwarder;
+mod layout_gate;
 #[doc(hidden)] // for tests: where a module is mapped, and whether any page is writable+executable
 pub mod maps;
 mod module;

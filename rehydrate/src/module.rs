@@ -500,7 +500,10 @@ unsafe extern "C" fn forwarder_callback(
     }
     // SAFETY: `symbol` is a NUL-terminated string.
     let name = unsafe { CStr::from_ptr(symbol) }.to_string_lossy();
-    match host.bindings.bind(&name, &host.source, target, Owner::Module) {
+    match host
+        .bindings
+        .bind(&name, &host.source, target, Owner::Module)
+    {
         Ok((_, address)) => address,
         Err(error) => {
             tracing::error!(symbol = %name, %error, "cannot map a forwarder page");

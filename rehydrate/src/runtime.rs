@@ -31,7 +31,8 @@
 //! (`Shared::current`, read by anything that runs module code on behalf of the host: creating
 //! and destroying objects; written by the commit), then the **registry** (`Registry::stop` and
 //! the slow paths of tracking and untracking, which module code may take while the host holds
-//! the build lock, for example a destructor that untracks its children).
+//! the build lock, for example a destructor that untracks its children). The forwarder
+//! bindings' lock comes after both, and the forwarder pool's (with its traps) after that.
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::marker::PhantomData;
@@ -318,7 +319,7 @@ impl Runtime {
     }
 
     /// A snapshot of every live object as (class, complete-object address). Taking it stops
-    /// the registry (threads that track or untrack meanwhile wait, a few microseconds plus
+    /// the registry (threads that track or untrack meanwhile wait, under a microsecond plus
     /// the copy), so it is for tools and tests, not for every frame.
     pub fn live_object_addresses(&self) -> Vec<(Arc<str>, usize)> {
         let objects = self.shared.registry.stop();
@@ -533,7 +534,12 @@ fn validate<'new>(
                 objects: count,
             });
         }
-        let old_index = old.index_of(name)?;
+        let Some(old_index) = old.module.class_index(name) else {
+            // Only the new build describes the class: its objects were made by the new build's
+            // static initialisers and already carry its implicit bytes.
+            made_by_new_build(objects, slot, name, new)?;
+            continue;
+        };
         let old_class = &old.module.classes[old_index];
         let old_image = old.image(old_index)?;
         let new_index = new
@@ -581,6 +587,28 @@ fn validate<'new>(
         });
     }
     Ok(plan)
+}
+
+/// Checks that every object of `slot`, a class the old build does not describe, is already
+/// the new build's: the error names the first that is not.
+fn made_by_new_build(
+    objects: &Stopped,
+    slot: ClassSlot,
+    name: &str,
+    new: &Build,
+) -> Result<(), Error> {
+    let image = new.image(new.index_of(name)?)?;
+    let stale = objects
+        .slot_arrays(slot)
+        .find_map(|slots| first_stale_object(slots, &image.writes, &image.writes));
+    match stale {
+        Some((address, offset)) => Err(Error::StaleObject {
+            address,
+            class: name.to_string(),
+            offset,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Above this many objects of one class, validation and patching use every core.
@@ -634,4 +662,3 @@ fn patch(objects: &[usize], image: &ClassImage) {
         }
     });
 }
-

@@ -126,7 +126,7 @@ pub static RELOAD: Fixture = Fixture {
 };
 
 /// Every class the lifecycle fixture's shim describes (`lc::Undescribed` is left out on purpose).
-pub const LIFECYCLE_CLASSES: [&str; 2] = ["lc::Child", "lc::Parent"];
+pub const LIFECYCLE_CLASSES: [&str; 3] = ["lc::Child", "lc::Parent", "lc::Fresh"];
 
 /// The lifecycle fixture: a parent whose constructor and destructor track and untrack children
 /// with module code, an object made by a static initialiser, and an undescribed type.

@@ -146,16 +146,44 @@ fn objects_made_by_static_initialisers_are_tracked_once_the_runtime_attaches() {
             compiler.name
         );
         runtime.reload(&v2).unwrap().rehydrate_all().unwrap();
-        // The old build's static destructor untracked its object; the new build's is tracked.
+        // The old build's static destructor untracked its object; the new build's is tracked
+        // (beside the `lc::Fresh` the second build's static initialiser makes).
         let early = made_before_attach(&runtime);
+        let children: Vec<_> = runtime
+            .live_object_addresses()
+            .into_iter()
+            .filter(|(class, _)| &**class == "lc::Child")
+            .collect();
         assert_eq!(
-            runtime.live_object_addresses(),
+            children,
             vec![("lc::Child".into(), early)],
             "{}",
             compiler.name
         );
         assert_vptrs_in_current_build(&runtime);
     }
+}
+
+#[test]
+fn objects_of_a_class_only_the_new_build_describes_are_accepted() {
+    let dir = modules_dir();
+    let v1_without_fresh = ModuleBuild {
+        without_class: Some("lc::Fresh"),
+        ..ModuleBuild::of(&LIFECYCLE, gxx(), "-O2", 1)
+    }
+    .build(&dir);
+    let (_, v2) = builds(gxx());
+    let mut runtime = Runtime::load(&v1_without_fresh).unwrap();
+    let parent = runtime.create("lc::Parent").unwrap();
+    runtime.reload(&v2).unwrap().rehydrate_all().unwrap();
+    let classes: Vec<String> = runtime
+        .live_object_addresses()
+        .into_iter()
+        .map(|(class, _)| class.to_string())
+        .collect();
+    assert!(classes.contains(&"lc::Fresh".to_string()), "{classes:?}");
+    assert_vptrs_in_current_build(&runtime);
+    drop(parent);
 }
 
 /// The bytes of every live object, to show that a failed reload changed nothing.
@@ -205,7 +233,9 @@ fn an_object_of_a_type_the_module_does_not_describe_refuses_the_reload() {
     let (make, destroy) = unsafe {
         (
             *runtime.symbol::<AddressFn>("lc_make_undescribed").unwrap(),
-            *runtime.symbol::<DestroyFn>("lc_destroy_undescribed").unwrap(),
+            *runtime
+                .symbol::<DestroyFn>("lc_destroy_undescribed")
+                .unwrap(),
         )
     };
     // SAFETY: takes nothing; the module tracks what it returns.
@@ -305,11 +335,14 @@ fn a_descriptor_that_disagrees_with_the_compiler_refuses_the_reload() {
     let library = tiny_library(&modules_dir(), "wrong_base_offset", WRONG_BASE_OFFSET);
     let mut runtime = Runtime::load(&library).unwrap();
     let image = runtime.class_image("tm::D").unwrap_err();
-    let names_the_base =
-        |e: &Error| matches!(e, Error::TableMismatch { class, detail } if class == "tm::D" && detail.contains("base tm::B is at offset 0 but the table says 8"));
+    let names_the_base = |e: &Error| matches!(e, Error::TableMismatch { class, detail } if class == "tm::D" && detail.contains("base tm::B is at offset 0 but the table says 8"));
     assert!(names_the_base(&image), "{image:?}");
     let object = runtime.create("tm::D").unwrap();
-    let error = runtime.reload(&library).unwrap().rehydrate_all().unwrap_err();
+    let error = runtime
+        .reload(&library)
+        .unwrap()
+        .rehydrate_all()
+        .unwrap_err();
     assert!(names_the_base(&error), "{error:?}");
     drop(object);
 }
@@ -343,7 +376,11 @@ fn several_runtimes_load_and_reload_at_once_each_in_a_private_folder() {
                     assert_eq!(mode & 0o777, 0o700, "{} is private", folder.display());
                     drop(objects);
                     drop(runtime);
-                    assert!(!folder.exists(), "{} removed with its runtime", folder.display());
+                    assert!(
+                        !folder.exists(),
+                        "{} removed with its runtime",
+                        folder.display()
+                    );
                     folder
                 })
             })
@@ -353,5 +390,9 @@ fn several_runtimes_load_and_reload_at_once_each_in_a_private_folder() {
     let mut distinct = folders.clone();
     distinct.sort();
     distinct.dedup();
-    assert_eq!(distinct.len(), folders.len(), "one folder per runtime: {folders:?}");
+    assert_eq!(
+        distinct.len(),
+        folders.len(),
+        "one folder per runtime: {folders:?}"
+    );
 }

@@ -116,7 +116,12 @@ fn the_tables_padding_is_what_the_compilers_constructors_leave_untouched() {
         compiler.compile(&[&generated.cpp_shim], &library, &args);
         let runtime = rehydrate::Runtime::load(&library).unwrap();
         let mut checked = 0;
-        for class in generated.model.classes.iter().filter(|c| c.has_dummy_constructor) {
+        for class in generated
+            .model
+            .classes
+            .iter()
+            .filter(|c| c.has_dummy_constructor)
+        {
             let image = runtime.class_image(&class.name).unwrap();
             let untouched: Vec<u64> = (0..class.size)
                 .filter(|&b| image.byte_map()[b as usize] == ByteClass::Padding)
@@ -131,9 +136,17 @@ fn the_tables_padding_is_what_the_compilers_constructors_leave_untouched() {
                 .filter(|&b| image.byte_map()[b as usize] == ByteClass::Implicit)
                 .collect();
             let vptrs: Vec<u64> = class.vptr_offsets.iter().flat_map(|&v| v..v + 8).collect();
-            assert_eq!(vptrs, written, "{}: {}'s vptr bytes", compiler.name, class.name);
+            assert_eq!(
+                vptrs, written,
+                "{}: {}'s vptr bytes",
+                compiler.name, class.name
+            );
             checked += 1;
         }
-        assert!(checked >= 10, "{}: only {checked} classes checked", compiler.name);
+        assert!(
+            checked >= 10,
+            "{}: only {checked} classes checked",
+            compiler.name
+        );
     }
 }

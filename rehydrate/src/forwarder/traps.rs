@@ -120,7 +120,10 @@ fn map_trap_page(page: usize, first: usize) -> Option<usize> {
     let handler = released_forwarder_called as *const () as usize;
     // SAFETY: the first word of the fresh, writable, page-aligned mapping.
     unsafe { (base as *mut usize).write(handler) };
-    for (k, offset) in (FIRST_TRAP..page - TRAP_SIZE + 1).step_by(TRAP_SIZE).enumerate() {
+    for (k, offset) in (FIRST_TRAP..page - TRAP_SIZE + 1)
+        .step_by(TRAP_SIZE)
+        .enumerate()
+    {
         let id = u32::try_from(first + k).unwrap_or(u32::MAX);
         let trap = x86_64_trap(offset, id);
         // SAFETY: inside the fresh, writable mapping.
@@ -146,7 +149,10 @@ mod tests {
         // mov edi, 0x01020304; jmp [rip - 27] (the jump ends at 16 + 11 = 27).
         assert_eq!(
             x86_64_trap(16, 0x0102_0304),
-            [0xBF, 0x04, 0x03, 0x02, 0x01, 0xFF, 0x25, 0xE5, 0xFF, 0xFF, 0xFF, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC]
+            [
+                0xBF, 0x04, 0x03, 0x02, 0x01, 0xFF, 0x25, 0xE5, 0xFF, 0xFF, 0xFF, 0xCC, 0xCC, 0xCC,
+                0xCC, 0xCC
+            ]
         );
     }
 }
