@@ -123,6 +123,7 @@ fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error>
         let record = selected_by_name(root, index, name)?;
         selected.push(collector.record(record)?);
     }
+    let selected_by_name = selected.clone();
     if request.selection.classes.is_empty()
         || !request.selection.namespaces.is_empty()
         || request.selection.annotation.is_some()
@@ -151,6 +152,7 @@ fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error>
     }
     Ok(AstFacts {
         selected,
+        selected_by_name,
         records: collector.records,
     })
 }
@@ -578,6 +580,7 @@ impl<'tu> Collector<'tu> {
             as u64;
 
         let mut bases = Vec::new();
+        let mut bases_unknown = None;
         let mut declares_virtual_methods = false;
         let mut user_constructors = Vec::new();
         let mut destructor = None;
@@ -589,17 +592,29 @@ impl<'tu> Collector<'tu> {
                     let base_type = child
                         .get_type()
                         .ok_or_else(|| incomplete("a base has no type".into()))?;
-                    if matches!(base_type.get_sizeof(), Err(clang::SizeofError::Dependent)) {
-                        return Err(incomplete(format!(
-                            "its base `{}` depends on a template parameter, which layout-gen cannot resolve \
-                             through libclang before version 20",
-                            base_type.get_display_name()
-                        )));
+                    if bases_unknown.is_some() {
+                        continue;
                     }
-                    bases.push(BaseFacts {
-                        record: self.record(base_type)?,
-                        is_virtual: child.is_virtual_base(),
-                    });
+                    if base_type.get_sizeof().is_err() {
+                        bases_unknown = Some(format!(
+                            "its base `{}` depends on a template parameter, which libclang 19 does \
+                             not resolve in an implicit instantiation",
+                            base_type.get_display_name()
+                        ));
+                        continue;
+                    }
+                    match self.record(base_type) {
+                        Ok(record) => bases.push(BaseFacts {
+                            record,
+                            is_virtual: child.is_virtual_base(),
+                        }),
+                        Err(error) => {
+                            bases_unknown = Some(format!(
+                                "its base `{}` cannot be described: {error}",
+                                base_type.get_display_name()
+                            ))
+                        }
+                    }
                 }
                 EntityKind::Method | EntityKind::ConversionFunction => {
                     declares_virtual_methods |= child.is_virtual_method();
@@ -614,6 +629,9 @@ impl<'tu> Collector<'tu> {
             }
         }
 
+        if bases_unknown.is_some() {
+            bases.clear();
+        }
         let mut fields = Vec::new();
         self.fields(ty, &name, 0, None, &mut fields)?;
 
@@ -655,6 +673,7 @@ impl<'tu> Collector<'tu> {
             is_abstract,
             declares_virtual_methods,
             bases,
+            bases_unknown,
             fields,
             is_pod_for_layout,
             has_dummy_constructor,
@@ -672,7 +691,7 @@ impl<'tu> Collector<'tu> {
         test: impl Fn(&RecordFacts) -> bool,
     ) -> bool {
         let member_records = fields.iter().filter_map(|f| match &f.kind {
-            MemberKind::Plain => None,
+            MemberKind::Plain | MemberKind::Opaque => None,
             MemberKind::Record(record)
             | MemberKind::RecordArray {
                 element: record, ..
@@ -770,7 +789,10 @@ impl<'tu> Collector<'tu> {
 
     fn member_kind(&mut self, canonical: Type<'tu>) -> Result<MemberKind, Error> {
         match canonical.get_kind() {
-            TypeKind::Record => Ok(MemberKind::Record(self.record(canonical)?)),
+            TypeKind::Record => Ok(match self.record(canonical) {
+                Ok(record) => MemberKind::Record(record),
+                Err(_) => MemberKind::Opaque,
+            }),
             TypeKind::ConstantArray => {
                 let mut count = 1u64;
                 let mut element = canonical;
@@ -785,10 +807,13 @@ impl<'tu> Collector<'tu> {
                     return Ok(MemberKind::Plain);
                 }
                 let element_size = element.get_sizeof().unwrap_or(0) as u64;
-                Ok(MemberKind::RecordArray {
-                    element: self.record(element)?,
-                    count,
-                    element_size,
+                Ok(match self.record(element) {
+                    Ok(element) => MemberKind::RecordArray {
+                        element,
+                        count,
+                        element_size,
+                    },
+                    Err(_) => MemberKind::Opaque,
                 })
             }
             _ => Ok(MemberKind::Plain),

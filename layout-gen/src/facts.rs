@@ -43,6 +43,8 @@ pub struct BaseFacts {
 pub enum MemberKind {
     /// Scalar, pointer, reference, enum, or an array of those.
     Plain,
+    /// A class type clang sizes but whose definition libclang cannot show at all.
+    Opaque,
     /// A member of class type (a key of [`AstFacts::records`]).
     Record(Arc<str>),
     /// An array (any number of dimensions) of a class type.
@@ -61,7 +63,7 @@ impl MemberKind {
     /// at `offset`: none, the member itself, or each array element.
     pub fn objects(&self, offset: u64) -> Vec<(&str, u64)> {
         match self {
-            MemberKind::Plain => Vec::new(),
+            MemberKind::Plain | MemberKind::Opaque => Vec::new(),
             MemberKind::Record(record) => vec![(&**record, offset)],
             MemberKind::RecordArray {
                 element,
@@ -117,8 +119,13 @@ pub struct RecordFacts {
     pub is_abstract: bool,
     /// Declares at least one virtual member function itself.
     pub declares_virtual_methods: bool,
-    /// Direct bases, in declaration order.
+    /// Direct bases, in declaration order (empty when `bases_unknown`).
     pub bases: Vec<BaseFacts>,
+    /// Why the bases cannot be known, when they cannot: libclang 19 shows an implicit template
+    /// instantiation's bases only as the template wrote them (`_Vector_base<_Tp, _Alloc>`). Such
+    /// a record cannot be laid out as a class of its own; as a member it is opaque (see
+    /// [`crate::ir::FieldLayout::opaque`]).
+    pub bases_unknown: Option<String>,
     /// Data members, in declaration order.
     pub fields: Vec<FieldFacts>,
     /// POD in the C++03 sense that the Itanium ABI uses to decide tail-padding reuse.
@@ -134,6 +141,9 @@ pub struct RecordFacts {
 pub struct AstFacts {
     /// Qualified names of the selected classes, in the order they were selected.
     pub selected: Vec<Arc<str>>,
+    /// The ones among them the request names (`--class`): they fail the request when they cannot
+    /// be described, where the others are skipped with the reason.
+    pub selected_by_name: Vec<Arc<str>>,
     /// Facts for every selected record and every record they reach (bases, member types).
     pub records: FxHashMap<String, RecordFacts>,
 }

@@ -12,7 +12,12 @@ use crate::ir::{ClassLayout, LayoutModel};
 
 /// The model as the documented JSON document (`{"classes": [...]}`).
 pub fn json(model: &LayoutModel) -> Value {
-    json!({ "classes": model.classes.iter().map(class_json).collect::<Vec<_>>() })
+    let skipped: Vec<Value> = model
+        .skipped
+        .iter()
+        .map(|s| json!({"name": s.name, "reason": s.reason}))
+        .collect();
+    json!({ "classes": model.classes.iter().map(class_json).collect::<Vec<_>>(), "skipped": skipped })
 }
 
 fn class_json(class: &ClassLayout) -> Value {
@@ -27,6 +32,10 @@ fn class_json(class: &ClassLayout) -> Value {
             if let Some(bits) = f.bit_field {
                 field["bit_offset"] = json!(bits.offset_bits);
                 field["bit_width"] = json!(bits.width_bits);
+            }
+            if f.opaque {
+                field["opaque"] = json!(true);
+                field["may_hold_vptr"] = json!(true);
             }
             field
         })
@@ -55,6 +64,15 @@ pub fn text(model: &LayoutModel) -> String {
             out.push('\n');
         }
         class_text(class, &mut out);
+    }
+    if !model.skipped.is_empty() {
+        out.push_str(&format!(
+            "\n{} class(es) left out, each with the reason:\n",
+            model.skipped.len()
+        ));
+        for skipped in &model.skipped {
+            out.push_str(&format!("  {}: {}\n", skipped.name, skipped.reason));
+        }
     }
     out
 }
@@ -123,6 +141,9 @@ fn class_text(class: &ClassLayout, out: &mut String) {
         }
         if field.access != rehydrate::tables::Access::Public {
             notes.push(field.access.keyword().to_string());
+        }
+        if field.opaque {
+            notes.push("opaque: a vptr may be inside".to_string());
         }
         let notes = if notes.is_empty() {
             String::new()

@@ -14,10 +14,23 @@ use crate::facts::{AstFacts, MemberKind, SourcePos};
 use crate::itanium::{Layouts, POINTER_SIZE};
 
 /// Every selected class, in selection order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LayoutModel {
     /// The classes.
     pub classes: Vec<ClassLayout>,
+    /// Classes the selection reached (by namespace, annotation or default) that cannot be
+    /// described, with the reason; they are left out of the tables and the shim. A class named
+    /// in the request is never skipped: it fails the request instead.
+    pub skipped: Vec<SkippedClass>,
+}
+
+/// A selected class left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedClass {
+    /// Qualified name.
+    pub name: String,
+    /// What layout-gen could not do, naming the member or base and its type.
+    pub reason: String,
 }
 
 /// One class as a complete object.
@@ -88,6 +101,11 @@ pub struct FieldLayout {
     pub bit_field: Option<BitField>,
     /// Reached through an anonymous union or struct.
     pub in_anonymous: bool,
+    /// The member's type could not be laid out (libclang 19 does not show the bases of some
+    /// template instantiations, as in most standard-library types): its offset and size are
+    /// clang's, the vptr slots listed inside it are the ones its visible declarations show, and
+    /// a vptr could be inside it elsewhere too.
+    pub opaque: bool,
 }
 
 impl FieldLayout {
@@ -106,24 +124,46 @@ impl ClassLayout {
 
 /// Builds the model for every selected class, in runs of classes on every available core (each
 /// run places the bases it needs itself); the first error in selection order wins.
+///
+/// A class that cannot be described fails the build when the request names it, and is skipped
+/// with a warning (and listed in [`LayoutModel::skipped`]) otherwise.
 pub(crate) fn build(facts: &AstFacts) -> Result<LayoutModel, Error> {
     let runs = crate::runs::map_runs(&facts.selected, crate::runs::workers(), |names| {
         let mut layouts = Layouts::new(facts);
         names
             .iter()
-            .map(|name| class_layout(&mut layouts, name))
-            .collect::<Result<Vec<_>, Error>>()
+            .map(|name| (name.clone(), class_layout(&mut layouts, name)))
+            .collect::<Vec<_>>()
     });
-    let mut classes = Vec::with_capacity(facts.selected.len());
-    for run in runs {
-        classes.extend(run?);
+    let mut model = LayoutModel {
+        classes: Vec::with_capacity(facts.selected.len()),
+        skipped: Vec::new(),
+    };
+    for (name, result) in runs.into_iter().flatten() {
+        match result {
+            Ok(class) => model.classes.push(class),
+            Err(error) if facts.selected_by_name.contains(&name) => return Err(error),
+            Err(error) => {
+                tracing::warn!(class = %name, %error, "skipped: it cannot be described");
+                model.skipped.push(SkippedClass {
+                    name: name.to_string(),
+                    reason: error.to_string(),
+                });
+            }
+        }
     }
-    Ok(LayoutModel { classes })
+    Ok(model)
 }
 
 fn class_layout(layouts: &mut Layouts<'_>, name: &str) -> Result<ClassLayout, Error> {
     let record = layouts.facts(name);
     let layout = layouts.get(name)?;
+    if let Some(reason) = &layout.opaque {
+        return Err(Error::IncompleteType {
+            class: name.to_string(),
+            reason: reason.clone(),
+        });
+    }
 
     let mut bases = Vec::new();
     non_virtual_bases(layouts, name, 0, &[], &mut bases)?;
@@ -160,6 +200,7 @@ fn class_layout(layouts: &mut Layouts<'_>, name: &str) -> Result<ClassLayout, Er
         }
         for field in &layouts.facts(&owner).fields {
             let bit_offset = owner_offset * 8 + field.offset_bits;
+            let opaque = member_vptrs(layouts, &field.kind, bit_offset / 8, &mut vptrs)?;
             fields.push(FieldLayout {
                 name: field.name.clone(),
                 owner: owner.clone(),
@@ -174,8 +215,8 @@ fn class_layout(layouts: &mut Layouts<'_>, name: &str) -> Result<ClassLayout, Er
                     width_bits,
                 }),
                 in_anonymous: field.in_anonymous,
+                opaque,
             });
-            member_vptrs(layouts, &field.kind, bit_offset / 8, &mut vptrs)?;
         }
     }
     fields.sort_by_key(|f| f.bit_field.map_or(f.offset * 8, |b| b.offset_bits));
@@ -259,15 +300,18 @@ fn non_virtual_bases(
 }
 
 /// Vptrs of the class-type objects a member at `offset` holds: the member itself, or each
-/// element of a member array (whose class is laid out once, not once per element).
+/// element of a member array (whose class is laid out once, not once per element). Returns
+/// whether the member is opaque (its class could not be laid out: only the vptrs its visible
+/// declarations show are added).
 fn member_vptrs(
     layouts: &mut Layouts<'_>,
     kind: &MemberKind,
     offset: u64,
     out: &mut BTreeSet<u64>,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let (class, count, stride) = match kind {
-        MemberKind::Plain => return Ok(()),
+        MemberKind::Plain => return Ok(false),
+        MemberKind::Opaque => return Ok(true),
         MemberKind::Record(record) => (record, 1, 0),
         MemberKind::RecordArray {
             element,
@@ -275,12 +319,38 @@ fn member_vptrs(
             element_size,
         } => (element, *count, *element_size),
     };
-    let element_vptrs = class_layout(layouts, class)?.vptr_offsets;
+    let mut element_vptrs = BTreeSet::new();
+    let opaque = object_vptrs(layouts, class, 0, &mut element_vptrs)?;
     for index in 0..count {
         let at = offset + index * stride;
         out.extend(element_vptrs.iter().map(|v| v + at));
     }
-    Ok(())
+    Ok(opaque)
+}
+
+/// Vptrs of a complete object of `class` at `offset`; for a class that cannot be laid out, the
+/// ones its own declarations and its members show, and `true`.
+fn object_vptrs(
+    layouts: &mut Layouts<'_>,
+    class: &str,
+    offset: u64,
+    out: &mut BTreeSet<u64>,
+) -> Result<bool, Error> {
+    if layouts.get(class)?.opaque.is_none() {
+        let nested = class_layout(layouts, class)?;
+        out.extend(nested.vptr_offsets.iter().map(|v| v + offset));
+        return Ok(false);
+    }
+    let facts = layouts.facts(class);
+    if facts.declares_virtual_methods {
+        out.insert(offset); // a dynamic class has its vptr at 0
+    }
+    for field in &facts.fields {
+        if field.bit_width.is_none() {
+            member_vptrs(layouts, &field.kind, offset + field.offset_bits / 8, out)?;
+        }
+    }
+    Ok(true)
 }
 
 fn padding(size: u64, fields: &[FieldLayout], vptrs: &[u64]) -> Vec<ByteRange> {

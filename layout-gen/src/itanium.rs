@@ -38,8 +38,27 @@ pub(crate) struct RecordLayout {
     pub base_offsets: BTreeMap<Arc<str>, u64>,
     /// Offsets of every virtual base of the complete object.
     pub vbase_offsets: BTreeMap<Arc<str>, u64>,
+    /// Why the bases could not be placed, when they could not: the record is then known only
+    /// by its size, alignment and own fields (no base offsets), and cannot be a base itself.
+    pub opaque: Option<String>,
     /// The primary base and whether it is virtual.
     pub primary_base: Option<(Arc<str>, bool)>,
+}
+
+/// What is known of a record whose bases cannot be placed: clang's size and alignment, and
+/// whether it is empty or dynamic as far as its own declarations show.
+fn opaque_layout(facts: &RecordFacts, reason: String) -> RecordLayout {
+    RecordLayout {
+        is_dynamic: facts.declares_virtual_methods,
+        is_empty: facts.size == 1
+            && facts.fields.is_empty()
+            && !facts.declares_virtual_methods
+            && !facts.is_union,
+        nvsize: facts.size,
+        nvalign: facts.align,
+        opaque: Some(reason),
+        ..RecordLayout::default()
+    }
 }
 
 /// Computes and memoises record layouts over one [`AstFacts`].
@@ -60,14 +79,23 @@ impl<'f> Layouts<'f> {
         &self.facts.records[record]
     }
 
-    /// The layout of `record`, computing it (and its bases') on first use.
+    /// The layout of `record`, computing it (and its bases') on first use. A record whose bases
+    /// cannot be known or placed gets an opaque layout (see [`RecordLayout::opaque`]) instead
+    /// of an error, so that it can still be a member.
     pub fn get(&mut self, record: &str) -> Result<Rc<RecordLayout>, Error> {
         if let Some(layout) = self.done.get(record) {
             return Ok(layout.clone());
         }
-        let layout = Rc::new(Builder::new(self, record)?.build()?);
-        self.done
-            .insert(self.facts(record).name.clone(), layout.clone());
+        let facts = self.facts(record);
+        let layout = match &facts.bases_unknown {
+            Some(reason) => opaque_layout(facts, reason.clone()),
+            None => match Builder::new(self, record)?.build() {
+                Ok(layout) => layout,
+                Err(error) => opaque_layout(facts, error.to_string()),
+            },
+        };
+        let layout = Rc::new(layout);
+        self.done.insert(facts.name.clone(), layout.clone());
         Ok(layout)
     }
 
@@ -139,6 +167,12 @@ impl<'l, 'f> Builder<'l, 'f> {
         let mut is_empty = !record.is_union;
         for base in &record.bases {
             let layout = self.layouts.get(&base.record)?;
+            if let Some(reason) = &layout.opaque {
+                return Err(Error::IncompleteType {
+                    class: base.record.to_string(),
+                    reason: reason.clone(),
+                });
+            }
             is_dynamic |= base.is_virtual || layout.is_dynamic;
             is_empty &= !base.is_virtual && layout.is_empty;
         }
@@ -181,6 +215,7 @@ impl<'l, 'f> Builder<'l, 'f> {
             base_offsets: self.base_offsets,
             vbase_offsets: self.vbase_offsets,
             primary_base: self.primary_base,
+            opaque: None,
         })
     }
 

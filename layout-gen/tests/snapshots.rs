@@ -42,6 +42,7 @@ fn inspect_text_of_a_virtual_diamond() {
             .into_iter()
             .filter(|c| c.name == "fx::Diamond" || c.name == "fx::Bits")
             .collect(),
+        skipped: vec![],
     };
     let text = layout_gen::inspect::text(&diamond);
     // The definition's position is machine-specific; keep the file name only.

@@ -53,6 +53,10 @@ pub struct FieldEntry {
     pub access: Access,
     /// Bit position, for bit-fields only.
     pub bit_field: Option<BitField>,
+    /// The member's type could not be laid out (libclang 19 does not show the bases of some
+    /// template instantiations, as in most standard-library types): its offset and size are
+    /// exact, and a vptr may be inside it beyond the slots `vptr_offsets` lists there.
+    pub opaque: bool,
 }
 
 impl FieldEntry {
@@ -360,6 +364,7 @@ mod tests {
                 offset_bits: 72,
                 width_bits: 20,
             }),
+            opaque: false,
         };
         assert_eq!(field.byte_range(), ByteRange { start: 9, end: 12 });
     }

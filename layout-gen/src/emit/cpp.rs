@@ -554,6 +554,7 @@ mod tests {
             access: rehydrate::tables::Access::Public,
             bit_field: None,
             in_anonymous: false,
+            opaque: false,
         };
         ClassLayout {
             name: format!("ns::D{i}"),
@@ -599,6 +600,7 @@ mod tests {
     fn a_shared_base_member_is_checked_once_and_checks_are_numbered_in_class_order() {
         let model = LayoutModel {
             classes: (0..7).map(derived).collect(),
+            skipped: vec![],
         };
         let shim = shim(&model, &[]);
         assert_eq!(

@@ -114,7 +114,7 @@ fn class_constant(class: &ClassLayout, name: &str, out: &mut String) {
                 "            }),\n"
             },
         }
-        out.push_str("        },\n");
+        push! { out, "            opaque: ", field.opaque, ",\n        },\n" }
     }
     close_list(out, class.fields.is_empty());
     out.push_str("    vptr_offsets: &[");
