@@ -24,6 +24,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::error::{Diagnostic, Error};
 use crate::facts::{AstFacts, BaseFacts, FieldFacts, MemberKind, RecordFacts, SourcePos};
 use crate::request::Request;
+use crate::special_members::{
+    self, ClassDeclarations, Declared, DeclaredConstructor, MemberTraits, Traits,
+};
 
 /// Serialises every use of libclang in this process.
 static LIBCLANG: Mutex<()> = Mutex::new(());
@@ -486,8 +489,32 @@ fn member_declarations<'tu>(
     children: Vec<Entity<'tu>>,
 ) -> Vec<Entity<'tu>> {
     match definition.get_template() {
-        Some(pattern) if children.is_empty() => pattern.get_children(),
+        // The template as first declared may be a forward declaration (`<stringfwd.h>`): its
+        // definition holds the members.
+        Some(pattern) if children.is_empty() => {
+            pattern.get_definition().unwrap_or(pattern).get_children()
+        }
         _ => children,
+    }
+}
+
+/// Whether a constructor (or constructor template) can be called without arguments. libclang
+/// answers for constructors; a template's display name shows its parameter list.
+fn is_default_constructor(constructor: Entity<'_>) -> bool {
+    match constructor.get_kind() {
+        EntityKind::FunctionTemplate => constructor
+            .get_display_name()
+            .is_some_and(|name| name.ends_with("()")),
+        _ => constructor.is_default_constructor(),
+    }
+}
+
+/// A special member's declaration, for [`special_members`].
+fn declared(entity: Entity<'_>) -> Declared {
+    Declared {
+        access: access(entity),
+        deleted: is_deleted(entity),
+        defaulted: entity.is_defaulted(),
     }
 }
 
@@ -495,6 +522,8 @@ fn member_declarations<'tu>(
 #[derive(Default)]
 struct Collector<'tu> {
     records: FxHashMap<String, RecordFacts>,
+    /// What each collected record allows of its default constructor and destructor.
+    traits: FxHashMap<String, Traits>,
     /// The spelling of each builtin type met so far, shared by every member of that type.
     builtin_spellings: Vec<(TypeKind, Arc<str>)>,
     /// The file of the last record, with its path: most records follow one from the same file.
@@ -625,6 +654,12 @@ impl<'tu> Collector<'tu> {
                     destructor = Some(child);
                 }
                 EntityKind::Constructor => user_constructors.push(child),
+                // A constructor template (`template <class D = T> unique_ptr()`).
+                EntityKind::FunctionTemplate
+                    if child.get_template_kind() == Some(EntityKind::Constructor) =>
+                {
+                    user_constructors.push(child)
+                }
                 _ => {}
             }
         }
@@ -636,22 +671,23 @@ impl<'tu> Collector<'tu> {
         self.fields(ty, &name, 0, None, &mut fields)?;
 
         let is_abstract = declaration.is_abstract_record();
-        let is_destructible = destructor
-            .is_none_or(|d| access(d) == Access::Public && !is_deleted(d))
-            && self.members_and_bases(&fields, &bases, |r| r.is_destructible);
-        let has_dummy_constructor = !is_abstract
-            && is_destructible
-            && if user_constructors.is_empty() {
-                let members_ok = fields.iter().all(|f| !f.type_name.contains('&'));
-                members_ok
-                    && self.members_and_bases(&fields, &bases, |r| {
-                        r.has_dummy_constructor || r.is_abstract
+        let traits = self.special_member_traits(
+            &ClassDeclarations {
+                destructor: destructor.map(declared),
+                constructors: user_constructors
+                    .iter()
+                    .map(|&c| DeclaredConstructor {
+                        declared: declared(c),
+                        is_default: is_default_constructor(c),
                     })
-            } else {
-                user_constructors.iter().any(|c| {
-                    c.is_default_constructor() && access(*c) == Access::Public && !is_deleted(*c)
-                })
-            };
+                    .collect(),
+                is_abstract,
+            },
+            &bases,
+            &fields,
+        );
+        let is_destructible = traits.is_destructible();
+        let has_dummy_constructor = traits.is_default_constructible();
         let is_pod_for_layout = bases.is_empty()
             && !declares_virtual_methods
             && user_constructors.is_empty()
@@ -664,6 +700,7 @@ impl<'tu> Collector<'tu> {
             && !has_member_initializers(ty); // last: it tokenizes
 
         let shared_name: Arc<str> = Arc::from(name.as_str());
+        self.traits.insert(name.clone(), traits);
         let facts = RecordFacts {
             name: shared_name.clone(),
             pos: self.source_pos(declaration),
@@ -681,6 +718,31 @@ impl<'tu> Collector<'tu> {
         };
         self.records.insert(name, facts);
         Ok(shared_name)
+    }
+
+    /// What [`special_members::decide`] says of a record declaring `own`, with these bases
+    /// and fields (whose records were collected before it).
+    fn special_member_traits(
+        &self,
+        own: &ClassDeclarations,
+        bases: &[BaseFacts],
+        fields: &[FieldFacts],
+    ) -> Traits {
+        let traits_of = |record: &str| self.traits.get(record).copied().unwrap_or(Traits::UNKNOWN);
+        let bases: Vec<Traits> = bases.iter().map(|b| traits_of(&b.record)).collect();
+        let members: Vec<MemberTraits> = fields
+            .iter()
+            .map(|f| match &f.kind {
+                _ if f.type_name.contains('&') => MemberTraits::Reference,
+                MemberKind::Plain => MemberTraits::Scalar,
+                MemberKind::Opaque => MemberTraits::Class(Traits::UNKNOWN),
+                MemberKind::Record(record)
+                | MemberKind::RecordArray {
+                    element: record, ..
+                } => MemberTraits::Class(traits_of(record)),
+            })
+            .collect();
+        special_members::decide(own, &bases, &members)
     }
 
     /// Whether `test` holds for the record of every class-type member and every base.

@@ -21,6 +21,7 @@ mod ir;
 mod itanium;
 mod request;
 mod runs;
+mod special_members;
 mod write;
 
 use std::path::{Path, PathBuf};
