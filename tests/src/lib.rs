@@ -137,6 +137,14 @@ pub static LIFECYCLE: Fixture = Fixture {
     classes: &LIFECYCLE_CLASSES,
 };
 
+/// The standard-library fixture: classes with `std::string`, `std::vector` and `std::map` members.
+pub static STDLIB: Fixture = Fixture {
+    folder: "stdlib",
+    header: "stdlib.hpp",
+    source: "stdlib.cpp",
+    classes: &["st::Component", "st::Inventory"],
+};
+
 /// The benchmark fixture: 8 classes with 1 to 5 vptr slots.
 pub static BENCH: Fixture = Fixture {
     folder: "bench",

@@ -396,3 +396,58 @@ fn several_runtimes_load_and_reload_at_once_each_in_a_private_folder() {
         "one folder per runtime: {folders:?}"
     );
 }
+
+type FillFn = unsafe extern "C" fn(*mut c_void, i32);
+type CheckFn = unsafe extern "C" fn(*mut c_void, i32) -> i32;
+
+/// Objects with `std::string`, `std::vector` and `std::map` members (their tables list them as
+/// members of their own) keep every element across reloads, and the new build reads them.
+#[test]
+fn standard_library_members_keep_their_contents_across_reloads() {
+    for compiler in [gxx(), clangxx()] {
+        let dir = modules_dir();
+        let v1 = ModuleBuild::of(&integration_tests::STDLIB, compiler.clone(), "-O2", 1).build(&dir);
+        let v2 = ModuleBuild::of(&integration_tests::STDLIB, compiler.clone(), "-O2", 2).build(&dir);
+        let mut runtime = Runtime::load(&v1).unwrap();
+        let objects: Vec<LiveObject> = (0..20)
+            .map(|_| runtime.create("st::Inventory").unwrap())
+            .collect();
+        let call = |runtime: &Runtime, check: bool| {
+            // SAFETY: the fixture exports these with these signatures.
+            let (fill, verify) = unsafe {
+                (
+                    *runtime.symbol::<FillFn>("st_fill").unwrap(),
+                    *runtime.symbol::<CheckFn>("st_check").unwrap(),
+                )
+            };
+            for (seed, object) in objects.iter().enumerate() {
+                if check {
+                    // SAFETY: a live st::Inventory.
+                    let code = unsafe { verify(object.as_ptr(), seed as i32) };
+                    assert_eq!(code, 0, "{}: object {seed} (code {code})", compiler.name);
+                } else {
+                    // SAFETY: as above.
+                    unsafe { fill(object.as_ptr(), seed as i32) };
+                }
+            }
+        };
+        call(&runtime, false);
+        call(&runtime, true);
+        for target in [&v2, &v1, &v2] {
+            let old = runtime.shadow_path();
+            let report = runtime.reload(target).unwrap().rehydrate_all().unwrap();
+            assert!(report.old_image_unmapped && shadow_is_gone(&old));
+            assert_vptrs_in_current_build(&runtime);
+            call(&runtime, true);
+        }
+        assert_eq!(version_of(&runtime), 2);
+        drop(objects);
+    }
+}
+
+fn version_of(runtime: &Runtime) -> i32 {
+    // SAFETY: the fixture exports `int st_version(void)`.
+    let current = unsafe { runtime.symbol::<VersionFn>("st_version") }.unwrap();
+    // SAFETY: takes nothing.
+    unsafe { current() }
+}
