@@ -149,6 +149,12 @@ pub enum Error {
         /// The first byte that differs.
         offset: usize,
     },
+    /// A reload found several problems; each is listed.
+    #[error("the reload is refused: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    ReloadRefused {
+        /// Every problem found, one per class.
+        problems: Vec<Error>,
+    },
     /// The module tracked an object whose dynamic type no described class has.
     #[error(
         "{objects} live object(s) have type {type_id_name}, which no class of the module describes"

@@ -28,7 +28,9 @@ pub mod tables;
 
 pub use error::{CppOperation, Error};
 pub use forwarder::Forwarder;
-pub use runtime::{BoundForwarder, LiveObject, ModuleSymbol, Reload, ReloadReport, Runtime};
+pub use runtime::{
+    BoundForwarder, LiveObject, ModuleSymbol, Reload, ReloadReport, Runtime, UnreloadableClass,
+};
 
 /// Path of the C/C++ include directory holding `rehydrate/module_abi.h`, for build scripts and
 /// tests that compile a module's shim.

@@ -67,7 +67,30 @@ impl Build {
         let loaded = started.elapsed();
         let started = Instant::now();
         let images = module.classes.iter().map(probe).collect();
-        Ok((Build { module, images }, loaded, started.elapsed()))
+        let build = Build { module, images };
+        for class in build.unreloadable() {
+            tracing::warn!(
+                module = %path.display(), class = %class.class, reason = %class.reason,
+                "live objects of this class cannot be reloaded"
+            );
+        }
+        Ok((build, loaded, started.elapsed()))
+    }
+
+    /// Every class whose image could not be made, with the reason.
+    fn unreloadable(&self) -> Vec<UnreloadableClass> {
+        self.module
+            .classes
+            .iter()
+            .zip(&self.images)
+            .filter_map(|(class, image)| {
+                let failure = image.as_ref().err()?;
+                Some(UnreloadableClass {
+                    class: class.name.clone(),
+                    reason: failure.to_error(&class.name).to_string(),
+                })
+            })
+            .collect()
     }
 
     /// The index of `class` in this build, or the error naming the class and the module.
@@ -145,6 +168,16 @@ pub struct Reload<'rt> {
     new: Build,
     load_time: Duration,
     probe_time: Duration,
+}
+
+/// A class whose live objects a reload would refuse, and why (see
+/// [`Runtime::unreloadable_classes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreloadableClass {
+    /// The class.
+    pub class: Arc<str>,
+    /// Why, for people to read.
+    pub reason: String,
 }
 
 /// What a committed reload did, with the time of each phase.
@@ -327,6 +360,14 @@ impl Runtime {
             .addresses()
             .map(|(class, address)| (class.clone(), address))
             .collect()
+    }
+
+    /// Every class of the current build whose live objects could not be reloaded, with the
+    /// reason (no usable default constructor to probe it with, a throwing constructor, bytes
+    /// that change differently in every dummy, a table the compiler disagrees with). Also
+    /// logged (`tracing`, warn) when a build is loaded.
+    pub fn unreloadable_classes(&self) -> Vec<UnreloadableClass> {
+        self.shared.read().unreloadable()
     }
 
     /// The probe result for `class` in the current build.
@@ -516,77 +557,99 @@ struct PatchStep<'new> {
     image: &'new ClassImage,
 }
 
+/// Checks every class with live objects; every problem found is reported (one error, or
+/// [`Error::ReloadRefused`] listing them all).
 fn validate<'new>(
     objects: &Stopped,
     old: &Build,
     new: &'new Build,
 ) -> Result<Vec<PatchStep<'new>>, Error> {
     let mut plan = Vec::new();
+    let mut problems = Vec::new();
     for (slot, name) in objects.classes() {
         let count = objects.count(slot);
         if count == 0 {
             continue;
         }
-        let name = &**name;
-        if let Some(type_id) = name.strip_prefix(UNKNOWN_TYPE_PREFIX) {
-            return Err(Error::UntrackableType {
-                type_id_name: type_id.to_string(),
-                objects: count,
-            });
+        match validate_class(objects, slot, name, count, old, new) {
+            Ok(Some(step)) => plan.push(step),
+            Ok(None) => {}
+            Err(problem) => problems.push(problem),
         }
-        let Some(old_index) = old.module.class_index(name) else {
-            // Only the new build describes the class: its objects were made by the new build's
-            // static initialisers and already carry its implicit bytes.
-            made_by_new_build(objects, slot, name, new)?;
-            continue;
-        };
-        let old_class = &old.module.classes[old_index];
-        let old_image = old.image(old_index)?;
-        let new_index = new
-            .module
-            .class_index(name)
-            .ok_or_else(|| Error::ClassMissing {
-                class: name.to_string(),
-                objects: count,
-                path: new.module.source.clone(),
-            })?;
-        let new_class = &new.module.classes[new_index];
-        let changes = layout_changes(old_class, new_class);
-        if !changes.is_empty() {
-            return Err(Error::LayoutChanged {
-                class: name.to_string(),
-                objects: count,
-                changes,
-            });
-        }
-        let new_image = new.image(new_index)?;
-        if new_image.implicit_runs() != old_image.implicit_runs() {
-            return Err(Error::LayoutChanged {
-                class: name.to_string(),
-                objects: count,
-                changes: vec![format!(
-                    "the compiler-written bytes moved from {:?} to {:?}",
-                    old_image.implicit_runs(),
-                    new_image.implicit_runs()
-                )],
-            });
-        }
-        let stale = objects
-            .slot_arrays(slot)
-            .find_map(|slots| first_stale_object(slots, &old_image.writes, &new_image.writes));
-        if let Some((address, offset)) = stale {
-            return Err(Error::StaleObject {
-                address,
-                class: name.to_string(),
-                offset,
-            });
-        }
-        plan.push(PatchStep {
-            slot,
-            image: new_image,
+    }
+    match problems.len() {
+        0 => Ok(plan),
+        1 => Err(problems.remove(0)),
+        _ => Err(Error::ReloadRefused { problems }),
+    }
+}
+
+/// Checks the live objects of one class; `None` when they need no patch.
+fn validate_class<'new>(
+    objects: &Stopped,
+    slot: ClassSlot,
+    name: &str,
+    count: usize,
+    old: &Build,
+    new: &'new Build,
+) -> Result<Option<PatchStep<'new>>, Error> {
+    if let Some(type_id) = name.strip_prefix(UNKNOWN_TYPE_PREFIX) {
+        return Err(Error::UntrackableType {
+            type_id_name: type_id.to_string(),
+            objects: count,
         });
     }
-    Ok(plan)
+    let Some(old_index) = old.module.class_index(name) else {
+        // Only the new build describes the class: its objects were made by the new build's
+        // static initialisers and already carry its implicit bytes.
+        made_by_new_build(objects, slot, name, new)?;
+        return Ok(None);
+    };
+    let old_class = &old.module.classes[old_index];
+    let old_image = old.image(old_index)?;
+    let new_index = new
+        .module
+        .class_index(name)
+        .ok_or_else(|| Error::ClassMissing {
+            class: name.to_string(),
+            objects: count,
+            path: new.module.source.clone(),
+        })?;
+    let new_class = &new.module.classes[new_index];
+    let changes = layout_changes(old_class, new_class);
+    if !changes.is_empty() {
+        return Err(Error::LayoutChanged {
+            class: name.to_string(),
+            objects: count,
+            changes,
+        });
+    }
+    let new_image = new.image(new_index)?;
+    if new_image.implicit_runs() != old_image.implicit_runs() {
+        return Err(Error::LayoutChanged {
+            class: name.to_string(),
+            objects: count,
+            changes: vec![format!(
+                "the compiler-written bytes moved from {:?} to {:?}",
+                old_image.implicit_runs(),
+                new_image.implicit_runs()
+            )],
+        });
+    }
+    let stale = objects
+        .slot_arrays(slot)
+        .find_map(|slots| first_stale_object(slots, &old_image.writes, &new_image.writes));
+    if let Some((address, offset)) = stale {
+        return Err(Error::StaleObject {
+            address,
+            class: name.to_string(),
+            offset,
+        });
+    }
+    Ok(Some(PatchStep {
+        slot,
+        image: new_image,
+    }))
 }
 
 /// Checks that every object of `slot`, a class the old build does not describe, is already

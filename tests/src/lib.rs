@@ -142,7 +142,7 @@ pub static STDLIB: Fixture = Fixture {
     folder: "stdlib",
     header: "stdlib.hpp",
     source: "stdlib.cpp",
-    classes: &["st::Component", "st::Inventory"],
+    classes: &["st::Component", "st::Inventory", "st::Tool"],
 };
 
 /// The benchmark fixture: 8 classes with 1 to 5 vptr slots.

@@ -272,6 +272,47 @@ fn snapshot_described(runtime: &Runtime) -> Vec<(String, usize, Vec<u8>)> {
 }
 
 #[test]
+fn a_refused_reload_lists_every_problem() {
+    let (v1, v2) = builds(gxx());
+    let mut runtime = Runtime::load(&v1).unwrap();
+    let parent = runtime.create("lc::Parent").unwrap();
+    let child = runtime.create("lc::Child").unwrap();
+    // SAFETY: the fixture exports these with these signatures.
+    let (make, destroy) = unsafe {
+        (
+            *runtime.symbol::<AddressFn>("lc_make_undescribed").unwrap(),
+            *runtime.symbol::<DestroyFn>("lc_destroy_undescribed").unwrap(),
+        )
+    };
+    // SAFETY: takes nothing; the module tracks what it returns.
+    let undescribed = unsafe { make() };
+    // SAFETY: both classes have their vptr at 0; restored below, nothing calls it meanwhile.
+    let parent_vptr = unsafe { (parent.as_ptr() as *const usize).read() };
+    // SAFETY: as above.
+    unsafe { (parent.as_ptr() as *mut usize).write((child.as_ptr() as *const usize).read()) };
+    let error = runtime.reload(&v2).unwrap().rehydrate_all().unwrap_err();
+    match &error {
+        Error::ReloadRefused { problems } => {
+            assert_eq!(problems.len(), 2, "{problems:?}");
+            assert!(problems
+                .iter()
+                .any(|p| matches!(p, Error::StaleObject { class, .. } if class == "lc::Parent")));
+            assert!(problems
+                .iter()
+                .any(|p| matches!(p, Error::UntrackableType { .. })));
+        }
+        other => panic!("expected every problem, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains("lc::Parent") && message.contains("Undescribed"), "{message}");
+    // SAFETY: as above.
+    unsafe { (parent.as_ptr() as *mut usize).write(parent_vptr) };
+    // SAFETY: made above by this build; destroyed once.
+    unsafe { destroy(undescribed) };
+    runtime.reload(&v2).unwrap().rehydrate_all().unwrap();
+}
+
+#[test]
 fn an_object_whose_vptr_was_overwritten_refuses_the_reload() {
     let (v1, v2) = builds(gxx());
     let mut runtime = Runtime::load(&v1).unwrap();
@@ -409,6 +450,13 @@ fn standard_library_members_keep_their_contents_across_reloads() {
         let v1 = ModuleBuild::of(&integration_tests::STDLIB, compiler.clone(), "-O2", 1).build(&dir);
         let v2 = ModuleBuild::of(&integration_tests::STDLIB, compiler.clone(), "-O2", 2).build(&dir);
         let mut runtime = Runtime::load(&v1).unwrap();
+        let unreloadable = runtime.unreloadable_classes();
+        assert_eq!(unreloadable.len(), 1, "{unreloadable:?}");
+        assert_eq!(&*unreloadable[0].class, "st::Tool");
+        assert!(
+            unreloadable[0].reason.contains("no usable default constructor"),
+            "{unreloadable:?}"
+        );
         let objects: Vec<LiveObject> = (0..20)
             .map(|_| runtime.create("st::Inventory").unwrap())
             .collect();
