@@ -23,6 +23,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::{Diagnostic, Error};
 use crate::facts::{AstFacts, BaseFacts, FieldFacts, MemberKind, RecordFacts, SourcePos};
+use crate::reach;
 use crate::request::Request;
 use crate::special_members::{
     self, ClassDeclarations, Declared, DeclaredConstructor, MemberTraits, Traits,
@@ -122,8 +123,12 @@ fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error>
     let root = unit.get_entity();
     let mut collector = Collector::default();
     let mut selected = Vec::new();
+    let mut unnameable = Vec::new();
     for (index, name) in request.selection.classes.iter().enumerate() {
         let record = selected_by_name(root, index, name)?;
+        if let Some(reason) = record.get_declaration().and_then(why_unnameable) {
+            return Err(selection_failure(name, &reason));
+        }
         selected.push(collector.record(record)?);
     }
     let selected_by_name = selected.clone();
@@ -144,6 +149,11 @@ fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error>
             let ty = ty.get_canonical_type();
             let name = ty.get_display_name();
             if scope.selects(entity, &members, &name) {
+                if let Some(reason) = why_unnameable(entity) {
+                    tracing::warn!(class = %name, %reason, "skipped");
+                    unnameable.push((name, reason));
+                    continue;
+                }
                 selected.push(collector.record_named(ty, name, Some(members))?);
             }
         }
@@ -156,6 +166,7 @@ fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error>
     Ok(AstFacts {
         selected,
         selected_by_name,
+        unnameable,
         records: collector.records,
     })
 }
@@ -276,6 +287,44 @@ fn selected_by_name<'tu>(root: Entity<'tu>, index: usize, name: &str) -> Result<
             detail: "not declared".into(),
         }),
     }
+}
+
+/// Why generated code cannot name the class `entity` (see [`reach`]), from its scopes.
+fn why_unnameable(entity: Entity<'_>) -> Option<String> {
+    let mut steps = Vec::new();
+    let mut current = Some(entity);
+    while let Some(scope) = current {
+        match scope.get_kind() {
+            EntityKind::Namespace => steps.push(reach::Step::Namespace(scope.get_name())),
+            EntityKind::StructDecl
+            | EntityKind::ClassDecl
+            | EntityKind::UnionDecl
+            | EntityKind::ClassTemplate => {
+                let nested = scope.get_semantic_parent().is_some_and(|p| {
+                    matches!(
+                        p.get_kind(),
+                        EntityKind::StructDecl
+                            | EntityKind::ClassDecl
+                            | EntityKind::UnionDecl
+                            | EntityKind::ClassTemplate
+                    )
+                });
+                steps.push(reach::Step::Class {
+                    name: scope.get_display_name().unwrap_or_default(),
+                    access: if nested {
+                        access(scope)
+                    } else {
+                        Access::Public
+                    },
+                });
+            }
+            EntityKind::TranslationUnit => break,
+            _ => {}
+        }
+        current = scope.get_semantic_parent();
+    }
+    steps.reverse();
+    reach::why_unnameable(&steps)
 }
 
 /// A class definition found in the headers, with its member declarations.
@@ -498,6 +547,21 @@ fn member_declarations<'tu>(
     }
 }
 
+/// Whether the template of a dependent base type (`Base<T>`) declares a virtual function, so
+/// that every instantiation of it is dynamic.
+fn template_declares_virtual(base: Type<'_>) -> bool {
+    let template = base
+        .get_declaration()
+        .and_then(|d| d.get_template().or(Some(d)));
+    template
+        .map(|t| t.get_definition().unwrap_or(t))
+        .is_some_and(|t| {
+            t.get_children()
+                .iter()
+                .any(|member| member.is_virtual_method())
+        })
+}
+
 /// Whether a constructor (or constructor template) can be called without arguments. libclang
 /// answers for constructors; a template's display name shows its parameter list.
 fn is_default_constructor(constructor: Entity<'_>) -> bool {
@@ -610,6 +674,7 @@ impl<'tu> Collector<'tu> {
 
         let mut bases = Vec::new();
         let mut bases_unknown = None;
+        let mut unknown_base_is_dynamic = false;
         let mut declares_virtual_methods = false;
         let mut user_constructors = Vec::new();
         let mut destructor = None;
@@ -625,6 +690,7 @@ impl<'tu> Collector<'tu> {
                         continue;
                     }
                     if base_type.get_sizeof().is_err() {
+                        unknown_base_is_dynamic |= template_declares_virtual(base_type);
                         bases_unknown = Some(format!(
                             "its base `{}` depends on a template parameter, which libclang 19 does \
                              not resolve in an implicit instantiation",
@@ -711,6 +777,7 @@ impl<'tu> Collector<'tu> {
             declares_virtual_methods,
             bases,
             bases_unknown,
+            unknown_base_is_dynamic,
             fields,
             is_pod_for_layout,
             has_dummy_constructor,

@@ -126,6 +126,9 @@ pub struct RecordFacts {
     /// a record cannot be laid out as a class of its own; as a member it is opaque (see
     /// [`crate::ir::FieldLayout::opaque`]).
     pub bases_unknown: Option<String>,
+    /// A base left unknown is dynamic: its template declares a virtual function (so this
+    /// record has a vptr at offset 0, whatever else the bases hold).
+    pub unknown_base_is_dynamic: bool,
     /// Data members, in declaration order.
     pub fields: Vec<FieldFacts>,
     /// POD in the C++03 sense that the Itanium ABI uses to decide tail-padding reuse.
@@ -144,6 +147,8 @@ pub struct AstFacts {
     /// The ones among them the request names (`--class`): they fail the request when they cannot
     /// be described, where the others are skipped with the reason.
     pub selected_by_name: Vec<Arc<str>>,
+    /// Classes the selection reached that generated code cannot name: (class, reason).
+    pub unnameable: Vec<(String, String)>,
     /// Facts for every selected record and every record they reach (bases, member types).
     pub records: FxHashMap<String, RecordFacts>,
 }

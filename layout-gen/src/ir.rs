@@ -137,7 +137,14 @@ pub(crate) fn build(facts: &AstFacts) -> Result<LayoutModel, Error> {
     });
     let mut model = LayoutModel {
         classes: Vec::with_capacity(facts.selected.len()),
-        skipped: Vec::new(),
+        skipped: facts
+            .unnameable
+            .iter()
+            .map(|(name, reason)| SkippedClass {
+                name: name.clone(),
+                reason: reason.clone(),
+            })
+            .collect(),
     };
     for (name, result) in runs.into_iter().flatten() {
         match result {
@@ -342,7 +349,7 @@ fn object_vptrs(
         return Ok(false);
     }
     let facts = layouts.facts(class);
-    if facts.declares_virtual_methods {
+    if facts.declares_virtual_methods || facts.unknown_base_is_dynamic {
         out.insert(offset); // a dynamic class has its vptr at 0
     }
     for field in &facts.fields {

@@ -49,7 +49,7 @@ pub(crate) struct RecordLayout {
 /// whether it is empty or dynamic as far as its own declarations show.
 fn opaque_layout(facts: &RecordFacts, reason: String) -> RecordLayout {
     RecordLayout {
-        is_dynamic: facts.declares_virtual_methods,
+        is_dynamic: facts.declares_virtual_methods || facts.unknown_base_is_dynamic,
         is_empty: facts.size == 1
             && facts.fields.is_empty()
             && !facts.declares_virtual_methods

@@ -19,6 +19,7 @@ pub mod facts;
 pub mod inspect;
 mod ir;
 mod itanium;
+mod reach;
 mod request;
 mod runs;
 mod special_members;

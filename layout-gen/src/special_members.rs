@@ -49,12 +49,12 @@ impl Callable {
     }
 
     /// From a class derived from the one that has it.
-    fn from_derived(self) -> bool {
+    fn callable_from_derived(self) -> bool {
         matches!(self, Callable::Public | Callable::Protected)
     }
 
     /// From a class that has a member of this type, or from unrelated code.
-    fn from_outside(self) -> bool {
+    fn callable_from_outside(self) -> bool {
         self == Callable::Public
     }
 }
@@ -105,14 +105,14 @@ impl Traits {
 
     /// `std::is_destructible`.
     pub fn is_destructible(&self) -> bool {
-        self.destructor.from_outside()
+        self.destructor.callable_from_outside()
     }
 
     /// `std::is_default_constructible`: what `new (p) T` in the shim needs.
     pub fn is_default_constructible(&self) -> bool {
         !self.is_abstract
-            && self.default_constructor.from_outside()
-            && self.destructor.from_outside()
+            && self.default_constructor.callable_from_outside()
+            && self.destructor.callable_from_outside()
     }
 }
 
@@ -140,8 +140,8 @@ pub(crate) fn decide(
             _ => None,
         })
     };
-    let implicit_destructor_deleted = bases.iter().any(|b| !b.destructor.from_derived())
-        || member_classes().any(|m| !m.destructor.from_outside());
+    let implicit_destructor_deleted = bases.iter().any(|b| !b.destructor.callable_from_derived())
+        || member_classes().any(|m| !m.destructor.callable_from_outside());
     let destructor = match own.destructor {
         None if implicit_destructor_deleted => Callable::Never,
         None => Callable::Public,
@@ -151,11 +151,13 @@ pub(crate) fn decide(
     };
 
     let implicit_constructor_deleted = members.contains(&MemberTraits::Reference)
-        || bases
-            .iter()
-            .any(|b| !b.default_constructor.from_derived() || !b.destructor.from_derived())
+        || bases.iter().any(|b| {
+            !b.default_constructor.callable_from_derived() || !b.destructor.callable_from_derived()
+        })
         || member_classes().any(|m| {
-            !m.default_constructor.from_outside() || !m.destructor.from_outside() || m.is_abstract
+            !m.default_constructor.callable_from_outside()
+                || !m.destructor.callable_from_outside()
+                || m.is_abstract
         });
     let default_constructor = if own.constructors.is_empty() {
         if implicit_constructor_deleted {

@@ -281,7 +281,9 @@ fn a_refused_reload_lists_every_problem() {
     let (make, destroy) = unsafe {
         (
             *runtime.symbol::<AddressFn>("lc_make_undescribed").unwrap(),
-            *runtime.symbol::<DestroyFn>("lc_destroy_undescribed").unwrap(),
+            *runtime
+                .symbol::<DestroyFn>("lc_destroy_undescribed")
+                .unwrap(),
         )
     };
     // SAFETY: takes nothing; the module tracks what it returns.
@@ -304,7 +306,10 @@ fn a_refused_reload_lists_every_problem() {
         other => panic!("expected every problem, got {other:?}"),
     }
     let message = error.to_string();
-    assert!(message.contains("lc::Parent") && message.contains("Undescribed"), "{message}");
+    assert!(
+        message.contains("lc::Parent") && message.contains("Undescribed"),
+        "{message}"
+    );
     // SAFETY: as above.
     unsafe { (parent.as_ptr() as *mut usize).write(parent_vptr) };
     // SAFETY: made above by this build; destroyed once.
@@ -447,14 +452,18 @@ type CheckFn = unsafe extern "C" fn(*mut c_void, i32) -> i32;
 fn standard_library_members_keep_their_contents_across_reloads() {
     for compiler in [gxx(), clangxx()] {
         let dir = modules_dir();
-        let v1 = ModuleBuild::of(&integration_tests::STDLIB, compiler.clone(), "-O2", 1).build(&dir);
-        let v2 = ModuleBuild::of(&integration_tests::STDLIB, compiler.clone(), "-O2", 2).build(&dir);
+        let v1 =
+            ModuleBuild::of(&integration_tests::STDLIB, compiler.clone(), "-O2", 1).build(&dir);
+        let v2 =
+            ModuleBuild::of(&integration_tests::STDLIB, compiler.clone(), "-O2", 2).build(&dir);
         let mut runtime = Runtime::load(&v1).unwrap();
         let unreloadable = runtime.unreloadable_classes();
         assert_eq!(unreloadable.len(), 1, "{unreloadable:?}");
         assert_eq!(&*unreloadable[0].class, "st::Tool");
         assert!(
-            unreloadable[0].reason.contains("no usable default constructor"),
+            unreloadable[0]
+                .reason
+                .contains("no usable default constructor"),
             "{unreloadable:?}"
         );
         let objects: Vec<LiveObject> = (0..20)

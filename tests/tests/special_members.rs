@@ -37,7 +37,9 @@ fn layout_gen_agrees_with_both_compilers_type_traits() {
     program.push_str("}\n");
     std::fs::write(&driver, program).unwrap();
     for compiler in compilers() {
-        let exe = dir.path().join(format!("traits-{}", compiler.name.replace('+', "x")));
+        let exe = dir
+            .path()
+            .join(format!("traits-{}", compiler.name.replace('+', "x")));
         // `-w`: the corpus is odd on purpose (a defaulted constructor that is deleted, ...).
         compiler.compile(&[&driver], &exe, &["-std=c++17", "-w"]);
         let printed = run(&exe);
@@ -45,7 +47,8 @@ fn layout_gen_agrees_with_both_compilers_type_traits() {
         for (class, line) in model.classes.iter().zip(printed.lines()) {
             let compiler_says = line == "1 1" || line == "1 0";
             let destructible = line.ends_with(" 1");
-            if (class.has_dummy_constructor, class.is_destructible) != (compiler_says, destructible) {
+            if (class.has_dummy_constructor, class.is_destructible) != (compiler_says, destructible)
+            {
                 disagreements.push(format!(
                     "{}: layout-gen (default-constructible {}, destructible {}), {} ({line})",
                     class.name, class.has_dummy_constructor, class.is_destructible, compiler.name
