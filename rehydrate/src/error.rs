@@ -157,10 +157,12 @@ pub enum Error {
     },
     /// The module tracked an object whose dynamic type no described class has.
     #[error(
-        "{objects} live object(s) have type {type_id_name}, which no class of the module describes"
+        "{objects} live object(s) have type {class} (typeid name {type_id_name}), which no class of the module describes"
     )]
     UntrackableType {
-        /// `typeid(...).name()` of the object.
+        /// The type, demangled (`game::Player`).
+        class: String,
+        /// `typeid(...).name()` of the object, as the compiler mangles it.
         type_id_name: String,
         /// How many.
         objects: usize,

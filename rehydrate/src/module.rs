@@ -468,7 +468,7 @@ fn slot_of_type_text(host: &ModuleHost, type_id_name: *const c_char) -> ClassSlo
         Some(&slot) => slot,
         None => {
             let name = format!("{UNKNOWN_TYPE_PREFIX}{}", String::from_utf8_lossy(type_id));
-            tracing::warn!(type_id = %name, "the module tracked an object of a type it does not describe");
+            tracing::warn!(type_id = %name, "the module tracked an object of a type it does not describe; reloads are refused while it lives");
             host.registry.slot(&name)
         }
     }

@@ -595,6 +595,7 @@ fn validate_class<'new>(
 ) -> Result<Option<PatchStep<'new>>, Error> {
     if let Some(type_id) = name.strip_prefix(UNKNOWN_TYPE_PREFIX) {
         return Err(Error::UntrackableType {
+            class: demangle_type(type_id),
             type_id_name: type_id.to_string(),
             objects: count,
         });
@@ -650,6 +651,17 @@ fn validate_class<'new>(
         slot,
         image: new_image,
     }))
+}
+
+/// A `typeid(...).name()` (`N4game6PlayerE`) as people write the type (`game::Player`), through
+/// the name of its type-info string symbol; the mangled name when it does not demangle.
+fn demangle_type(type_id_name: &str) -> String {
+    const PREFIX: &str = "typeinfo name for ";
+    cpp_demangle::Symbol::new(format!("_ZTS{type_id_name}"))
+        .ok()
+        .map(|symbol| symbol.to_string())
+        .and_then(|text| text.strip_prefix(PREFIX).map(str::to_string))
+        .unwrap_or_else(|| type_id_name.to_string())
 }
 
 /// Checks that every object of `slot`, a class the old build does not describe, is already
@@ -724,4 +736,17 @@ fn patch(objects: &[usize], image: &ClassImage) {
             unsafe { image.writes.apply(address) };
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::demangle_type;
+
+    #[test]
+    fn type_names_are_demangled() {
+        assert_eq!(demangle_type("N4game6PlayerE"), "game::Player");
+        assert_eq!(demangle_type("N2lc11UndescribedE"), "lc::Undescribed");
+        assert_eq!(demangle_type("i"), "int");
+        assert_eq!(demangle_type("not a mangling"), "not a mangling");
+    }
 }

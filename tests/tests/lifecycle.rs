@@ -243,10 +243,10 @@ fn an_object_of_a_type_the_module_does_not_describe_refuses_the_reload() {
     let before = snapshot_described(&runtime);
     let error = runtime.reload(&v2).unwrap().rehydrate_all().unwrap_err();
     assert!(
-        matches!(&error, Error::UntrackableType { type_id_name, objects: 1 } if type_id_name.contains("Undescribed")),
+        matches!(&error, Error::UntrackableType { class, type_id_name, objects: 1 } if class == "lc::Undescribed" && type_id_name.contains("Undescribed")),
         "{error:?}"
     );
-    assert!(error.to_string().contains("Undescribed"), "{error}");
+    assert!(error.to_string().contains("lc::Undescribed"), "{error}");
     assert_eq!(snapshot_described(&runtime), before);
     assert_eq!(version(&runtime), 1);
     // SAFETY: made above by this build; destroyed once.
