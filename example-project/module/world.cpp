@@ -1,7 +1,9 @@
 // The module's entry points for the host: creating, ticking and destroying entities. The
 // behaviour of each class lives in behaviour.cpp, the file the demo edits.
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
+#include <string>
 
 #include "rehydrate/module.h"
 #include "world.hpp"
@@ -23,6 +25,29 @@ Entity* world_entity_of(const char* class_name, void* object) {
     return nullptr;
 }
 
+// Gives an entity its name, its list of parts and (a robot) an inventory, from its id.
+void world_equip(Entity* entity) {
+    entity->name = "entity #" + std::to_string(entity->id);
+    entity->components = {"transform"};
+    if (auto* robot = dynamic_cast<Robot*>(entity)) {
+        robot->components.push_back("health");
+        robot->components.push_back("waypoints x3");
+        for (unsigned i = 0; i < 8 + entity->id % 8; ++i) robot->inventory.push_back(static_cast<int>(entity->id * 10 + i));
+    }
+}
+
+// A hash of the contents of an entity's standard-library members (name, parts, inventory).
+std::uint64_t world_contents_hash(const Entity* entity) {
+    std::uint64_t hash = 0xcbf29ce484222325ull;
+    auto mix = [&hash](const void* data, std::size_t size) {
+        for (std::size_t i = 0; i < size; ++i) hash = (hash ^ static_cast<const unsigned char*>(data)[i]) * 0x100000001b3ull;
+    };
+    mix(entity->name.data(), entity->name.size());
+    for (const std::string& part : entity->components) mix(part.data(), part.size() + 1);
+    if (auto* robot = dynamic_cast<const Robot*>(entity)) mix(robot->inventory.data(), robot->inventory.size() * sizeof(int));
+    return hash;
+}
+
 // Creates `count` entities with the module's own C++ (alternately a Brain and a Robot),
 // registers each with the runtime, and writes their Entity parts to `out`.
 void world_spawn(unsigned first_id, std::size_t count, Entity** out) {
@@ -40,6 +65,7 @@ void world_spawn(unsigned first_id, std::size_t count, Entity** out) {
         }
         entity->id = first_id + static_cast<unsigned>(i);
         entity->transform.x = static_cast<float>(i % 100);
+        world_equip(entity);
         out[i] = entity;
     }
 }

@@ -3,6 +3,9 @@
 // layout must stay the same from one build to the next (function bodies may change freely).
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "rehydrate/module_abi.h"
 
 namespace world {
@@ -32,6 +35,8 @@ struct REHYDRATE_RELOADABLE Entity {
     virtual int score() const = 0;
     unsigned id = 0;
     Transform transform;
+    std::string name;                     // standard-library members: kept across reloads
+    std::vector<std::string> components;  // the names of its parts, in order
 };
 
 // A second, non-virtual base: multiple inheritance.
@@ -60,6 +65,7 @@ struct REHYDRATE_RELOADABLE Robot final : Mover, Brain {
     int score() const override;
     Health health;
     Transform waypoints[3];
+    std::vector<int> inventory;
     unsigned char battery_level() const { return battery; }
     void drain() { if (battery > 0) --battery; }
 private:

@@ -24,6 +24,8 @@ mod entry {
     pub type Score = unsafe extern "C" fn(*const c_void) -> i32;
     pub type Version = unsafe extern "C" fn() -> *const c_char;
     pub type EventHandler = unsafe extern "C" fn(i32) -> i32;
+    pub type Equip = unsafe extern "C" fn(*mut c_void);
+    pub type ContentsHash = unsafe extern "C" fn(*const c_void) -> u64;
 }
 
 extern "C" {
@@ -163,6 +165,9 @@ impl World {
         if entity.is_null() {
             return Err(format!("world_entity_of: {} is not an entity", class.name).into());
         }
+        let equip = self.entry::<entry::Equip>("world_equip")?;
+        // SAFETY: the Entity part of a live object; world_equip fills its std members.
+        unsafe { equip(entity) };
         self.entities.push(entity);
         self.host_objects.push(object);
         Ok(())
@@ -257,10 +262,17 @@ impl World {
 
     /// A checksum of every live object's state: the bytes of every scalar member, members of
     /// class type and their array elements followed down to their scalars (so neither vptrs,
-    /// which a reload rewrites, nor padding inside members, which holds garbage, count).
-    /// Objects are hashed one by one and the hashes added: the order does not matter.
+    /// which a reload rewrites, nor padding inside members, which holds garbage, count), and
+    /// the contents of every entity's standard-library members (its name, its list of parts, a
+    /// robot's inventory), hashed by the module's own code. Objects are hashed one by one and
+    /// the hashes added: the order does not matter.
     pub fn state_checksum(&self) -> Result<u64, Error> {
+        let contents_hash = self.entry::<entry::ContentsHash>("world_contents_hash")?;
         let mut sum = 0u64;
+        for &entity in &self.entities {
+            // SAFETY: the Entity part of a live object.
+            sum = sum.wrapping_add(unsafe { contents_hash(entity) });
+        }
         for (class, address) in self.runtime.live_object_addresses() {
             let table = table_of(&class)?;
             let (start, size) = (address as *const u8, table.size as usize);
