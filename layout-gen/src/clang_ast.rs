@@ -46,12 +46,22 @@ struct ParsedUnit<'a> {
     headers: &'a [PathBuf],
 }
 
+/// What one reading of the translation unit came to.
+enum Reading<T> {
+    /// Everything needed was found.
+    Done(T),
+    /// Dependent bases of template instantiations were met: parse again with these lines
+    /// (type aliases naming the instantiated bases) appended, and read again.
+    Again(Vec<String>),
+}
+
 /// Parses the request's synthesized translation unit while holding [`LIBCLANG`], runs `read`
-/// on it, and then runs `then` on what `read` returned on another thread, while this one
-/// disposes of libclang's data (which takes a while for a large translation unit).
+/// on it (and once more on a unit with the lines it asks for, when it asks), and then runs
+/// `then` on what `read` returned on another thread, while this one disposes of libclang's
+/// data (which takes a while for a large translation unit).
 fn with_unit<T: Send, R: Send>(
     request: &Request,
-    read: impl FnOnce(ParsedUnit<'_>) -> Result<T, Error>,
+    mut read: impl FnMut(ParsedUnit<'_>, &[String]) -> Result<Reading<T>, Error>,
     then: impl FnOnce(T) -> R + Send,
 ) -> Result<R, Error> {
     let headers = canonical_headers(&request.headers)?;
@@ -62,27 +72,41 @@ fn with_unit<T: Send, R: Send>(
     let clang = Clang::new().map_err(Error::Libclang)?;
     let index = Index::new(&clang, false, false);
     let unit_path = synthesized_unit_path(&headers[0]);
-    let unit_source = synthesized_unit(&headers, &request.selection.classes);
     let mut arguments: Vec<String> = ["-x", "c++", "-std=c++17"]
         .iter()
         .map(|s| s.to_string())
         .collect();
     arguments.extend(request.clang_args.iter().cloned());
-    let unit = index
-        .parser(&unit_path)
-        .arguments(&arguments)
-        .unsaved(&[Unsaved::new(&unit_path, &unit_source)])
-        .skip_function_bodies(true)
-        .parse()
-        .map_err(|source| Error::ParseFailed {
-            header: headers[0].clone(),
-            source,
-        })?;
-    let found = read(ParsedUnit {
-        unit: &unit,
-        path: &unit_path,
-        headers: &headers,
-    })?;
+    let parse = |extra: &[String]| {
+        let unit_source = synthesized_unit(&headers, &request.selection.classes, extra);
+        index
+            .parser(&unit_path)
+            .arguments(&arguments)
+            .unsaved(&[Unsaved::new(&unit_path, &unit_source)])
+            .skip_function_bodies(true)
+            .parse()
+            .map_err(|source| Error::ParseFailed {
+                header: headers[0].clone(),
+                source,
+            })
+    };
+    let mut extra = Vec::new();
+    let mut unit = parse(&extra)?;
+    let found = loop {
+        let parsed = ParsedUnit {
+            unit: &unit,
+            path: &unit_path,
+            headers: &headers,
+        };
+        match read(parsed, &extra)? {
+            Reading::Done(found) => break found,
+            Reading::Again(lines) if extra.is_empty() => {
+                extra = lines;
+                unit = parse(&extra)?;
+            }
+            Reading::Again(_) => unreachable!("the second reading never asks again"),
+        }
+    };
     Ok(std::thread::scope(|scope| {
         let after = scope.spawn(move || then(found));
         drop(unit);
@@ -95,7 +119,7 @@ fn with_unit<T: Send, R: Send>(
 /// Parses the same translation unit as [`walk_then`] and nothing more: the baseline that the
 /// generate benchmark compares against.
 pub(crate) fn parse_only(request: &Request) -> Result<(), Error> {
-    with_unit(request, |_| Ok(()), |()| ())
+    with_unit(request, |_, _| Ok(Reading::Done(())), |()| ())
 }
 
 /// Parses the headers, collects the facts of every selected class and what it reaches, and
@@ -104,10 +128,21 @@ pub(crate) fn walk_then<R: Send>(
     request: &Request,
     then: impl FnOnce(AstFacts) -> R + Send,
 ) -> Result<R, Error> {
-    with_unit(request, |parsed| collect(request, parsed), then)
+    with_unit(
+        request,
+        |parsed, extra| collect(request, parsed, extra),
+        then,
+    )
 }
 
-fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error> {
+/// Reads the facts of every selected class. `base_aliases` are the lines of a first reading's
+/// request (see [`Reading::Again`]), declared at the end of the unit: the first reading that
+/// meets a dependent base asks for them, unless this is the second.
+fn collect(
+    request: &Request,
+    parsed: ParsedUnit<'_>,
+    base_aliases: &[String],
+) -> Result<Reading<AstFacts>, Error> {
     let ParsedUnit {
         unit,
         path: unit_path,
@@ -121,7 +156,13 @@ fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error>
     )?;
 
     let root = unit.get_entity();
-    let mut collector = Collector::default();
+    let mut collector = Collector {
+        second_reading: !base_aliases.is_empty(),
+        ..Collector::default()
+    };
+    if collector.second_reading {
+        collector.base_aliases = declared_base_aliases(root);
+    }
     let mut selected = Vec::new();
     let mut unnameable = Vec::new();
     for (index, name) in request.selection.classes.iter().enumerate() {
@@ -158,17 +199,20 @@ fn collect(request: &Request, parsed: ParsedUnit<'_>) -> Result<AstFacts, Error>
             }
         }
     }
+    if !collector.wanted_base_aliases.is_empty() && !collector.second_reading {
+        return Ok(Reading::Again(collector.wanted_base_aliases));
+    }
     let mut seen = FxHashSet::with_capacity_and_hasher(selected.len(), Default::default());
     selected.retain(|name| seen.insert(name.clone()));
     if selected.is_empty() {
         return Err(Error::NothingSelected(describe_selection(request)));
     }
-    Ok(AstFacts {
+    Ok(Reading::Done(AstFacts {
         selected,
         selected_by_name,
         unnameable,
         records: collector.records,
-    })
+    }))
 }
 
 fn canonical_headers(headers: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
@@ -197,7 +241,7 @@ fn synthesized_unit_path(first_header: &Path) -> PathBuf {
         .join("layout-gen-selection.cpp")
 }
 
-fn synthesized_unit(headers: &[PathBuf], classes: &[String]) -> String {
+fn synthesized_unit(headers: &[PathBuf], classes: &[String], base_aliases: &[String]) -> String {
     let mut source = String::new();
     for header in headers {
         source.push_str(&format!("#include \"{}\"\n", header.display()));
@@ -208,7 +252,121 @@ fn synthesized_unit(headers: &[PathBuf], classes: &[String]) -> String {
             "static_assert(sizeof({SELECT_ALIAS}{index}) > 0, \"layout-gen instantiates {index}\");\n"
         ));
     }
+    for line in base_aliases {
+        source.push_str(line);
+        source.push('\n');
+    }
     source
+}
+
+/// A key for a base alias: the base's spelling and where its template is, hashed.
+fn stable_key(spelling: &str, pattern: Entity<'_>) -> u64 {
+    let mut key = fnv1a(spelling.as_bytes(), 0x9e37_79b9_7f4a_7c15);
+    let place = pattern
+        .get_semantic_parent()
+        .and_then(|p| p.get_display_name())
+        .unwrap_or_default();
+    key = fnv1a(place.as_bytes(), key);
+    key
+}
+
+/// FNV-1a over `bytes`, from `seed`: names aliases deterministically within one run.
+fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
+    bytes.iter().fold(seed ^ 0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Prefix of the type aliases a second reading declares for dependent bases.
+const BASE_ALIAS: &str = "layout_gen_base_";
+
+/// Every base alias a second reading declared, by name, with the type it names.
+fn declared_base_aliases(root: Entity<'_>) -> FxHashMap<String, Type<'_>> {
+    let mut found = FxHashMap::default();
+    let mut pending = vec![root];
+    while let Some(scope) = pending.pop() {
+        for child in scope.get_children() {
+            match child.get_kind() {
+                EntityKind::Namespace if !child.is_in_system_header() => pending.push(child),
+                EntityKind::TypeAliasDecl => {
+                    let name = child.get_name().unwrap_or_default();
+                    if name.starts_with(BASE_ALIAS) {
+                        if let Some(ty) = child.get_typedef_underlying_type() {
+                            found.insert(name, ty.get_canonical_type());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// The declaration that names `spelling` as an alias in the namespaces of `pattern`, for a
+/// second reading: `namespace g { using layout_gen_base_<key> = B<int>; }`; `None` where the
+/// template is not at namespace scope (or in an anonymous one).
+fn base_alias_line(pattern: Entity<'_>, alias: &str, spelling: &str) -> Option<String> {
+    let mut namespaces = Vec::new();
+    let mut scope = pattern.get_semantic_parent();
+    while let Some(current) = scope {
+        match current.get_kind() {
+            EntityKind::Namespace => namespaces.push(current.get_name()?),
+            // The translation unit (which the `clang` crate reports as `NotImplemented`).
+            EntityKind::TranslationUnit | EntityKind::NotImplemented => break,
+            _ => return None,
+        }
+        scope = current.get_semantic_parent();
+    }
+    namespaces.reverse();
+    let mut line = String::new();
+    for namespace in &namespaces {
+        line.push_str(&format!("namespace {namespace} {{ "));
+    }
+    line.push_str(&format!("using {alias} = {spelling};"));
+    for _ in &namespaces {
+        line.push_str(" }");
+    }
+    Some(line)
+}
+
+/// How the base specifier `base` of the template `pattern` reads for the instantiation `ty`:
+/// its tokens with each template parameter replaced by the argument; `None` where that cannot
+/// be done (a non-type or template parameter, an argument that is not a type).
+fn instantiated_base_spelling(
+    pattern: Entity<'_>,
+    base: Entity<'_>,
+    ty: Type<'_>,
+) -> Option<String> {
+    let mut parameters = Vec::new();
+    for child in pattern.get_children() {
+        match child.get_kind() {
+            EntityKind::TemplateTypeParameter => parameters.push(child.get_name()?),
+            EntityKind::NonTypeTemplateParameter | EntityKind::TemplateTemplateParameter => {
+                return None
+            }
+            _ => {}
+        }
+    }
+    let arguments: Vec<String> = ty
+        .get_template_argument_types()?
+        .into_iter()
+        .map(|argument| argument.map(|a| a.get_canonical_type().get_display_name()))
+        .collect::<Option<_>>()?;
+    if arguments.len() != parameters.len() {
+        return None;
+    }
+    let mut spelled = Vec::new();
+    for token in tokens(base) {
+        match token.as_str() {
+            "public" | "protected" | "private" | "virtual" if spelled.is_empty() => {}
+            _ => match parameters.iter().position(|p| *p == token) {
+                Some(index) => spelled.push(arguments[index].clone()),
+                None => spelled.push(token),
+            },
+        }
+    }
+    Some(spelled.join(" "))
 }
 
 fn check_diagnostics(
@@ -231,6 +389,11 @@ fn check_diagnostics(
             let index = (line / LINES_PER_SELECTION) as usize;
             if let Some(name) = classes.get(index) {
                 selection_error.get_or_insert_with(|| selection_failure(name, &message));
+                continue;
+            }
+            if index >= classes.len() {
+                // A base alias of a second reading that did not work out: that record's bases
+                // stay unknown (the alias is simply not found).
                 continue;
             }
         }
@@ -547,6 +710,23 @@ fn member_declarations<'tu>(
     }
 }
 
+/// The classes and class templates a `friend` declaration names (by their simple names).
+fn befriended_names(friend: Entity<'_>) -> Vec<String> {
+    friend
+        .get_children()
+        .into_iter()
+        .filter_map(|named| match named.get_kind() {
+            EntityKind::ClassTemplate | EntityKind::StructDecl | EntityKind::ClassDecl => {
+                named.get_name()
+            }
+            EntityKind::TypeRef | EntityKind::TemplateRef => {
+                named.get_reference().and_then(|r| r.get_name())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Whether the template of a dependent base type (`Base<T>`) declares a virtual function, so
 /// that every instantiation of it is dynamic.
 fn template_declares_virtual(base: Type<'_>) -> bool {
@@ -588,6 +768,14 @@ struct Collector<'tu> {
     records: FxHashMap<String, RecordFacts>,
     /// What each collected record allows of its default constructor and destructor.
     traits: FxHashMap<String, Traits>,
+    /// The names of the classes and templates each collected record befriends.
+    friends: FxHashMap<String, Vec<String>>,
+    /// Whether this is the second reading, with base aliases declared.
+    second_reading: bool,
+    /// The base aliases the unit declares (second reading), by name.
+    base_aliases: FxHashMap<String, Type<'tu>>,
+    /// The lines declaring the base aliases a second reading needs (first reading).
+    wanted_base_aliases: Vec<String>,
     /// The spelling of each builtin type met so far, shared by every member of that type.
     builtin_spellings: Vec<(TypeKind, Arc<str>)>,
     /// The file of the last record, with its path: most records follow one from the same file.
@@ -674,6 +862,7 @@ impl<'tu> Collector<'tu> {
 
         let mut bases = Vec::new();
         let mut bases_unknown = None;
+        let mut friends = Vec::new();
         let mut unknown_base_is_dynamic = false;
         let mut declares_virtual_methods = false;
         let mut user_constructors = Vec::new();
@@ -686,8 +875,15 @@ impl<'tu> Collector<'tu> {
                     let base_type = child
                         .get_type()
                         .ok_or_else(|| incomplete("a base has no type".into()))?;
+                    let base_type = match base_type.get_sizeof() {
+                        Ok(_) => base_type,
+                        Err(_) => match self.instantiated_base(declaration, child, ty) {
+                            Some(instantiated) => instantiated,
+                            None => base_type,
+                        },
+                    };
                     if bases_unknown.is_some() {
-                        continue;
+                        continue; // (every dependent base was asked for above)
                     }
                     if base_type.get_sizeof().is_err() {
                         unknown_base_is_dynamic |= template_declares_virtual(base_type);
@@ -719,6 +915,7 @@ impl<'tu> Collector<'tu> {
                     declares_virtual_methods |= child.is_virtual_method();
                     destructor = Some(child);
                 }
+                EntityKind::FriendDecl => friends.extend(befriended_names(child)),
                 EntityKind::Constructor => user_constructors.push(child),
                 // A constructor template (`template <class D = T> unique_ptr()`).
                 EntityKind::FunctionTemplate
@@ -737,7 +934,12 @@ impl<'tu> Collector<'tu> {
         self.fields(ty, &name, 0, None, &mut fields)?;
 
         let is_abstract = declaration.is_abstract_record();
+        let own_names = [
+            declaration.get_name(),
+            declaration.get_template().and_then(|t| t.get_name()),
+        ];
         let traits = self.special_member_traits(
+            &own_names,
             &ClassDeclarations {
                 destructor: destructor.map(declared),
                 constructors: user_constructors
@@ -767,6 +969,7 @@ impl<'tu> Collector<'tu> {
 
         let shared_name: Arc<str> = Arc::from(name.as_str());
         self.traits.insert(name.clone(), traits);
+        self.friends.insert(name.clone(), friends);
         let facts = RecordFacts {
             name: shared_name.clone(),
             pos: self.source_pos(declaration),
@@ -787,15 +990,53 @@ impl<'tu> Collector<'tu> {
         Ok(shared_name)
     }
 
+    /// The instantiated type of the dependent base specifier `base` of the instantiation `ty`
+    /// (whose definition is `definition`): found among a second reading's aliases, or asked for
+    /// (`None` meanwhile).
+    fn instantiated_base(
+        &mut self,
+        definition: Entity<'tu>,
+        base: Entity<'tu>,
+        ty: Type<'tu>,
+    ) -> Option<Type<'tu>> {
+        let pattern = definition.get_template()?;
+        let pattern = pattern.get_definition().unwrap_or(pattern);
+        let spelling = instantiated_base_spelling(pattern, base, ty)?;
+        let alias = format!("{BASE_ALIAS}{:016x}", stable_key(&spelling, pattern));
+        if self.second_reading {
+            return self.base_aliases.get(&alias).copied();
+        }
+        let line = base_alias_line(pattern, &alias, &spelling)?;
+        if !self.wanted_base_aliases.contains(&line) {
+            self.wanted_base_aliases.push(line);
+        }
+        None
+    }
+
     /// What [`special_members::decide`] says of a record declaring `own`, with these bases
     /// and fields (whose records were collected before it).
     fn special_member_traits(
         &self,
+        own_names: &[Option<String>],
         own: &ClassDeclarations,
         bases: &[BaseFacts],
         fields: &[FieldFacts],
     ) -> Traits {
-        let traits_of = |record: &str| self.traits.get(record).copied().unwrap_or(Traits::UNKNOWN);
+        // A base or member class that befriends this class lets it call its private members.
+        let traits_of = |record: &str| {
+            let traits = self.traits.get(record).copied().unwrap_or(Traits::UNKNOWN);
+            let befriended = self.friends.get(record).is_some_and(|friends| {
+                own_names
+                    .iter()
+                    .flatten()
+                    .any(|own| friends.iter().any(|f| f == own))
+            });
+            if befriended {
+                traits.as_seen_by_a_friend()
+            } else {
+                traits
+            }
+        };
         let bases: Vec<Traits> = bases.iter().map(|b| traits_of(&b.record)).collect();
         let members: Vec<MemberTraits> = fields
             .iter()
@@ -999,7 +1240,7 @@ mod tests {
         };
         let checked = with_unit(
             &request,
-            |parsed| {
+            |parsed, _| {
                 let root = parsed.unit.get_entity();
                 let record = root
                     .get_children()
@@ -1017,7 +1258,7 @@ mod tests {
                         checked += 1;
                     }
                 }
-                Ok(checked)
+                Ok(Reading::Done(checked))
             },
             |checked| checked,
         )

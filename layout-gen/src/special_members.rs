@@ -21,6 +21,8 @@
 //!   is not abstract, and its default constructor and its destructor are public (both compilers
 //!   require the destructor, measured).
 //!
+//! A class that a base or member class befriends may call its private special members.
+//!
 //! Not modelled (rare in headers; the shim's `static_assert` would name the class): `const` or
 //! reference members with default member initializers, unions with non-trivial members.
 
@@ -102,6 +104,19 @@ impl Traits {
         destructor: Callable::Public,
         is_abstract: false,
     };
+
+    /// What a friend of the class may call: its private members too, as if they were public.
+    pub fn as_seen_by_a_friend(self) -> Traits {
+        let open = |callable| match callable {
+            Callable::Private => Callable::Public,
+            other => other,
+        };
+        Traits {
+            default_constructor: open(self.default_constructor),
+            destructor: open(self.destructor),
+            is_abstract: self.is_abstract,
+        }
+    }
 
     /// `std::is_destructible`.
     pub fn is_destructible(&self) -> bool {
@@ -320,6 +335,17 @@ mod tests {
         let t = decide(&own, &[], &[]);
         assert_eq!(t.default_constructor, Callable::Public);
         assert!(!t.is_default_constructible() && !t.is_destructible());
+    }
+
+    #[test]
+    fn a_friend_may_call_private_special_members() {
+        // libstdc++'s `__pair_base` has a private destructor and befriends `pair`.
+        let base = traits(Callable::Private, Callable::Private);
+        assert!(!decide(&ClassDeclarations::default(), &[base], &[]).is_destructible());
+        let seen = base.as_seen_by_a_friend();
+        assert!(decide(&ClassDeclarations::default(), &[seen], &[]).is_default_constructible());
+        let member = MemberTraits::Class(seen);
+        assert!(decide(&ClassDeclarations::default(), &[], &[member]).is_destructible());
     }
 
     #[test]

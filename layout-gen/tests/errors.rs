@@ -92,18 +92,36 @@ fn incomplete_class_is_named() {
 }
 
 #[test]
-fn dependent_base_of_a_template_is_refused_by_name() {
+fn dependent_bases_of_templates_are_laid_out_and_unresolvable_ones_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let header = dir.path().join("dependent.hpp");
     std::fs::write(
         &header,
         "template <class T> struct B { virtual ~B() {} T t; };\n\
-         template <class T> struct D : B<T> { int d = 0; };\n",
+         template <class T> struct D : B<T> { int d = 0; };\n\
+         struct Other { virtual ~Other() {} long o = 0; };\n\
+         template <class T, class U> struct Two : B<T>, B<U>, Other { int two = 0; };\n\
+         template <int N> struct Sized : B<char[N]> { int s = N; };\n",
     )
     .unwrap();
-    let error = layout_gen::analyze(&select(vec![header], &["D<int>"])).unwrap_err();
+    let model = layout_gen::analyze(&select(
+        vec![header.clone()],
+        &["D<int>", "Two<int, double>"],
+    ))
+    .unwrap();
+    let d = &model.classes[0];
+    assert_eq!((d.name.as_str(), d.size), ("D<int>", 16));
+    assert_eq!(model.classes[1].size, 56); // g++: sizeof(Two<int, double>) == 56, B<double> at 16, Other at 32
+    assert_eq!(d.bases.len(), 1);
+    assert_eq!((&*d.bases[0].name, d.bases[0].offset), ("B<int>", 0));
+    let two = &model.classes[1];
+    let bases: Vec<(&str, u64)> = two.bases.iter().map(|b| (&*b.name, b.offset)).collect();
+    assert_eq!(bases, [("B<int>", 0), ("B<double>", 16), ("Other", 32)]);
+    assert_eq!(two.vptr_offsets, [0, 16, 32]);
+    // A non-type template parameter is not substituted: the base stays unknown.
+    let error = layout_gen::analyze(&select(vec![header], &["Sized<4>"])).unwrap_err();
     assert!(
-        matches!(&error, Error::IncompleteType { class, reason } if class == "D<int>" && reason.contains("B<T>")),
+        matches!(&error, Error::IncompleteType { class, reason } if class == "Sized<4>" && reason.contains("B<char[N]>")),
         "{error:?}"
     );
 }
