@@ -167,7 +167,9 @@ fn collect(
     let mut unnameable = Vec::new();
     for (index, name) in request.selection.classes.iter().enumerate() {
         let record = selected_by_name(root, index, name)?;
-        if let Some(reason) = record.get_declaration().and_then(why_unnameable) {
+        let display_name = record.get_display_name();
+        let declaration = record.get_declaration();
+        if let Some(reason) = declaration.and_then(|d| why_unnameable(d, &display_name)) {
             return Err(selection_failure(name, &reason));
         }
         selected.push(collector.record(record)?);
@@ -190,7 +192,7 @@ fn collect(
             let ty = ty.get_canonical_type();
             let name = ty.get_display_name();
             if scope.selects(entity, &members, &name) {
-                if let Some(reason) = why_unnameable(entity) {
+                if let Some(reason) = why_unnameable(entity, &name) {
                     tracing::warn!(class = %name, %reason, "skipped");
                     unnameable.push((name, reason));
                     continue;
@@ -453,7 +455,18 @@ fn selected_by_name<'tu>(root: Entity<'tu>, index: usize, name: &str) -> Result<
 }
 
 /// Why generated code cannot name the class `entity` (see [`reach`]), from its scopes.
-fn why_unnameable(entity: Entity<'_>) -> Option<String> {
+fn why_unnameable(entity: Entity<'_>, name: &str) -> Option<String> {
+    // The common case, asked cheaply: a class at namespace scope outside anonymous namespaces.
+    let at_namespace_scope = entity.get_semantic_parent().is_some_and(|p| {
+        matches!(
+            p.get_kind(),
+            EntityKind::Namespace | EntityKind::TranslationUnit | EntityKind::NotImplemented
+        )
+    });
+    let in_anonymous_namespace = name.contains("(anonymous namespace)");
+    if at_namespace_scope && !in_anonymous_namespace {
+        return None;
+    }
     let mut steps = Vec::new();
     let mut current = Some(entity);
     while let Some(scope) = current {
@@ -934,10 +947,26 @@ impl<'tu> Collector<'tu> {
         self.fields(ty, &name, 0, None, &mut fields)?;
 
         let is_abstract = declaration.is_abstract_record();
-        let own_names = [
-            declaration.get_name(),
-            declaration.get_template().and_then(|t| t.get_name()),
-        ];
+        // Names a friend declaration of a base or member could use for this class: asked of
+        // libclang only when some base or member befriends anything.
+        let befriending =
+            |record: &Arc<str>| self.friends.get(&**record).is_some_and(|f| !f.is_empty());
+        let any_befriending = bases.iter().any(|b| befriending(&b.record))
+            || fields.iter().any(|f| match &f.kind {
+                MemberKind::Record(record)
+                | MemberKind::RecordArray {
+                    element: record, ..
+                } => befriending(record),
+                _ => false,
+            });
+        let own_names = if any_befriending {
+            [
+                declaration.get_name(),
+                declaration.get_template().and_then(|t| t.get_name()),
+            ]
+        } else {
+            [None, None]
+        };
         let traits = self.special_member_traits(
             &own_names,
             &ClassDeclarations {
@@ -969,7 +998,9 @@ impl<'tu> Collector<'tu> {
 
         let shared_name: Arc<str> = Arc::from(name.as_str());
         self.traits.insert(name.clone(), traits);
-        self.friends.insert(name.clone(), friends);
+        if !friends.is_empty() {
+            self.friends.insert(name.clone(), friends);
+        }
         let facts = RecordFacts {
             name: shared_name.clone(),
             pos: self.source_pos(declaration),
