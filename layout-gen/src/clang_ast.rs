@@ -15,8 +15,8 @@ use clang::diagnostic::Severity;
 use clang::source::File;
 use clang::TranslationUnit;
 use clang::{
-    Accessibility, Availability, Clang, Entity, EntityKind, EntityVisitResult, Index, Type,
-    TypeKind, Unsaved,
+    Accessibility, Availability, Clang, Entity, EntityKind, EntityVisitResult, Index,
+    TemplateArgument, Type, TypeKind, Unsaved,
 };
 use rehydrate::tables::Access;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -72,7 +72,9 @@ fn with_unit<T: Send, R: Send>(
     let clang = Clang::new().map_err(Error::Libclang)?;
     let index = Index::new(&clang, false, false);
     let unit_path = synthesized_unit_path(&headers[0]);
-    let mut arguments: Vec<String> = ["-x", "c++", "-std=c++17"]
+    // No error limit: a second reading may declare many base aliases that do not work out
+    // (each is only not found), and clang would stop reading at the twentieth error.
+    let mut arguments: Vec<String> = ["-x", "c++", "-std=c++17", "-ferror-limit=0"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -325,44 +327,81 @@ fn base_alias_line(pattern: Entity<'_>, alias: &str, spelling: &str) -> Option<S
     for namespace in &namespaces {
         line.push_str(&format!("namespace {namespace} {{ "));
     }
-    line.push_str(&format!("using {alias} = {spelling};"));
+    // On lines of their own, so that nothing in the spelling can swallow the closing braces.
+    line.push_str(&format!("\nusing {alias} = {spelling};\n"));
     for _ in &namespaces {
-        line.push_str(" }");
+        line.push_str("} ");
     }
     Some(line)
 }
 
-/// How the base specifier `base` of the template `pattern` reads for the instantiation `ty`:
-/// its tokens with each template parameter replaced by the argument; `None` where that cannot
-/// be done (a non-type or template parameter, an argument that is not a type).
+/// How the base specifier `base` of the template `pattern` reads for the instantiation whose
+/// declaration is `instance`: its tokens with each template parameter replaced by the argument
+/// (a type's canonical spelling, an integer's value); `None` where that cannot be done (a
+/// template template parameter, a pack, an argument libclang does not give).
 fn instantiated_base_spelling(
     pattern: Entity<'_>,
     base: Entity<'_>,
-    ty: Type<'_>,
+    instance: Entity<'_>,
 ) -> Option<String> {
     let mut parameters = Vec::new();
     for child in pattern.get_children() {
         match child.get_kind() {
-            EntityKind::TemplateTypeParameter => parameters.push(child.get_name()?),
-            EntityKind::NonTypeTemplateParameter | EntityKind::TemplateTemplateParameter => {
-                return None
+            EntityKind::TemplateTypeParameter => parameters.push((child.get_name()?, false)),
+            EntityKind::NonTypeTemplateParameter => {
+                let is_bool = child
+                    .get_type()
+                    .is_some_and(|t| t.get_kind() == TypeKind::Bool);
+                parameters.push((child.get_name()?, is_bool));
             }
+            EntityKind::TemplateTemplateParameter => return None,
             _ => {}
         }
     }
-    let arguments: Vec<String> = ty
-        .get_template_argument_types()?
-        .into_iter()
-        .map(|argument| argument.map(|a| a.get_canonical_type().get_display_name()))
-        .collect::<Option<_>>()?;
+    // The declaration's own arguments (types and integers); libclang gives none for some
+    // declarations, whose type still lists the type arguments.
+    let arguments = instance
+        .get_template_arguments()
+        .filter(|arguments| arguments.len() == parameters.len())
+        .or_else(|| {
+            let types = instance.get_type()?.get_template_argument_types()?;
+            types
+                .into_iter()
+                .map(|t| t.map(TemplateArgument::Type))
+                .collect::<Option<Vec<_>>>()
+        })?;
     if arguments.len() != parameters.len() {
         return None;
     }
+    let arguments: Vec<String> = arguments
+        .into_iter()
+        .zip(&parameters)
+        .map(|(argument, (_, is_bool))| match argument {
+            TemplateArgument::Type(ty) => Some(ty.get_canonical_type().get_display_name()),
+            TemplateArgument::Integral(value, _) if *is_bool => {
+                Some(if value != 0 { "true" } else { "false" }.to_string())
+            }
+            TemplateArgument::Integral(value, _) => Some(value.to_string()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let tokens = tokens(base);
+    // A member of a parameter (`_Traits::__hash_cached::value`) would need `typename` or a
+    // value the alias cannot spell: give up on those rather than declare a broken alias.
+    let uses_member_of_parameter = tokens
+        .windows(2)
+        .any(|pair| pair[1] == "::" && parameters.iter().any(|(p, _)| *p == pair[0]));
+    if uses_member_of_parameter {
+        return None;
+    }
     let mut spelled = Vec::new();
-    for token in tokens(base) {
+    for token in tokens {
+        if token.starts_with("//") || token.starts_with("/*") {
+            continue; // a comment inside the base specifier
+        }
         match token.as_str() {
             "public" | "protected" | "private" | "virtual" if spelled.is_empty() => {}
-            _ => match parameters.iter().position(|p| *p == token) {
+            _ => match parameters.iter().position(|(p, _)| *p == token) {
                 Some(index) => spelled.push(arguments[index].clone()),
                 None => spelled.push(token),
             },
@@ -890,7 +929,7 @@ impl<'tu> Collector<'tu> {
                         .ok_or_else(|| incomplete("a base has no type".into()))?;
                     let base_type = match base_type.get_sizeof() {
                         Ok(_) => base_type,
-                        Err(_) => match self.instantiated_base(declaration, child, ty) {
+                        Err(_) => match self.instantiated_base(declaration, child) {
                             Some(instantiated) => instantiated,
                             None => base_type,
                         },
@@ -1021,18 +1060,17 @@ impl<'tu> Collector<'tu> {
         Ok(shared_name)
     }
 
-    /// The instantiated type of the dependent base specifier `base` of the instantiation `ty`
-    /// (whose definition is `definition`): found among a second reading's aliases, or asked for
-    /// (`None` meanwhile).
+    /// The instantiated type of the dependent base specifier `base` of the instantiation whose
+    /// definition is `definition`: found among a second reading's aliases, or asked for (`None`
+    /// meanwhile).
     fn instantiated_base(
         &mut self,
         definition: Entity<'tu>,
         base: Entity<'tu>,
-        ty: Type<'tu>,
     ) -> Option<Type<'tu>> {
         let pattern = definition.get_template()?;
         let pattern = pattern.get_definition().unwrap_or(pattern);
-        let spelling = instantiated_base_spelling(pattern, base, ty)?;
+        let spelling = instantiated_base_spelling(pattern, base, definition)?;
         let alias = format!("{BASE_ALIAS}{:016x}", stable_key(&spelling, pattern));
         if self.second_reading {
             return self.base_aliases.get(&alias).copied();

@@ -99,9 +99,10 @@ fn dependent_bases_of_templates_are_laid_out_and_unresolvable_ones_refused_by_na
         &header,
         "template <class T> struct B { virtual ~B() {} T t; };\n\
          template <class T> struct D : B<T> { int d = 0; };\n\
-         struct Other { virtual ~Other() {} long o = 0; };\n\
+         struct Other { virtual ~Other() {} long o = 0; using type = int; };\n\
          template <class T, class U> struct Two : B<T>, B<U>, Other { int two = 0; };\n\
-         template <int N> struct Sized : B<char[N]> { int s = N; };\n",
+         template <int N> struct Sized : B<char[N]> { int s = N; };\n\
+         template <class T> struct Nested : B<typename T::type> { int n = 0; };\n",
     )
     .unwrap();
     let model = layout_gen::analyze(&select(
@@ -118,10 +119,15 @@ fn dependent_bases_of_templates_are_laid_out_and_unresolvable_ones_refused_by_na
     let bases: Vec<(&str, u64)> = two.bases.iter().map(|b| (&*b.name, b.offset)).collect();
     assert_eq!(bases, [("B<int>", 0), ("B<double>", 16), ("Other", 32)]);
     assert_eq!(two.vptr_offsets, [0, 16, 32]);
-    // A non-type template parameter is not substituted: the base stays unknown.
-    let error = layout_gen::analyze(&select(vec![header], &["Sized<4>"])).unwrap_err();
+    // A non-type template parameter is substituted by its value.
+    let sized = layout_gen::analyze(&select(vec![header.clone()], &["Sized<4>"])).unwrap();
+    let bases: Vec<&str> = sized.classes[0].bases.iter().map(|b| &*b.name).collect();
+    assert_eq!(bases, ["B<char[4]>"]);
+    assert_eq!(sized.classes[0].size, 16);
+    // A base that uses a member of a parameter (`T::type`) is not spelled: refused by name.
+    let error = layout_gen::analyze(&select(vec![header], &["Nested<Other>"])).unwrap_err();
     assert!(
-        matches!(&error, Error::IncompleteType { class, reason } if class == "Sized<4>" && reason.contains("B<char[N]>")),
+        matches!(&error, Error::IncompleteType { class, reason } if class == "Nested<Other>" && reason.contains("B<typename T::type>")),
         "{error:?}"
     );
 }

@@ -50,9 +50,9 @@ fn left_out_classes_are_named_with_the_reason_and_the_shim_compiles() {
     assert!(reason("sel::Document::Cursor").contains("protected member class"));
     assert!(reason("sel::(anonymous namespace)::Internal").contains("anonymous namespace"));
     assert!(
-        reason("sel::FromSized").contains("Sized<8>"),
+        reason("sel::FromNested").contains("Nested<sel::WithType>"),
         "{}",
-        reason("sel::FromSized")
+        reason("sel::FromNested")
     );
 
     let document = model
@@ -73,16 +73,26 @@ fn left_out_classes_are_named_with_the_reason_and_the_shim_compiles() {
     let derived = field("derived");
     assert!(!derived.opaque, "Derived<int>'s dependent base is resolved");
     assert_eq!((derived.offset, derived.size), (0, 16));
+    let through_member = field("through_member");
+    assert!(
+        through_member.opaque,
+        "Nested<WithType>'s base is spelled through T::type"
+    );
+    assert_eq!((through_member.offset, through_member.size), (16, 24));
     let sized = field("sized");
     assert!(
-        sized.opaque,
-        "Sized<4>'s base depends on a non-type parameter"
+        !sized.opaque,
+        "Sized<4>'s base depends on a non-type parameter, resolved"
     );
-    assert_eq!((sized.offset, sized.size), (16, 16));
-    assert_eq!(holds.vptr_offsets, [0, 16], "Base<T> is dynamic in both");
+    assert_eq!(sized.offset, 40);
+    assert_eq!(
+        holds.vptr_offsets,
+        [0, 16, 40],
+        "Base<T> is dynamic in all three"
+    );
     assert_eq!(
         field("after").offset,
-        80,
+        104,
         "clang's offsets after the opaque member"
     );
 
@@ -125,8 +135,11 @@ fn left_out_classes_are_named_with_the_reason_and_the_shim_compiles() {
 #[test]
 fn a_class_named_in_the_request_that_cannot_be_described_fails_with_the_reason() {
     for (class, expected) in [
-        ("sel::FromSized", "Sized<8>"),
-        ("sel::Sized<4>", "depends on a template parameter"),
+        ("sel::FromNested", "Nested<sel::WithType>"),
+        (
+            "sel::Nested<sel::WithType>",
+            "depends on a template parameter",
+        ),
     ] {
         let error = layout_gen::analyze(&request(&[], &[class])).unwrap_err();
         let message = error.to_string();
