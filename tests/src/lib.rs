@@ -145,6 +145,20 @@ pub static STDLIB: Fixture = Fixture {
     classes: &["st::Component", "st::Inventory", "st::Tool"],
 };
 
+/// The selection fixture as a module: a document class with a protected base destructor, a class
+/// of template and standard-library members, a class deriving from `std::vector<int>`.
+pub static SELECTION: Fixture = Fixture {
+    folder: "selection",
+    header: "selection.hpp",
+    source: "selection.cpp",
+    classes: &[
+        "sel::Document",
+        "sel::HoldsTemplates",
+        "sel::FromVector",
+        "sel::Derived<int>",
+    ],
+};
+
 /// The benchmark fixture: 8 classes with 1 to 5 vptr slots.
 pub static BENCH: Fixture = Fixture {
     folder: "bench",

@@ -508,3 +508,74 @@ fn version_of(runtime: &Runtime) -> i32 {
     // SAFETY: takes nothing.
     unsafe { current() }
 }
+
+/// The selection fixture's ordinary classes (protected base destructor, private nested class,
+/// resolved dependent bases, standard-library members and bases) reload with their contents.
+#[test]
+fn ordinary_classes_of_the_oracle_fixture_reload_with_their_contents() {
+    for compiler in [gxx(), clangxx()] {
+        let dir = modules_dir();
+        let build = |version| {
+            ModuleBuild::of(
+                &integration_tests::SELECTION,
+                compiler.clone(),
+                "-O2",
+                version,
+            )
+            .build(&dir)
+        };
+        let (v1, v2) = (build(1), build(2));
+        let mut runtime = Runtime::load(&v1).unwrap();
+        assert!(
+            runtime.unreloadable_classes().is_empty(),
+            "{:?}",
+            runtime.unreloadable_classes()
+        );
+        let documents: Vec<LiveObject> = (0..5)
+            .map(|_| runtime.create("sel::Document").unwrap())
+            .collect();
+        let holders: Vec<LiveObject> = (0..5)
+            .map(|_| runtime.create("sel::HoldsTemplates").unwrap())
+            .collect();
+        let vectors: Vec<LiveObject> = (0..5)
+            .map(|_| runtime.create("sel::FromVector").unwrap())
+            .collect();
+        let call = |runtime: &Runtime, name: &str, object: &LiveObject, seed: usize| {
+            // SAFETY: the fixture exports these with these signatures, for these classes.
+            unsafe {
+                if name.contains("check") {
+                    (*runtime.symbol::<CheckFn>(name).unwrap())(object.as_ptr(), seed as i32)
+                } else {
+                    (*runtime.symbol::<FillFn>(name).unwrap())(object.as_ptr(), seed as i32);
+                    0
+                }
+            }
+        };
+        for (seed, (document, holder)) in documents.iter().zip(&holders).enumerate() {
+            call(&runtime, "sel_fill_document", document, seed);
+            call(&runtime, "sel_fill_holder", holder, seed);
+        }
+        for target in [&v2, &v1] {
+            let old = runtime.shadow_path();
+            let report = runtime.reload(target).unwrap().rehydrate_all().unwrap();
+            assert_eq!(report.objects, 15);
+            assert!(report.old_image_unmapped && shadow_is_gone(&old));
+            assert_vptrs_in_current_build(&runtime);
+            for (seed, (document, holder)) in documents.iter().zip(&holders).enumerate() {
+                assert_eq!(
+                    call(&runtime, "sel_check_document", document, seed),
+                    0,
+                    "{}",
+                    compiler.name
+                );
+                assert_eq!(
+                    call(&runtime, "sel_check_holder", holder, seed),
+                    0,
+                    "{}",
+                    compiler.name
+                );
+            }
+        }
+        drop((documents, holders, vectors));
+    }
+}
