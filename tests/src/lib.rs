@@ -156,6 +156,7 @@ pub static SELECTION: Fixture = Fixture {
         "sel::HoldsTemplates",
         "sel::FromVector",
         "sel::Derived<int>",
+        "sel::Enemy",
     ],
 };
 
