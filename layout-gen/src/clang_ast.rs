@@ -5,6 +5,17 @@
 //! libclang's failure values (incomplete, dependent, invalid) become typed [`Error`]s here, with
 //! the class or member named. Nothing else in the crate may touch clang.
 //!
+//! libclang 19 shows an implicit template instantiation's bases only as its template wrote them
+//! (`B<T>`). When the walk meets such a base it asks for a second reading of the translation
+//! unit (see [`Reading`]) with a type alias per instantiated base appended (`using
+//! layout_gen_base_… = B<int>;` in the template's namespace); the second reading finds the
+//! bases through those aliases. A base that still cannot be found leaves the record's bases
+//! unknown ([`RecordFacts::bases_unknown`]): opaque as a member, not a class of its own.
+//!
+//! Which special members are callable ([`crate::special_members`]) and which classes generated
+//! code can name ([`crate::reach`]) are decided outside this module, from the plain data it
+//! gathers.
+//!
 //! Only one `clang::Clang` may exist per process, so every walk holds [`LIBCLANG`] for its whole
 //! duration: callers on several threads are serialised instead of failing.
 

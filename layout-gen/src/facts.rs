@@ -4,7 +4,7 @@
 //! qualified name. Names are `Arc<str>`: the model repeats them in every class that inherits a
 //! member, and sharing them there costs a reference count instead of an allocation. Offsets of fields are relative to the record that declares them; base-class
 //! offsets are absent on purpose: libclang (before 20) does not give them, and
-//! [`crate::itanium`] computes them from these facts.
+//! `crate::itanium` computes them from these facts.
 
 use std::sync::Arc;
 

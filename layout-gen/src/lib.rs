@@ -9,8 +9,11 @@
 //!   and destruction thunks, and compile-time checks that the compiler agrees with the tables;
 //! - readable and JSON layouts ([`inspect`]).
 //!
-//! Data flows one way: [`clang_ast`] (the only libclang user) → [`facts`] → [`itanium`] →
-//! [`ir`] → emitters. The CLI and `build-support` both go through [`generate`].
+//! Data flows one way: `clang_ast` (the only libclang user) → [`facts`] → `itanium` →
+//! `ir` → emitters. C++ policy lives in plain modules the walk calls: `special_members`
+//! (what can be constructed and destroyed) and `reach` (what generated code can name). A class
+//! that cannot be described is left out with its reason ([`LayoutModel::skipped`]) unless the
+//! request names it. The CLI and `build-support` both go through [`generate`].
 
 mod clang_ast;
 pub mod emit;
@@ -28,7 +31,7 @@ mod write;
 use std::path::{Path, PathBuf};
 
 pub use error::{Diagnostic, Error};
-pub use ir::{BaseSubobject, ClassLayout, FieldLayout, LayoutModel};
+pub use ir::{BaseSubobject, ClassLayout, FieldLayout, LayoutModel, SkippedClass};
 pub use request::{Request, Selection, DEFAULT_ANNOTATION};
 pub use write::write_if_changed;
 

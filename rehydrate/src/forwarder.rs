@@ -9,7 +9,7 @@
 //!   demand. Pages are never unmapped and a released thunk is never handed out again: foreign
 //!   code may keep an address forever, and a stale callback must not silently call whatever a
 //!   later forwarder was bound to. A released forwarder's slot points at a trap of its own that
-//!   aborts the process with a message naming what the forwarder was bound to (see [`traps`]).
+//!   aborts the process with a message naming what the forwarder was bound to (see `traps`).
 //! - A forwarder is placed near its first target: in a page pair mapped inside the same 1 GiB
 //!   of address space when there is room. Measured on this project's machine (AMD EPYC), the
 //!   thunk's indirect jump costs about 0.3 ns when thunk and target are that close and about
