@@ -356,8 +356,19 @@ fn instantiated_base_spelling(
     instance: Entity<'_>,
 ) -> Option<String> {
     let mut parameters = Vec::new();
+    let mut pack = None;
     for child in pattern.get_children() {
         match child.get_kind() {
+            EntityKind::TemplateTypeParameter
+            | EntityKind::NonTypeTemplateParameter
+            | EntityKind::TemplateTemplateParameter
+                if pack.is_some() =>
+            {
+                return None; // a parameter after the pack
+            }
+            EntityKind::TemplateTypeParameter if tokens(child).iter().any(|t| t == "...") => {
+                pack = Some(child.get_name()?);
+            }
             EntityKind::TemplateTypeParameter => parameters.push((child.get_name()?, false)),
             EntityKind::NonTypeTemplateParameter => {
                 let is_bool = child
@@ -369,6 +380,72 @@ fn instantiated_base_spelling(
             _ => {}
         }
     }
+    let (arguments, pack_arguments) = match &pack {
+        // A trailing parameter pack of types (`template <class... Ts>`): the type lists every
+        // argument, the pack's expanded.
+        Some(_) => {
+            let types = instance.get_type()?.get_template_argument_types()?;
+            if types.len() <= parameters.len() {
+                return None; // an empty pack
+            }
+            let packed: Vec<String> = types[parameters.len()..]
+                .iter()
+                .map(|t| t.map(|t| t.get_canonical_type().get_display_name()))
+                .collect::<Option<_>>()?;
+            // The parameters before the pack: from the declaration's own arguments (which give
+            // values too), else from the type's.
+            let leading = instance
+                .get_template_arguments()
+                .filter(|arguments| arguments.len() > parameters.len())
+                .and_then(|arguments| spelled_arguments(arguments, &parameters))
+                .or_else(|| {
+                    let leading = types[..parameters.len()].iter().copied();
+                    spelled_arguments(
+                        leading
+                            .map(|t| t.map(TemplateArgument::Type))
+                            .collect::<Option<Vec<_>>>()?,
+                        &parameters,
+                    )
+                })?;
+            (leading, packed.join(", "))
+        }
+        None => (arguments_of(instance, &parameters)?, String::new()),
+    };
+    let tokens = tokens(base);
+    // A member of a parameter (`_Traits::__hash_cached::value`) would need `typename` or a
+    // value the alias cannot spell: give up on those rather than declare a broken alias.
+    let is_parameter =
+        |token: &str| parameters.iter().any(|(p, _)| p == token) || pack.as_deref() == Some(token);
+    let uses_member_of_parameter = tokens
+        .windows(2)
+        .any(|pair| pair[1] == "::" && is_parameter(&pair[0]));
+    if uses_member_of_parameter {
+        return None;
+    }
+    let mut spelled = Vec::new();
+    let mut tokens = tokens
+        .into_iter()
+        .filter(|t| !t.starts_with("//") && !t.starts_with("/*")) // comments in the specifier
+        .peekable();
+    while let Some(token) = tokens.next() {
+        match token.as_str() {
+            "public" | "protected" | "private" | "virtual" if spelled.is_empty() => {}
+            _ if pack.as_deref() == Some(token.as_str()) => {
+                tokens.next_if(|t| t == "...")?; // the pack used other than expanded: give up
+                spelled.push(pack_arguments.clone());
+            }
+            _ => match parameters.iter().position(|(p, _)| *p == token) {
+                Some(index) => spelled.push(arguments[index].clone()),
+                None => spelled.push(token),
+            },
+        }
+    }
+    Some(spelled.join(" "))
+}
+
+/// The arguments of the instantiation `instance` for `parameters` (no pack), spelled: a type's
+/// canonical spelling, an integer's value (`true`/`false` for a `bool` parameter).
+fn arguments_of(instance: Entity<'_>, parameters: &[(String, bool)]) -> Option<Vec<String>> {
     // The declaration's own arguments (types and integers); libclang gives none for some
     // declarations, whose type still lists the type arguments.
     let arguments = instance
@@ -384,9 +461,17 @@ fn instantiated_base_spelling(
     if arguments.len() != parameters.len() {
         return None;
     }
-    let arguments: Vec<String> = arguments
+    spelled_arguments(arguments, parameters)
+}
+
+/// The first `parameters.len()` of `arguments`, spelled for their parameters.
+fn spelled_arguments(
+    arguments: Vec<TemplateArgument<'_>>,
+    parameters: &[(String, bool)],
+) -> Option<Vec<String>> {
+    arguments
         .into_iter()
-        .zip(&parameters)
+        .zip(parameters)
         .map(|(argument, (_, is_bool))| match argument {
             TemplateArgument::Type(ty) => Some(ty.get_canonical_type().get_display_name()),
             TemplateArgument::Integral(value, _) if *is_bool => {
@@ -395,30 +480,7 @@ fn instantiated_base_spelling(
             TemplateArgument::Integral(value, _) => Some(value.to_string()),
             _ => None,
         })
-        .collect::<Option<_>>()?;
-    let tokens = tokens(base);
-    // A member of a parameter (`_Traits::__hash_cached::value`) would need `typename` or a
-    // value the alias cannot spell: give up on those rather than declare a broken alias.
-    let uses_member_of_parameter = tokens
-        .windows(2)
-        .any(|pair| pair[1] == "::" && parameters.iter().any(|(p, _)| *p == pair[0]));
-    if uses_member_of_parameter {
-        return None;
-    }
-    let mut spelled = Vec::new();
-    for token in tokens {
-        if token.starts_with("//") || token.starts_with("/*") {
-            continue; // a comment inside the base specifier
-        }
-        match token.as_str() {
-            "public" | "protected" | "private" | "virtual" if spelled.is_empty() => {}
-            _ => match parameters.iter().position(|(p, _)| *p == token) {
-                Some(index) => spelled.push(arguments[index].clone()),
-                None => spelled.push(token),
-            },
-        }
-    }
-    Some(spelled.join(" "))
+        .collect()
 }
 
 fn check_diagnostics(

@@ -102,7 +102,9 @@ fn dependent_bases_of_templates_are_laid_out_and_unresolvable_ones_refused_by_na
          struct Other { virtual ~Other() {} long o = 0; using type = int; };\n\
          template <class T, class U> struct Two : B<T>, B<U>, Other { int two = 0; };\n\
          template <int N> struct Sized : B<char[N]> { int s = N; };\n\
-         template <class T> struct Nested : B<typename T::type> { int n = 0; };\n",
+         template <class T> struct Nested : B<typename T::type> { int n = 0; };\n\
+         template <class... Ts> struct PackBase { virtual ~PackBase() {} int n = sizeof...(Ts); };\n\
+         template <class... Ts> struct Pack : PackBase<Ts...> { int p = 0; };\n",
     )
     .unwrap();
     let model = layout_gen::analyze(&select(
@@ -124,6 +126,11 @@ fn dependent_bases_of_templates_are_laid_out_and_unresolvable_ones_refused_by_na
     let bases: Vec<&str> = sized.classes[0].bases.iter().map(|b| &*b.name).collect();
     assert_eq!(bases, ["B<char[4]>"]);
     assert_eq!(sized.classes[0].size, 16);
+    // A parameter pack is expanded into the base's arguments.
+    let pack = layout_gen::analyze(&select(vec![header.clone()], &["Pack<int, double>"])).unwrap();
+    let bases: Vec<&str> = pack.classes[0].bases.iter().map(|b| &*b.name).collect();
+    assert_eq!(bases, ["PackBase<int, double>"]);
+    assert_eq!(pack.classes[0].vptr_offsets, [0]);
     // A base that uses a member of a parameter (`T::type`) is not spelled: refused by name.
     let error = layout_gen::analyze(&select(vec![header], &["Nested<Other>"])).unwrap_err();
     assert!(
