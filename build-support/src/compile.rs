@@ -10,7 +10,9 @@
 //! source, and what the previous compile of it read) are hashed *before* the compiler starts,
 //! and those hashes are what the stamp records: if one changed meanwhile, the next build sees a
 //! difference and compiles again. A file the compiler read for the first time can only be hashed
-//! afterwards; if it was modified after the compile started, the stamp records it as changed.
+//! afterwards; if its modification time is after the compile started, the stamp records it as
+//! changed (file times come from a coarse clock: a save within one scheduler tick of the start
+//! can go unseen, for such a first-time file only).
 //!
 //! Hashes are XXH3-128 (`xxhash-rust`), whose definition is fixed, so stamps written by one
 //! build of this crate are read correctly by any other.
@@ -18,7 +20,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -223,10 +225,6 @@ const MISSING: &str = "missing";
 /// What a stamp records for a file that changed while the step ran: never a file's hash.
 const CHANGED_DURING_BUILD: &str = "changed while the build ran";
 
-/// How far a file's modification time may lag the clock: file times come from the kernel's
-/// coarse clock, up to one scheduler tick (10 ms at 100 Hz) behind.
-const MTIME_LAG: Duration = Duration::from_millis(20);
-
 /// The files a step was expected to read, hashed before it ran.
 struct Before {
     started: SystemTime,
@@ -259,10 +257,14 @@ impl Before {
             .collect()
     }
 
+    /// Whether `path` was modified after the step started. File times come from the kernel's
+    /// coarse clock, which lags the real one by up to a scheduler tick: a file saved just
+    /// before the step started never looks modified after it (no needless rebuild), and one
+    /// saved within that tick after the start may not be seen (only for a file no earlier
+    /// build of this output had read).
     fn modified_since_start(&self, path: &Path) -> bool {
         let modified = std::fs::metadata(path).and_then(|m| m.modified());
-        let since = self.started.checked_sub(MTIME_LAG).unwrap_or(self.started);
-        modified.map_or(true, |time| time >= since)
+        modified.map_or(true, |time| time > self.started)
     }
 }
 
