@@ -342,8 +342,8 @@ impl LoadedModule {
             slot_of_type,
         });
         let host = NonNull::new(Box::into_raw(host)).expect("a Box is never null");
-        // SAFETY: `host` is the allocation just released; nothing else refers to it yet. The
-        // context is derived from the raw pointer, so the module's copy keeps its provenance.
+        // The context is derived from the raw pointer, so the module's copy keeps its provenance.
+        // SAFETY: `host` is the allocation just released; nothing else refers to it yet.
         unsafe { (*host.as_ptr()).api.context = host.as_ptr().cast() };
         // From here on, dropping `module` closes the library before freeing `host`.
         let module = LoadedModule {
@@ -354,10 +354,10 @@ impl LoadedModule {
             classes,
             by_name,
         };
-        // SAFETY: `attach` is the shim's noexcept function taking a pointer to this table, which
-        // lives until the library is closed.
+        // The table lives until the library is closed (see `Drop`).
+        // SAFETY: `host` is valid; this only takes the address of its `api` field.
         let api = unsafe { &raw const (*host.as_ptr()).api };
-        // SAFETY: as above.
+        // SAFETY: `attach` is the shim's noexcept function taking a pointer to such a table.
         if unsafe { (desc.attach)(api) } != abi::ThunkStatus::Ok as i32 {
             return Err(Error::Attach {
                 path: source.to_path_buf(),
@@ -403,8 +403,8 @@ impl Drop for LoadedModule {
                 tracing::warn!(module = %self.source.display(), %error, "dlclose failed");
             }
         }
-        // SAFETY: `host` came from `Box::into_raw` in `describe` and is freed only here, after the
-        // library (the only other holder of the pointer) was closed.
+        // The library, the only other holder of the pointer, was closed just above.
+        // SAFETY: `host` came from `Box::into_raw` in `describe` and is freed only here.
         drop(unsafe { Box::from_raw(self.host.as_ptr()) });
         let _ = std::fs::remove_file(&self.shadow);
         if !crate::maps::mappings_of(&self.shadow).is_empty() {
