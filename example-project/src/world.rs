@@ -263,7 +263,7 @@ impl World {
     /// A checksum of every live object's state: the bytes of every scalar member, members of
     /// class type and their array elements followed down to their scalars (so neither vptrs,
     /// which a reload rewrites, nor padding inside members, which holds garbage, count), and
-    /// the contents of every entity's standard-library members (its name, its list of parts, a
+    /// (instead of their bytes) the contents of every entity's standard-library members (its name, its list of parts, a
     /// robot's inventory), hashed by the module's own code. Objects are hashed one by one and
     /// the hashes added: the order does not matter.
     pub fn state_checksum(&self) -> Result<u64, Error> {
@@ -359,6 +359,11 @@ fn member_table(owner: &str, type_name: &str) -> Result<&'static ClassTable, Err
 fn scalar_ranges(table: &ClassTable, base: usize) -> Result<Vec<std::ops::Range<usize>>, Error> {
     let mut ranges = Vec::new();
     for field in table.fields {
+        if field.type_name.starts_with("std::") {
+            // Standard-library members: their bytes are pointers and buffers with unwritten
+            // tails, so the module hashes their contents instead (`world_contents_hash`).
+            continue;
+        }
         let offset = base + field.offset as usize;
         let (element, count) = match field.type_name.split_once('[') {
             Some((element, _)) => (element.trim(), None),
