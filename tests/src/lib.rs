@@ -312,6 +312,43 @@ pub fn tiny_library(dir: &Path, name: &str, source: &str) -> PathBuf {
     library
 }
 
+/// One live object's class, address and bytes.
+pub type ObjectBytes = (String, usize, Vec<u8>);
+
+/// The bytes of every live object whose class the current build has an image of, sorted: to
+/// show that a failed reload changed nothing, or which bytes a reload kept.
+pub fn object_bytes(runtime: &rehydrate::Runtime) -> Vec<ObjectBytes> {
+    let mut objects: Vec<ObjectBytes> = runtime
+        .live_object_addresses()
+        .into_iter()
+        .filter_map(|(class, address)| {
+            let size = runtime.class_image(&class).ok()?.byte_map().len();
+            // SAFETY: `size` bytes of a live object, which the runtime tracks.
+            let bytes = unsafe { std::slice::from_raw_parts(address as *const u8, size) }.to_vec();
+            Some((class.to_string(), address, bytes))
+        })
+        .collect();
+    objects.sort();
+    objects
+}
+
+/// Every vptr slot of every live object points into the current build's mapping (checked
+/// before anything calls through one: a stale vptr would crash, not fail).
+pub fn assert_vptrs_in_current_build(runtime: &rehydrate::Runtime) {
+    let ranges = runtime.image_ranges();
+    assert!(!ranges.is_empty(), "the current build is mapped");
+    for (class, address) in runtime.live_object_addresses() {
+        for offset in runtime.vptr_offsets(&class).unwrap() {
+            // SAFETY: a vptr slot inside a live object.
+            let vptr = unsafe { ((address + offset) as *const usize).read_unaligned() };
+            assert!(
+                ranges.iter().any(|r| r.contains(&vptr)),
+                "{class} at {address:#x}: vptr at +{offset} = {vptr:#x} is outside the current build {ranges:x?}"
+            );
+        }
+    }
+}
+
 /// The layout fixture header shared with layout-gen's own tests.
 pub fn shapes_header() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -9,7 +9,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use integration_tests::{
-    clangxx, gxx, tiny_library, Compiler, ModuleBuild, LIFECYCLE, RELOAD_CLASSES,
+    assert_vptrs_in_current_build, clangxx, gxx, object_bytes, tiny_library, Compiler, ModuleBuild,
+    LIFECYCLE, RELOAD_CLASSES,
 };
 use rehydrate::{Error, LiveObject, Runtime};
 
@@ -36,21 +37,6 @@ fn version(runtime: &Runtime) -> i32 {
     let current = unsafe { runtime.symbol::<VersionFn>("lc_version") }.unwrap();
     // SAFETY: takes nothing.
     unsafe { current() }
-}
-
-/// Every vptr of every live object points into the current build's mapping.
-fn assert_vptrs_in_current_build(runtime: &Runtime) {
-    let ranges = runtime.image_ranges();
-    for (class, address) in runtime.live_object_addresses() {
-        for offset in runtime.vptr_offsets(&class).unwrap() {
-            // SAFETY: a vptr slot inside a live object.
-            let vptr = unsafe { ((address + offset) as *const usize).read() };
-            assert!(
-                ranges.iter().any(|r| r.contains(&vptr)),
-                "{class} at {address:#x}: vptr {vptr:#x} is outside the current build"
-            );
-        }
-    }
 }
 
 /// Runs `work` on a thread and fails the test if it has not finished after `deadline` (a hang).
@@ -186,22 +172,6 @@ fn objects_of_a_class_only_the_new_build_describes_are_accepted() {
     drop(parent);
 }
 
-/// The bytes of every live object, to show that a failed reload changed nothing.
-fn snapshot(runtime: &Runtime) -> Vec<(String, usize, Vec<u8>)> {
-    let mut objects: Vec<_> = runtime
-        .live_object_addresses()
-        .into_iter()
-        .map(|(class, address)| {
-            let size = runtime.class_image(&class).unwrap().byte_map().len();
-            // SAFETY: `size` bytes of a live object.
-            let bytes = unsafe { std::slice::from_raw_parts(address as *const u8, size) }.to_vec();
-            (class.to_string(), address, bytes)
-        })
-        .collect();
-    objects.sort();
-    objects
-}
-
 fn shadow_is_gone(shadow: &Path) -> bool {
     rehydrate::maps::mappings_of(shadow).is_empty() && !shadow.exists()
 }
@@ -211,7 +181,7 @@ fn dropping_a_reload_rolls_back() {
     let (v1, v2) = builds(gxx());
     let mut runtime = Runtime::load(&v1).unwrap();
     let parent = runtime.create("lc::Parent").unwrap();
-    let before = snapshot(&runtime);
+    let before = object_bytes(&runtime);
     let shadow = runtime.shadow_path();
     let reload = runtime.reload(&v2).unwrap();
     let new_shadow = reload.new_shadow_path().to_path_buf();
@@ -220,7 +190,7 @@ fn dropping_a_reload_rolls_back() {
     assert!(shadow_is_gone(&new_shadow), "the new build was unloaded");
     assert_eq!(runtime.shadow_path(), shadow, "the old build is current");
     assert_eq!(version(&runtime), 1);
-    assert_eq!(snapshot(&runtime), before, "no object changed");
+    assert_eq!(object_bytes(&runtime), before, "no object changed");
     assert_vptrs_in_current_build(&runtime);
     drop(parent);
 }
@@ -240,35 +210,19 @@ fn an_object_of_a_type_the_module_does_not_describe_refuses_the_reload() {
     };
     // SAFETY: takes nothing; the module tracks what it returns.
     let undescribed = unsafe { make() };
-    let before = snapshot_described(&runtime);
+    let before = object_bytes(&runtime);
     let error = runtime.reload(&v2).unwrap().rehydrate_all().unwrap_err();
     assert!(
         matches!(&error, Error::UntrackableType { class, type_id_name, objects: 1 } if class == "lc::Undescribed" && type_id_name.contains("Undescribed")),
         "{error:?}"
     );
     assert!(error.to_string().contains("lc::Undescribed"), "{error}");
-    assert_eq!(snapshot_described(&runtime), before);
+    assert_eq!(object_bytes(&runtime), before);
     assert_eq!(version(&runtime), 1);
     // SAFETY: made above by this build; destroyed once.
     unsafe { destroy(undescribed) };
     runtime.reload(&v2).unwrap().rehydrate_all().unwrap();
     assert_eq!(version(&runtime), 2);
-}
-
-/// [`snapshot`] of the objects of described classes only.
-fn snapshot_described(runtime: &Runtime) -> Vec<(String, usize, Vec<u8>)> {
-    let mut objects: Vec<_> = runtime
-        .live_object_addresses()
-        .into_iter()
-        .filter_map(|(class, address)| {
-            let size = runtime.class_image(&class).ok()?.byte_map().len();
-            // SAFETY: `size` bytes of a live object.
-            let bytes = unsafe { std::slice::from_raw_parts(address as *const u8, size) }.to_vec();
-            Some((class.to_string(), address, bytes))
-        })
-        .collect();
-    objects.sort();
-    objects
 }
 
 #[test]
@@ -330,7 +284,7 @@ fn an_object_whose_vptr_was_overwritten_refuses_the_reload() {
     let parent_vptr = vptr_of(&parent);
     // SAFETY: the parent's vptr slot; restored below, and nothing calls it meanwhile.
     unsafe { (parent.as_ptr() as *mut usize).write(vptr_of(&child)) };
-    let before = snapshot(&runtime);
+    let before = object_bytes(&runtime);
     let error = runtime.reload(&v2).unwrap().rehydrate_all().unwrap_err();
     match &error {
         Error::StaleObject {
@@ -345,7 +299,7 @@ fn an_object_whose_vptr_was_overwritten_refuses_the_reload() {
         }
         other => panic!("expected StaleObject, got {other:?}"),
     }
-    assert_eq!(snapshot(&runtime), before, "nothing was patched");
+    assert_eq!(object_bytes(&runtime), before, "nothing was patched");
     // SAFETY: as above.
     unsafe { (parent.as_ptr() as *mut usize).write(parent_vptr) };
     runtime.reload(&v2).unwrap().rehydrate_all().unwrap();
