@@ -149,6 +149,22 @@ pub enum Error {
         /// The first byte that differs.
         offset: usize,
     },
+    /// A build's ELF file could not be read for its symbols.
+    #[error("cannot read the symbols of module {}: {reason}", path.display())]
+    Symbols {
+        /// The module path.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Memory holds references into the old build that cannot be mapped into the new one.
+    #[error("the reload is refused: memory holds references into {} that the new build cannot take over: {}", path.display(), problems.join("; "))]
+    UnresolvableReferences {
+        /// The old module.
+        path: PathBuf,
+        /// Each kind of reference: what it points at, why it cannot be mapped, and what holds it.
+        problems: Vec<String>,
+    },
     /// A reload found several problems; each is listed.
     #[error("the reload is refused: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     ReloadRefused {

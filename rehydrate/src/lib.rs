@@ -23,11 +23,13 @@ pub mod maps;
 mod module;
 pub mod probe;
 mod registry;
+mod relocation;
 mod runtime;
 pub mod tables;
 
 pub use error::{CppOperation, Error};
 pub use forwarder::Forwarder;
+pub use relocation::{Audit, RelocationCounts};
 pub use runtime::{
     BoundForwarder, LiveObject, ModuleSymbol, Reload, ReloadReport, Runtime, UnreloadableClass,
 };

@@ -48,11 +48,14 @@ use crate::layout_gate::layout_changes;
 use crate::module::{LoadedModule, ShadowFolder, UNKNOWN_TYPE_PREFIX};
 use crate::probe::{probe, ClassImage, ProbeFailure, Writes};
 use crate::registry::{self, ClassSlot, Registry, Stopped};
+use crate::relocation::{self, Audit, BuildImage, RelocationCounts};
 
-/// One loaded build and the probe result of each of its classes (same order as its classes).
+/// One loaded build, the probe result of each of its classes (same order as its classes), and
+/// its ELF symbols.
 struct Build {
     module: LoadedModule,
     images: Vec<Result<ClassImage, ProbeFailure>>,
+    elf: BuildImage,
 }
 
 impl Build {
@@ -64,10 +67,18 @@ impl Build {
     ) -> Result<(Build, Duration, Duration), Error> {
         let started = Instant::now();
         let module = LoadedModule::load(path, shadows, registry.clone(), bindings.clone())?;
+        let elf = BuildImage::of(&module.shadow).map_err(|reason| Error::Symbols {
+            path: path.to_path_buf(),
+            reason,
+        })?;
         let loaded = started.elapsed();
         let started = Instant::now();
         let images = module.classes.iter().map(probe).collect();
-        let build = Build { module, images };
+        let build = Build {
+            module,
+            images,
+            elf,
+        };
         for class in build.unreloadable() {
             tracing::warn!(
                 module = %path.display(), class = %class.class, reason = %class.reason,
@@ -195,10 +206,23 @@ pub struct ReloadReport {
     pub validate: Duration,
     /// Copying the new implicit bytes into every live object.
     pub patch: Duration,
+    /// Scanning the process's writable memory and resolving every reference into the old
+    /// build (before the commit point).
+    pub scan: Duration,
+    /// Rewriting those references.
+    pub relocate: Duration,
+    /// What was re-pointed, by kind, and what was left alone.
+    pub references: RelocationCounts,
     /// Unloading the old build.
     pub unload: Duration,
     /// `/proc/self/maps` no longer shows the old build.
     pub old_image_unmapped: bool,
+    /// The old build's former range is reserved (no access), so a stale use faults there.
+    pub old_range_reserved: bool,
+    /// Scanning again after the unload: what still points into the old build's former range.
+    pub audit: Audit,
+    /// How long the audit took.
+    pub audit_time: Duration,
 }
 
 /// A symbol of the current build, usable while the runtime is borrowed (a reload needs
@@ -511,6 +535,16 @@ impl Reload<'_> {
             })?;
         let validate_time = started.elapsed();
 
+        let started = Instant::now();
+        let relocation = relocation::plan(&current.elf, &new.elf, |location| {
+            tracked_holder(&objects, &current, location)
+        })
+        .map_err(|problems| Error::UnresolvableReferences {
+            path: current.module.source.clone(),
+            problems,
+        })?;
+        let scan_time = started.elapsed();
+
         // Nothing below can fail: from here on every object is written.
         let started = Instant::now();
         for step in &plan {
@@ -522,6 +556,13 @@ impl Reload<'_> {
         let classes = plan.len();
         drop(plan); // it borrows `new`, which becomes current now
 
+        let started = Instant::now();
+        // SAFETY: the words were found just now with the registry stopped and, by the
+        // threading rule, no module code running; the new build becomes current below and
+        // stays loaded while anything can use them.
+        let (references, unresolved) = unsafe { relocation.apply(&current.elf) };
+        let relocate_time = started.elapsed();
+
         shared.bindings.apply(&forwarders); // before the old build goes away
         let old = std::mem::replace(&mut *current, new);
         let object_count = objects.len();
@@ -529,9 +570,22 @@ impl Reload<'_> {
         drop(current);
         let started = Instant::now();
         let old_shadow = old.module.shadow.clone();
-        drop(old); // dlclose; the module's static destructors may untrack objects
+        let Build {
+            module: old_module,
+            images: old_images,
+            elf: old_elf,
+        } = old;
+        drop(old_images);
+        drop(old_module); // dlclose; the module's static destructors may untrack objects
         let unload_time = started.elapsed();
         let old_image_unmapped = crate::maps::mappings_of(&old_shadow).is_empty();
+        let old_range_reserved = old_image_unmapped && relocation::reserve_former_range(&old_elf);
+        let started = Instant::now();
+        let audit = relocation::audit(&old_elf, &unresolved);
+        let audit_time = started.elapsed();
+        if audit.stale > 0 {
+            tracing::error!(stale = audit.stale, examples = ?audit.examples, "words still point into the unloaded build");
+        }
 
         let report = ReloadReport {
             objects: object_count,
@@ -540,15 +594,49 @@ impl Reload<'_> {
             probe: probe_time,
             validate: validate_time,
             patch: patch_time,
+            scan: scan_time,
+            relocate: relocate_time,
+            references,
             unload: unload_time,
             old_image_unmapped,
+            old_range_reserved,
+            audit,
+            audit_time,
         };
         tracing::info!(
             objects = report.objects, load = ?report.load, probe = ?report.probe, validate = ?report.validate,
-            patch = ?report.patch, unload = ?report.unload, "reload committed"
+            scan = ?report.scan, patch = ?report.patch, relocate = ?report.relocate, unload = ?report.unload,
+            audit = ?report.audit_time, references = ?report.references, "reload committed"
         );
         Ok(report)
     }
+}
+
+/// The tracked object whose bytes hold `location`, with the field there, for messages.
+fn tracked_holder(objects: &Stopped, build: &Build, location: usize) -> Option<String> {
+    for (slot, name) in objects.classes() {
+        let Some(class) = build.module.class(name) else {
+            continue;
+        };
+        for slots in objects.slot_arrays(slot) {
+            for &address in slots.iter().filter(|&&a| registry::is_object(a)) {
+                if !(address..address + class.size).contains(&location) {
+                    continue;
+                }
+                let offset = location - address;
+                let field = class
+                    .fields
+                    .iter()
+                    .find(|f| f.byte_range().contains(&offset))
+                    .map_or_else(
+                        || format!("offset {offset}"),
+                        |f| format!("field {}", f.qualified()),
+                    );
+                return Some(format!("tracked {name} object {address:#x}, {field}"));
+            }
+        }
+    }
+    None
 }
 
 /// One class to patch: its registry slot and the new build's image of it.

@@ -1,0 +1,310 @@
+//! Where a word that points into the old build must point in the new one.
+//!
+//! Every old address is resolved through the old build's symbols and mapped to the same thing
+//! in the new build: a vptr by its vtable group and which address point it is (never by raw
+//! offset: adding a virtual function moves the secondary address points), a function by its
+//! symbol's start, a pointer to or into a global or named constant by symbol and offset, and a
+//! pointer into unnamed read-only data (string literals) to a read-only copy of the old bytes.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::elf::{ElfIndex, SectionKind, Symbol};
+use super::rodata::ReadOnlyCopy;
+
+/// A loaded build as the address map sees it.
+pub(crate) struct BuildView<'a> {
+    pub index: &'a ElfIndex,
+    /// The load bias: absolute address = `base` + virtual address of the file.
+    pub base: usize,
+    /// Every address the build's mappings cover.
+    pub range: Range<usize>,
+}
+
+impl BuildView<'_> {
+    fn contains(&self, address: usize) -> bool {
+        self.range.contains(&address)
+    }
+
+    fn vaddr(&self, address: usize) -> u64 {
+        (address - self.base) as u64
+    }
+
+    fn absolute(&self, vaddr: u64) -> usize {
+        self.base + vaddr as usize
+    }
+}
+
+/// What kind of reference a word is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ReferenceKind {
+    Vptr,
+    Function,
+    Data,
+    ReadOnlyData,
+}
+
+/// The outcome for one word that points into the old build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Resolution {
+    /// Write this instead.
+    To { new: usize, kind: ReferenceKind },
+    /// A loader structure's reference (headers, `.dynamic`, `.eh_frame_hdr`...): left alone.
+    Loader,
+    /// Cannot be mapped: what it points at and why.
+    Unresolvable(String),
+}
+
+/// One address point of a vtable group: its offset in the group and its offset-to-top.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AddressPoint {
+    offset: u64,
+    offset_to_top: i64,
+}
+
+/// Maps old addresses to new ones; caches what it learnt about vtable groups.
+pub(crate) struct AddressMap<'a> {
+    pub old: BuildView<'a>,
+    pub new: BuildView<'a>,
+    address_points: HashMap<(bool, Arc<str>), Result<Vec<AddressPoint>, String>>,
+    read_only_copy: Option<ReadOnlyCopy>,
+}
+
+impl<'a> AddressMap<'a> {
+    pub fn new(old: BuildView<'a>, new: BuildView<'a>) -> AddressMap<'a> {
+        AddressMap {
+            old,
+            new,
+            address_points: HashMap::new(),
+            read_only_copy: None,
+        }
+    }
+
+    /// The copy of the old build's unnamed read-only data, if some reference needed it.
+    pub fn take_read_only_copy(&mut self) -> Option<ReadOnlyCopy> {
+        self.read_only_copy.take()
+    }
+
+    /// Where `word`, an address inside the old build, must point in the new one.
+    pub fn resolve(&mut self, word: usize) -> Resolution {
+        let vaddr = self.old.vaddr(word);
+        let Some(section) = self.old.index.section_at(vaddr) else {
+            // The ELF and program headers, or the gaps between segments: the loader's.
+            return Resolution::Loader;
+        };
+        let (kind, section_name) = (section.kind, section.name.clone());
+        if kind == SectionKind::Loader {
+            return Resolution::Loader;
+        }
+        let symbol = self.old.index.symbol_at(vaddr).cloned();
+        if symbol.as_ref().is_some_and(|s| &*s.name == "__dso_handle") {
+            // Only ever the identity of the build's exit registrations, the C library's own.
+            return Resolution::Loader;
+        }
+        match (kind, symbol) {
+            (SectionKind::Code, Some(symbol)) if symbol.start == vaddr => {
+                self.same_symbol(&symbol, 0, ReferenceKind::Function)
+            }
+            (SectionKind::Code, Some(symbol)) => Resolution::Unresolvable(format!(
+                "points inside the function `{}`+{:#x} (a return address or a code pointer \
+                 that no symbol starts at)",
+                symbol.demangled(),
+                vaddr - symbol.start
+            )),
+            (SectionKind::Code, None) => Resolution::Unresolvable(format!(
+                "points into code that no symbol covers (section {section_name}+{:#x})",
+                vaddr - section.start
+            )),
+            (_, Some(symbol)) if symbol.is_vtable_group() => self.vptr(&symbol, vaddr),
+            (_, Some(symbol)) => {
+                let kind = if kind == SectionKind::ReadOnly {
+                    ReferenceKind::ReadOnlyData
+                } else {
+                    ReferenceKind::Data
+                };
+                self.same_symbol(&symbol, vaddr - symbol.start, kind)
+            }
+            (SectionKind::ReadOnly, None) => self.read_only(word),
+            (_, None) => Resolution::Unresolvable(format!(
+                "points into the old build's writable data where no symbol is \
+                 (section {section_name}+{:#x})",
+                vaddr - section.start
+            )),
+        }
+    }
+
+    /// The new build's symbol with `old`'s key, at `offset`.
+    fn same_symbol(&self, old: &Symbol, offset: u64, kind: ReferenceKind) -> Resolution {
+        let Some(new) = self.new.index.by_key(&old.key) else {
+            return Resolution::Unresolvable(format!(
+                "points at `{}`+{offset:#x}, which the new build does not define{}",
+                old.demangled(),
+                if self.old.index.by_key(&old.key).is_none() {
+                    " (the old build defines the name more than once)"
+                } else {
+                    ""
+                }
+            ));
+        };
+        if kind == ReferenceKind::Function && !new.is_function {
+            return Resolution::Unresolvable(format!(
+                "points at the function `{}`, which is not a function in the new build",
+                old.demangled()
+            ));
+        }
+        if offset > 0 && offset >= new.size {
+            return Resolution::Unresolvable(format!(
+                "points at `{}`+{offset:#x}, but the new build's `{}` is only {} bytes",
+                old.demangled(),
+                new.demangled(),
+                new.size
+            ));
+        }
+        Resolution::To {
+            new: self.new.absolute(new.start + offset),
+            kind,
+        }
+    }
+
+    /// A vptr: the same address point (by order in the group) of the new build's group.
+    fn vptr(&mut self, old: &Symbol, vaddr: u64) -> Resolution {
+        let old_points = match self.points(false, old) {
+            Ok(points) => points,
+            Err(reason) => return Resolution::Unresolvable(reason),
+        };
+        let offset = vaddr - old.start;
+        let Some(ordinal) = old_points.iter().position(|p| p.offset == offset) else {
+            return Resolution::Unresolvable(format!(
+                "points into the vtable group `{}`+{offset:#x}, which is not one of its address \
+                 points",
+                old.demangled()
+            ));
+        };
+        let Some(new) = self.new.index.by_key(&old.key).cloned() else {
+            return Resolution::Unresolvable(format!(
+                "a vptr to `{}`, which the new build does not define",
+                old.demangled()
+            ));
+        };
+        let new_points = match self.points(true, &new) {
+            Ok(points) => points,
+            Err(reason) => return Resolution::Unresolvable(reason),
+        };
+        let same_shape = new_points.len() == old_points.len()
+            && new_points
+                .iter()
+                .zip(&old_points)
+                .all(|(n, o)| n.offset_to_top == o.offset_to_top);
+        if !same_shape {
+            return Resolution::Unresolvable(format!(
+                "a vptr to `{}`, whose subobjects changed (offsets-to-top {:?} became {:?}): \
+                 the class's layout changed",
+                old.demangled(),
+                old_points
+                    .iter()
+                    .map(|p| p.offset_to_top)
+                    .collect::<Vec<_>>(),
+                new_points
+                    .iter()
+                    .map(|p| p.offset_to_top)
+                    .collect::<Vec<_>>(),
+            ));
+        }
+        Resolution::To {
+            new: self.new.absolute(new.start + new_points[ordinal].offset),
+            kind: ReferenceKind::Vptr,
+        }
+    }
+
+    /// The address points of a vtable group of the old (`in_new == false`) or new build.
+    fn points(&mut self, in_new: bool, group: &Symbol) -> Result<Vec<AddressPoint>, String> {
+        let key = (in_new, group.key.clone());
+        if let Some(known) = self.address_points.get(&key) {
+            return known.clone();
+        }
+        let build = if in_new { &self.new } else { &self.old };
+        let found = address_points(build, group);
+        self.address_points.insert(key, found.clone());
+        found
+    }
+
+    /// A pointer into unnamed read-only data: the same offset in a copy of the old bytes.
+    fn read_only(&mut self, word: usize) -> Resolution {
+        if self.read_only_copy.is_none() {
+            match ReadOnlyCopy::of(&self.old) {
+                Ok(copy) => self.read_only_copy = Some(copy),
+                Err(error) => {
+                    return Resolution::Unresolvable(format!(
+                        "points into the old build's read-only data, and no copy of it could \
+                         be made: {error}"
+                    ))
+                }
+            }
+        }
+        let copy = self.read_only_copy.as_ref().expect("made just above");
+        match copy.translate(word) {
+            Some(new) => Resolution::To {
+                new,
+                kind: ReferenceKind::ReadOnlyData,
+            },
+            None => Resolution::Unresolvable("points outside the copied read-only data".into()),
+        }
+    }
+}
+
+/// The address points of `group` as it lies in memory: each follows an offset-to-top word and
+/// a word equal to the group's RTTI pointer (every address point of a group carries the same
+/// one, that of the complete class).
+fn address_points(build: &BuildView<'_>, group: &Symbol) -> Result<Vec<AddressPoint>, String> {
+    let words = group.size as usize / 8;
+    let start = build.absolute(group.start);
+    // SAFETY: the group lies in the build's mapped, readable `.data.rel.ro`; the build stays
+    // loaded while the address map lives.
+    let word = |i: usize| unsafe { ((start + 8 * i) as *const usize).read_unaligned() };
+    let rtti = (0..words)
+        .map(word)
+        .find(|&w| is_typeinfo(build, w))
+        .ok_or_else(|| {
+            format!(
+                "the vtable group `{}` has no RTTI pointer (built with -fno-rtti?): its address \
+                 points cannot be told apart",
+                group.demangled()
+            )
+        })?;
+    Ok((1..words)
+        .filter(|&i| word(i) == rtti)
+        .map(|i| AddressPoint {
+            offset: 8 * (i as u64 + 1),
+            offset_to_top: word(i - 1) as i64,
+        })
+        .collect())
+}
+
+/// Whether `word` is the address of a typeinfo object (`_ZTI...`), in `build` or elsewhere.
+fn is_typeinfo(build: &BuildView<'_>, word: usize) -> bool {
+    if build.contains(word) {
+        return build
+            .index
+            .symbol_at(build.vaddr(word))
+            .is_some_and(|s| s.name.starts_with("_ZTI") && s.start == build.vaddr(word));
+    }
+    if word < 4096 {
+        return false;
+    }
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr only inspects the loader's tables; `info` is a valid out-parameter.
+    let found = unsafe { libc::dladdr(word as *const _, info.as_mut_ptr()) } != 0;
+    if !found {
+        return false;
+    }
+    // SAFETY: dladdr succeeded and filled `info`.
+    let info = unsafe { info.assume_init() };
+    if info.dli_sname.is_null() || info.dli_saddr as usize != word {
+        return false;
+    }
+    // SAFETY: a NUL-terminated symbol name owned by the loader.
+    unsafe { std::ffi::CStr::from_ptr(info.dli_sname) }
+        .to_bytes()
+        .starts_with(b"_ZTI")
+}

@@ -1,0 +1,233 @@
+//! A build's ELF file, read once when it is loaded: its sections and every symbol (`.symtab`
+//! included, so static functions, lambdas and hidden template instantiations are known), by
+//! address.
+//!
+//! Addresses here are *virtual addresses of the file* (offsets from the load base), never
+//! absolute ones: while the runtime scans memory for references into a build, its own tables
+//! must not look like such references.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SectionFlags, SymbolKind};
+
+/// What a section holds, as far as references into it are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SectionKind {
+    /// Machine code: references are function pointers.
+    Code,
+    /// Constants: vtables, typeinfo, string literals, named constants.
+    ReadOnly,
+    /// `.data` and `.bss`: the module's globals.
+    Writable,
+    /// What the dynamic loader and the unwinder use (headers, `.dynamic`, symbol and hash
+    /// tables, `.eh_frame*`, `.got`, init/fini arrays, TLS images): never user data. The
+    /// loader's own structures point here until `dlclose`; such references are left alone.
+    Loader,
+}
+
+/// One allocated section.
+#[derive(Debug, Clone)]
+pub(crate) struct Section {
+    pub name: Arc<str>,
+    pub start: u64,
+    pub end: u64,
+    pub kind: SectionKind,
+}
+
+/// One defined symbol with an address.
+#[derive(Debug, Clone)]
+pub(crate) struct Symbol {
+    /// The (mangled) name.
+    pub name: Arc<str>,
+    /// What identifies it across builds: the name of a global symbol; `file\0name` for a local
+    /// one (two translation units may each have a `static int helper()`).
+    pub key: Arc<str>,
+    pub start: u64,
+    pub size: u64,
+    pub is_function: bool,
+}
+
+impl Symbol {
+    /// The name as people write it (`game::Robot::update()`), or the mangled name.
+    pub fn demangled(&self) -> String {
+        cpp_demangle::Symbol::new(self.name.as_bytes())
+            .ok()
+            .map(|symbol| symbol.to_string())
+            .unwrap_or_else(|| self.name.to_string())
+    }
+
+    /// Whether `address` lies inside the symbol (a symbol of size 0 holds only its start).
+    pub fn contains(&self, address: u64) -> bool {
+        address == self.start || (address > self.start && address < self.start + self.size)
+    }
+
+    /// A vtable group (`_ZTV`) or construction vtable group (`_ZTC`).
+    pub fn is_vtable_group(&self) -> bool {
+        self.name.starts_with("_ZTV") || self.name.starts_with("_ZTC")
+    }
+}
+
+/// The sections and symbols of one build's ELF file.
+#[derive(Debug, Default)]
+pub(crate) struct ElfIndex {
+    /// Sorted by start; allocated sections only.
+    sections: Vec<Section>,
+    /// Sorted by start, then by size (largest first).
+    symbols: Vec<Symbol>,
+    /// Index into `symbols` by key; keys that occur more than once are absent (ambiguous).
+    by_key: HashMap<Arc<str>, usize>,
+    /// The lowest virtual address of a loadable segment, rounded down to its page.
+    pub first_segment: u64,
+}
+
+/// Sections whose contents belong to the loader and the unwinder (see [`SectionKind::Loader`]).
+const LOADER_SECTION_PREFIXES: &[&str] = &[
+    ".interp",
+    ".note",
+    ".hash",
+    ".gnu.hash",
+    ".dynsym",
+    ".dynstr",
+    ".gnu.version",
+    ".rela",
+    ".rel.",
+    ".relr",
+    ".dynamic",
+    ".got",
+    ".eh_frame",
+    ".gcc_except_table",
+    ".init_array",
+    ".fini_array",
+    ".preinit_array",
+    ".ctors",
+    ".dtors",
+    ".jcr",
+    ".tdata",
+    ".tbss",
+];
+
+impl ElfIndex {
+    /// Reads `path`, an ELF shared library.
+    pub fn read(path: &Path) -> Result<ElfIndex, String> {
+        let data = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+        let file = object::File::parse(&*data).map_err(|e| format!("not an ELF file: {e}"))?;
+        let first_segment = file
+            .segments()
+            .map(|segment| segment.address())
+            .min()
+            .unwrap_or(0)
+            & !0xfff;
+        let mut sections: Vec<Section> = file
+            .sections()
+            .filter_map(|section| {
+                let SectionFlags::Elf { sh_flags } = section.flags() else {
+                    return None;
+                };
+                let flags = sh_flags as u32;
+                if flags & object::elf::SHF_ALLOC == 0 || section.size() == 0 {
+                    return None;
+                }
+                let name: Arc<str> = Arc::from(section.name().unwrap_or(""));
+                let kind = if LOADER_SECTION_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                    SectionKind::Loader
+                } else if flags & object::elf::SHF_EXECINSTR != 0 {
+                    SectionKind::Code
+                } else if flags & object::elf::SHF_WRITE != 0 {
+                    SectionKind::Writable
+                } else {
+                    SectionKind::ReadOnly
+                };
+                Some(Section {
+                    name,
+                    start: section.address(),
+                    end: section.address() + section.size(),
+                    kind,
+                })
+            })
+            .collect();
+        sections.sort_by_key(|s| s.start);
+
+        let mut symbols = Vec::new();
+        let mut file_name: Arc<str> = Arc::from("");
+        for symbol in file.symbols().chain(file.dynamic_symbols()) {
+            if symbol.kind() == SymbolKind::File {
+                file_name = Arc::from(symbol.name().unwrap_or(""));
+                continue;
+            }
+            if symbol.is_undefined() || symbol.section_index().is_none() {
+                continue;
+            }
+            let Ok(name) = symbol.name() else { continue };
+            if name.is_empty() || !matches!(symbol.kind(), SymbolKind::Text | SymbolKind::Data) {
+                continue;
+            }
+            let name: Arc<str> = Arc::from(name);
+            let key = if symbol.is_local() {
+                Arc::from(format!("{file_name}\0{name}"))
+            } else {
+                name.clone()
+            };
+            symbols.push(Symbol {
+                name,
+                key,
+                start: symbol.address(),
+                size: symbol.size(),
+                is_function: symbol.kind() == SymbolKind::Text,
+            });
+        }
+        symbols.sort_by(|a, b| {
+            (a.start, std::cmp::Reverse(a.size), &a.key).cmp(&(
+                b.start,
+                std::cmp::Reverse(b.size),
+                &b.key,
+            ))
+        });
+        // `.dynsym` repeats the globals of `.symtab`.
+        symbols.dedup_by(|a, b| a.key == b.key && a.start == b.start && a.size == b.size);
+        let mut by_key: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut ambiguous = Vec::new();
+        for (i, symbol) in symbols.iter().enumerate() {
+            if by_key.insert(symbol.key.clone(), i).is_some() {
+                ambiguous.push(symbol.key.clone());
+            }
+        }
+        for key in ambiguous {
+            by_key.remove(&key);
+        }
+        Ok(ElfIndex {
+            sections,
+            symbols,
+            by_key,
+            first_segment,
+        })
+    }
+
+    /// The section holding `address`.
+    pub fn section_at(&self, address: u64) -> Option<&Section> {
+        let after = self.sections.partition_point(|s| s.start <= address);
+        let section = self.sections.get(after.checked_sub(1)?)?;
+        (address < section.end).then_some(section)
+    }
+
+    /// The symbol holding `address`: of those that do, the one starting last (the innermost).
+    pub fn symbol_at(&self, address: u64) -> Option<&Symbol> {
+        let after = self.symbols.partition_point(|s| s.start <= address);
+        self.symbols[..after]
+            .iter()
+            .rev()
+            .take(64)
+            .find(|s| s.contains(address))
+    }
+
+    /// The symbol with this key, when exactly one has it.
+    pub fn by_key(&self, key: &str) -> Option<&Symbol> {
+        self.by_key.get(key).map(|&i| &self.symbols[i])
+    }
+
+    /// Every allocated section, by address.
+    pub fn sections(&self) -> &[Section] {
+        &self.sections
+    }
+}

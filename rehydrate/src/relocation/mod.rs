@@ -1,0 +1,354 @@
+//! Relocation: after a reload, nothing in the process points into the old build.
+//!
+//! Before the commit point, every readable and writable mapping of the process (heap,
+//! anonymous mappings, the data of every loaded object except the two builds themselves) is
+//! scanned for words that point into the old build; each is resolved through the old build's
+//! ELF symbols ([`address_map`]). One that cannot be resolved refuses the reload, and nothing
+//! is written. At the commit, every resolved word is rewritten (only if it still holds the
+//! value it was found with); after the old build is unloaded, an [`audit`] scans again and
+//! counts what still points into its former range.
+//!
+//! What is left alone: words on thread stacks (reported: a thread's frames belong to it) and
+//! references of the dynamic loader's own structures to the old build's headers, `.dynamic`,
+//! `.eh_frame_hdr` and the like, which it frees at `dlclose`.
+//!
+//! The module's globals are not carried into the new build yet: they start fresh.
+
+mod address_map;
+mod elf;
+mod rodata;
+mod scan;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+
+pub(crate) use address_map::ReferenceKind;
+use address_map::{AddressMap, BuildView, Resolution};
+use elf::ElfIndex;
+use rodata::ReadOnlyCopy;
+use scan::{scan_region, writable_regions, Found, Region};
+
+/// A loaded build's ELF index and where it lies.
+pub(crate) struct BuildImage {
+    index: ElfIndex,
+    /// The load bias (the address of the ELF header: the loader's, so never rewritten).
+    base: usize,
+    /// How many bytes from `base` the build's mappings cover.
+    length: usize,
+}
+
+impl BuildImage {
+    /// Reads the ELF file `shadow`, which is loaded (its mappings are in `/proc/self/maps`).
+    pub fn of(shadow: &Path) -> Result<BuildImage, String> {
+        let index = ElfIndex::read(shadow)?;
+        let mappings = crate::maps::mappings_of(shadow);
+        let (Some(start), Some(end)) = (
+            mappings.iter().map(|m| m.start).min(),
+            mappings.iter().map(|m| m.end).max(),
+        ) else {
+            return Err("the build is not mapped".into());
+        };
+        let base = start - index.first_segment as usize;
+        Ok(BuildImage {
+            index,
+            base,
+            length: end - base,
+        })
+    }
+
+    fn range(&self) -> Range<usize> {
+        self.base..self.base + self.length
+    }
+
+    fn view(&self) -> BuildView<'_> {
+        BuildView {
+            index: &self.index,
+            base: self.base,
+            range: self.range(),
+        }
+    }
+}
+
+/// How many references of each kind a reload re-pointed, and what it left alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelocationCounts {
+    /// Vptrs of objects, tracked or not.
+    pub vptrs: usize,
+    /// Function pointers (plain, `std::function` internals, member-function pointers).
+    pub functions: usize,
+    /// Pointers to or into globals and named constants.
+    pub data: usize,
+    /// Pointers into unnamed read-only data (string literals), now into a read-only copy.
+    pub read_only_data: usize,
+    /// Bytes of old read-only data kept as a copy for them.
+    pub read_only_copy_bytes: usize,
+    /// References of the dynamic loader's structures to the old build's headers and tables.
+    pub loader: usize,
+    /// Words on thread stacks (reported, never rewritten), by thread id (0: a stack whose
+    /// thread is not known).
+    pub stack_words: Vec<(u32, usize)>,
+    /// Words in the heap or anonymous mappings that point into the old build where nothing
+    /// maps (inside a function, between a vtable's address points): stale bytes of freed
+    /// memory or dead stack frames, as far as a conservative scan can tell. Left as they
+    /// are; the audit does not count them as stale.
+    pub unresolved: usize,
+    /// A few of them, for people to read.
+    pub unresolved_examples: Vec<String>,
+}
+
+/// The audit after the old build is unloaded: words still pointing into its former range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// Outside what is exempt: must be zero.
+    pub stale: usize,
+    /// A few of them, for people to read.
+    pub examples: Vec<String>,
+    /// On thread stacks (exempt).
+    pub on_stacks: usize,
+    /// The loader's references to headers and tables, in its freed structures (exempt).
+    pub loader: usize,
+    /// Words with a value the relocation reported as unresolved (see
+    /// [`RelocationCounts::unresolved`]).
+    pub reported_unresolved: usize,
+}
+
+/// One word to rewrite at the commit.
+struct Rewrite {
+    location: usize,
+    /// The value it was found with, minus the old build's base.
+    old_offset: u64,
+    new: usize,
+}
+
+/// Everything a commit writes, resolved and checked.
+pub(crate) struct Relocation {
+    rewrites: Vec<Rewrite>,
+    counts: RelocationCounts,
+    read_only_copy: Option<ReadOnlyCopy>,
+    /// Values (minus the old base) of the words left as they were, for the audit.
+    unresolved_offsets: Vec<u64>,
+}
+
+/// Scans the process and resolves every reference into `old`; every unresolvable one is
+/// described (what holds it, what it points at) in the error, and nothing is written.
+pub(crate) fn plan(
+    old: &BuildImage,
+    new: &BuildImage,
+    describe_holder: impl Fn(usize) -> Option<String>,
+) -> Result<Relocation, Vec<String>> {
+    let mut map = AddressMap::new(old.view(), new.view());
+    let regions = writable_regions(&[old.range(), new.range()]);
+    let old_start = old.base;
+    let mut found: Vec<(usize, Found)> = Vec::new(); // (region index, word)
+    let mut counts = RelocationCounts::default();
+    for (i, region) in regions.iter().enumerate() {
+        let mut on_stack = 0;
+        scan_region(region, &old.range(), |word| {
+            if region.stack_of.is_some() {
+                on_stack += 1;
+            } else {
+                found.push((i, word));
+            }
+        });
+        if let (Some(thread), true) = (region.stack_of, on_stack > 0) {
+            counts.stack_words.push((thread, on_stack));
+        }
+    }
+    let mut resolved: HashMap<u64, Resolution> = HashMap::new();
+    let mut rewrites = Vec::with_capacity(found.len());
+    let mut problems: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
+    let mut unresolved_offsets = Vec::new();
+    for (region, word) in found {
+        let resolution = resolved
+            .entry(word.offset)
+            .or_insert_with(|| map.resolve(old_start + word.offset as usize));
+        match resolution {
+            Resolution::To { new, kind } => {
+                match kind {
+                    ReferenceKind::Vptr => counts.vptrs += 1,
+                    ReferenceKind::Function => counts.functions += 1,
+                    ReferenceKind::Data => counts.data += 1,
+                    ReferenceKind::ReadOnlyData => counts.read_only_data += 1,
+                }
+                rewrites.push(Rewrite {
+                    location: word.location,
+                    old_offset: word.offset,
+                    new: *new,
+                });
+            }
+            Resolution::Loader => counts.loader += 1,
+            Resolution::Unresolvable(what) => {
+                // In the data of a loaded object or in a tracked object, the word is live: the
+                // reload is refused. In the heap or an anonymous mapping it may as well be
+                // freed memory or a dead stack frame (a conservative scan cannot tell): it is
+                // left as it is and reported.
+                let live = regions[region].name.starts_with('/')
+                    || describe_holder(word.location).is_some();
+                if live {
+                    let holder = (region, word.location);
+                    match problems.iter_mut().find(|(w, _)| w == what) {
+                        Some((_, holders)) => holders.push(holder),
+                        None => problems.push((what.clone(), vec![holder])),
+                    }
+                } else {
+                    counts.unresolved += 1;
+                    if counts.unresolved_examples.len() < 5 {
+                        let holder = holder(&regions[region], word.location, &describe_holder);
+                        counts.unresolved_examples.push(format!("{holder} {what}"));
+                    }
+                    unresolved_offsets.push(word.offset);
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems
+            .into_iter()
+            .map(|(what, holders)| {
+                let shown: Vec<_> = holders
+                    .iter()
+                    .take(3)
+                    .map(|&(region, location)| holder(&regions[region], location, &describe_holder))
+                    .collect();
+                let more = holders.len().saturating_sub(shown.len());
+                format!(
+                    "{} word(s) hold a reference that {what}: {}{}",
+                    holders.len(),
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect());
+    }
+    unresolved_offsets.sort_unstable();
+    Ok(Relocation {
+        rewrites,
+        counts,
+        read_only_copy: map.take_read_only_copy(),
+        unresolved_offsets,
+    })
+}
+
+/// What holds the word at `location`: the tracked object and field when known, else the
+/// address and its mapping.
+fn holder(region: &Region, location: usize, describe: &impl Fn(usize) -> Option<String>) -> String {
+    let mapping = if region.name.is_empty() {
+        "an anonymous mapping".to_string()
+    } else {
+        region.name.clone()
+    };
+    match describe(location) {
+        Some(object) => format!("{object} (at {location:#x} in {mapping})"),
+        None => format!("the word at {location:#x} in {mapping}"),
+    }
+}
+
+impl Relocation {
+    /// Rewrites every resolved word that still holds the value it was found with; returns
+    /// the counts. `old_base` is the old build's load bias.
+    ///
+    /// # Safety
+    /// The words found by [`plan`] are still mapped and writable, no other thread writes them
+    /// meanwhile, and the new build stays loaded as long as anything uses the rewritten values.
+    pub unsafe fn apply(self, old: &BuildImage) -> (RelocationCounts, Vec<u64>) {
+        let Relocation {
+            rewrites,
+            mut counts,
+            read_only_copy,
+            unresolved_offsets,
+        } = self;
+        for rewrite in &rewrites {
+            let location = rewrite.location as *mut usize;
+            let expected = old.base + rewrite.old_offset as usize;
+            // SAFETY: by the caller's contract the word is mapped, writable and not written by
+            // anyone else; aligned, since the scan only reads aligned words.
+            unsafe {
+                if location.read_volatile() == expected {
+                    location.write_volatile(rewrite.new);
+                }
+            }
+        }
+        counts.read_only_copy_bytes = read_only_copy.map_or(0, ReadOnlyCopy::keep);
+        (counts, unresolved_offsets)
+    }
+}
+
+/// Scans the process once more after `old` was unloaded (its index still describes what lay
+/// where) and counts every word pointing into its former range. Words whose value is one the
+/// relocation reported as unresolved (`unresolved`, sorted offsets) are counted apart.
+pub(crate) fn audit(old: &BuildImage, unresolved: &[u64]) -> Audit {
+    let mut audit = Audit::default();
+    let range = old.range();
+    for region in writable_regions(&[]) {
+        scan_region(&region, &range, |word| {
+            if region.stack_of.is_some() {
+                audit.on_stacks += 1;
+                return;
+            }
+            let vaddr = word.offset; // the range starts at the base
+            if unresolved.binary_search(&word.offset).is_ok() {
+                audit.reported_unresolved += 1;
+                return;
+            }
+            let is_loader = match old.index.section_at(vaddr) {
+                None => true,
+                Some(section) => section.kind == elf::SectionKind::Loader,
+            };
+            if is_loader {
+                audit.loader += 1;
+            } else {
+                audit.stale += 1;
+                if audit.examples.len() < 5 {
+                    let what = old
+                        .index
+                        .symbol_at(vaddr)
+                        .map(|s| format!("`{}`+{:#x}", s.demangled(), vaddr - s.start))
+                        .unwrap_or_else(|| format!("vaddr {vaddr:#x}"));
+                    audit.examples.push(format!(
+                        "{:#x} in {} points at {what}",
+                        word.location,
+                        if region.name.is_empty() {
+                            "an anonymous mapping"
+                        } else {
+                            &region.name
+                        }
+                    ));
+                }
+            }
+        });
+    }
+    audit
+}
+
+/// Keeps the old build's former address range reserved (no access), so that a value in it is
+/// never mistaken for a new mapping and a stale use faults at a known address. Kept for the
+/// rest of the process (address space only).
+pub(crate) fn reserve_former_range(old: &BuildImage) -> bool {
+    let range = old.range();
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; an anonymous PROT_NONE
+    // mapping at a free range affects nothing else.
+    let reserved = unsafe {
+        libc::mmap(
+            range.start as *mut _,
+            range.end - range.start,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE
+                | libc::MAP_ANONYMOUS
+                | libc::MAP_NORESERVE
+                | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if reserved != libc::MAP_FAILED && reserved as usize != range.start {
+        // A kernel older than 4.17 took the address as a hint only.
+        // SAFETY: the mapping just made elsewhere, not used.
+        unsafe { libc::munmap(reserved, range.end - range.start) };
+    }
+    reserved as usize == range.start
+}

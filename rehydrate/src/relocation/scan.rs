@@ -1,0 +1,159 @@
+//! Scanning the process's writable memory for words that point into a range (the old build).
+//!
+//! Memory is read through `process_vm_readv` on the process itself, into a small buffer: a
+//! mapping that another thread unmaps meanwhile is then an error the scan skips, not a crash,
+//! and uninitialised heap bytes are read by the kernel, not by this code.
+
+use std::ops::Range;
+
+/// One writable mapping of the process.
+#[derive(Debug, Clone)]
+pub(crate) struct Region {
+    pub range: Range<usize>,
+    /// The mapping's name in `/proc/self/maps` (a path, `[heap]`, or empty).
+    pub name: String,
+    /// The thread whose stack this is (0: a thread stack whose thread is unknown, found by its
+    /// guard page): words here are reported, never rewritten.
+    pub stack_of: Option<u32>,
+}
+
+/// A word found pointing into the scanned-for range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Found {
+    /// Where the word is.
+    pub location: usize,
+    /// Its value minus the start of the range: the runtime's own lists must not hold values
+    /// that look like references into the old build while it scans.
+    pub offset: u64,
+}
+
+/// Every readable and writable mapping except `excluded` (the builds' own images) and device
+/// mappings; thread stacks are marked.
+pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return Vec::new();
+    };
+    let stacks = thread_stack_pointers();
+    let mut regions = Vec::new();
+    // A thread stack made by pthreads is an anonymous mapping right above its no-access guard.
+    let mut after_guard_at: Option<usize> = None;
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(span), Some(perms)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let name = parts.nth(3).unwrap_or("").to_string();
+        let Some((start, end)) = span.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        let follows_guard = after_guard_at == Some(start);
+        after_guard_at = (perms.starts_with("---") && name.is_empty()).then_some(end);
+        if !perms.starts_with("rw") || name.starts_with("/dev/") {
+            continue;
+        }
+        if excluded.iter().any(|e| e.start < end && start < e.end) {
+            continue;
+        }
+        let stack_of = stacks
+            .iter()
+            .find(|(_, sp)| (start..end).contains(sp))
+            .map(|&(tid, _)| tid)
+            .or_else(|| (name == "[stack]").then(std::process::id))
+            .or_else(|| (follows_guard && name.is_empty()).then_some(0));
+        regions.push(Region {
+            range: start..end,
+            name,
+            stack_of,
+        });
+    }
+    regions
+}
+
+/// (thread id, a stack pointer) of every thread: this one's from a local's address, the
+/// others' from `/proc/self/task/*/syscall` (which shows it while the thread is in a system
+/// call, as a thread waiting for the reload to end is).
+fn thread_stack_pointers() -> Vec<(u32, usize)> {
+    let here = 0u8;
+    // SAFETY: gettid has no preconditions.
+    let this_thread = unsafe { libc::gettid() } as u32;
+    let mut stacks = vec![(this_thread, std::ptr::addr_of!(here) as usize)];
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return stacks;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if tid == this_thread {
+            continue;
+        }
+        let Ok(syscall) = std::fs::read_to_string(task.path().join("syscall")) else {
+            continue;
+        };
+        // "nr arg1 ... arg6 sp pc" while in a system call, "running" otherwise.
+        let fields: Vec<&str> = syscall.split_whitespace().collect();
+        if fields.len() == 9 {
+            let sp = fields[7].trim_start_matches("0x");
+            if let Ok(sp) = usize::from_str_radix(sp, 16) {
+                stacks.push((tid, sp));
+            }
+        }
+    }
+    stacks
+}
+
+/// Bytes read per system call.
+const CHUNK: usize = 256 * 1024;
+
+/// Calls `found` for every aligned word in `region` whose value lies in `target`.
+pub(crate) fn scan_region(region: &Region, target: &Range<usize>, mut found: impl FnMut(Found)) {
+    let mut buffer = vec![0usize; CHUNK / 8];
+    let mut at = region.range.start;
+    while at < region.range.end {
+        let length = CHUNK.min(region.range.end - at);
+        let read = read_own_memory(at, &mut buffer[..length / 8]);
+        if read == 0 {
+            at += 4096; // unmapped meanwhile, or not readable after all: skip a page
+            continue;
+        }
+        for (i, &word) in buffer[..read / 8].iter().enumerate() {
+            if word.wrapping_sub(target.start) < target.end - target.start {
+                found(Found {
+                    location: at + 8 * i,
+                    offset: (word - target.start) as u64,
+                });
+            }
+        }
+        at += read;
+    }
+}
+
+/// Copies this process's memory at `address` into `buffer`; the bytes copied (0 on failure,
+/// a multiple of 8 otherwise).
+fn read_own_memory(address: usize, buffer: &mut [usize]) -> usize {
+    let local = libc::iovec {
+        iov_base: buffer.as_mut_ptr().cast(),
+        iov_len: buffer.len() * 8,
+    };
+    let remote = libc::iovec {
+        iov_base: address as *mut _,
+        iov_len: buffer.len() * 8,
+    };
+    // SAFETY: the kernel writes at most `iov_len` bytes into `buffer`, which has them; the
+    // remote side is only read, and an unmapped address is an error, not a fault.
+    let read = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if read <= 0 {
+        return 0;
+    }
+    read as usize & !7
+}
