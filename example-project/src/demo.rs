@@ -87,12 +87,31 @@ pub fn run(ticks: usize) -> Result<(), Error> {
         report.objects, report.classes
     );
     println!(
-        "timings: load {}  probe {}  validate {}  patch {}  unload {}",
+        "timings: load {}  probe {}  validate {}  scan {}  patch {}  relocate {}  unload {}  audit {}",
         millis(report.load),
         millis(report.probe),
         millis(report.validate),
+        millis(report.scan),
         millis(report.patch),
-        millis(report.unload)
+        millis(report.relocate),
+        millis(report.unload),
+        millis(report.audit_time)
+    );
+    let refs = &report.references;
+    println!(
+        "references re-pointed: {} vptrs, {} function pointers, {} data pointers, {} into read-only data ({} bytes copied); left alone: {} of the loader, {} on thread stacks, {} unresolved in heap (stale bytes)",
+        refs.vptrs,
+        refs.functions,
+        refs.data,
+        refs.read_only_data,
+        refs.read_only_copy_bytes,
+        refs.loader,
+        refs.stack_words.iter().map(|(_, n)| n).sum::<usize>(),
+        refs.unresolved
+    );
+    println!(
+        "audit after unload: {} words still point into the old build (exempt: {} on stacks, {} loader)",
+        report.audit.stale, report.audit.on_stacks, report.audit.loader
     );
     let vptrs = world.verify_vptrs()?;
     println!(

@@ -160,6 +160,16 @@ pub static SELECTION: Fixture = Fixture {
     ],
 };
 
+/// The untracked fixture: ordinary game code whose objects nobody tracks (plain `new`, a pool,
+/// `make_shared`), with function pointers, `std::function`s, string literals and pointers to
+/// the module's globals; only `ut::Circle` is described, nothing relies on it.
+pub static UNTRACKED: Fixture = Fixture {
+    folder: "untracked",
+    header: "untracked.hpp",
+    source: "untracked.cpp",
+    classes: &["ut::Circle"],
+};
+
 /// The benchmark fixture: 8 classes with 1 to 5 vptr slots.
 pub static BENCH: Fixture = Fixture {
     folder: "bench",

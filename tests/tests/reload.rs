@@ -107,7 +107,10 @@ fn check_behaviour(runtime: &Runtime, version: i32) {
 /// Every live object has vptr slots, and each points into the current build's mapping.
 fn check_vptrs(runtime: &Runtime) {
     for (class, _) in runtime.live_object_addresses() {
-        assert!(!runtime.vptr_offsets(&class).unwrap().is_empty(), "{class}");
+        let offsets = runtime
+            .vptr_offsets(&class)
+            .unwrap_or_else(|e| panic!("{class}: {e}"));
+        assert!(!offsets.is_empty(), "{class}");
     }
     assert_vptrs_in_current_build(runtime);
 }
@@ -145,6 +148,14 @@ fn round_trip(compiler: Compiler, optimisation: &'static str) {
         let report = runtime.reload(target).unwrap().rehydrate_all().unwrap();
         assert_eq!(report.objects, RELOAD_CLASSES.len() * 4);
         assert!(report.old_image_unmapped, "the old build was unloaded");
+        assert_eq!(
+            report.audit.stale, 0,
+            "nothing points into the old build: {report:#?}"
+        );
+        assert!(
+            report.references.vptrs >= report.objects,
+            "every object's vptrs were found by the scan too: {report:#?}"
+        );
         assert!(
             rehydrate::maps::mappings_of(&old_shadow).is_empty(),
             "{} is still mapped",

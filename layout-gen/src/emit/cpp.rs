@@ -229,7 +229,10 @@ extern \"C\" {
 __attribute__((visibility(\"hidden\"))) int __cxa_atexit(void (*function)(void*), void* argument, void* dso) noexcept {
     if (!rehydrate_exit_hook_registered) {
         using register_fn = int (*)(void (*)(void*), void*, void*);
-        auto c_library = reinterpret_cast<register_fn>(dlsym(RTLD_DEFAULT, \"__cxa_atexit\"));
+        // The name is passed from the stack: the loader remembers the last name looked up in
+        // the caller's link_map, and a pointer into this build's literals there would outlive it.
+        char name[] = \"__cxa_atexit\";
+        auto c_library = reinterpret_cast<register_fn>(dlsym(RTLD_DEFAULT, name));
         if (c_library == nullptr || c_library(&rehydrate_run_exit_entries, nullptr, dso) != 0) return -1;
         rehydrate_exit_hook_registered = true;
     }

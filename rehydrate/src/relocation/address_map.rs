@@ -89,19 +89,12 @@ impl<'a> AddressMap<'a> {
     /// Where `word`, an address inside the old build, must point in the new one.
     pub fn resolve(&mut self, word: usize) -> Resolution {
         let vaddr = self.old.vaddr(word);
-        let Some(section) = self.old.index.section_at(vaddr) else {
-            // The ELF and program headers, or the gaps between segments: the loader's.
+        if self.old.index.is_loader(vaddr) {
             return Resolution::Loader;
-        };
+        }
+        let section = self.old.index.section_at(vaddr).expect("not the loader's");
         let (kind, section_name) = (section.kind, section.name.clone());
-        if kind == SectionKind::Loader {
-            return Resolution::Loader;
-        }
         let symbol = self.old.index.symbol_at(vaddr).cloned();
-        if symbol.as_ref().is_some_and(|s| &*s.name == "__dso_handle") {
-            // Only ever the identity of the build's exit registrations, the C library's own.
-            return Resolution::Loader;
-        }
         match (kind, symbol) {
             (SectionKind::Code, Some(symbol)) if symbol.start == vaddr => {
                 self.same_symbol(&symbol, 0, ReferenceKind::Function)

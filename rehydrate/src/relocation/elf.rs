@@ -221,6 +221,19 @@ impl ElfIndex {
             .find(|s| s.contains(address))
     }
 
+    /// Whether `address` is the loader's: outside every section (the ELF and program headers,
+    /// gaps), in a [`SectionKind::Loader`] section, or `__dso_handle` (only ever the identity
+    /// of the build's exit registrations, which the C library keeps).
+    pub fn is_loader(&self, address: u64) -> bool {
+        match self.section_at(address) {
+            None => true,
+            Some(section) if section.kind == SectionKind::Loader => true,
+            Some(_) => self
+                .symbol_at(address)
+                .is_some_and(|s| &*s.name == "__dso_handle"),
+        }
+    }
+
     /// The symbol with this key, when exactly one has it.
     pub fn by_key(&self, key: &str) -> Option<&Symbol> {
         self.by_key.get(key).map(|&i| &self.symbols[i])

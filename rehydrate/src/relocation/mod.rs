@@ -100,10 +100,17 @@ pub struct RelocationCounts {
 /// The audit after the old build is unloaded: words still pointing into its former range.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Audit {
-    /// Outside what is exempt: must be zero.
+    /// In the data of a loaded object (executable, libraries, the new build): must be zero.
     pub stale: usize,
     /// A few of them, for people to read.
     pub examples: Vec<String>,
+    /// In the heap or anonymous mappings. Every live word there was re-pointed before the
+    /// commit; what the audit still finds is memory the unload wrote and freed (the loader's
+    /// structures, the old build's destructors) as far as has been seen, but a scan cannot
+    /// tell freed memory from live, so it is reported, with examples.
+    pub in_anonymous_memory: usize,
+    /// A few of them.
+    pub anonymous_examples: Vec<String>,
     /// On thread stacks (exempt).
     pub on_stacks: usize,
     /// The loader's references to headers and tables, in its freed structures (exempt).
@@ -295,34 +302,49 @@ pub(crate) fn audit(old: &BuildImage, unresolved: &[u64]) -> Audit {
                 audit.reported_unresolved += 1;
                 return;
             }
-            let is_loader = match old.index.section_at(vaddr) {
-                None => true,
-                Some(section) => section.kind == elf::SectionKind::Loader,
-            };
-            if is_loader {
+            if old.index.is_loader(vaddr) {
                 audit.loader += 1;
+            } else if !region.name.starts_with('/') {
+                // The heap or an anonymous mapping: live, or freed by the unload (the loader
+                // frees the old build's structures, the old build's destructors run).
+                audit.in_anonymous_memory += 1;
+                if audit.anonymous_examples.len() < 5 {
+                    audit.anonymous_examples.push(describe_stale(
+                        old,
+                        &region,
+                        word.location,
+                        vaddr,
+                    ));
+                }
             } else {
                 audit.stale += 1;
                 if audit.examples.len() < 5 {
-                    let what = old
-                        .index
-                        .symbol_at(vaddr)
-                        .map(|s| format!("`{}`+{:#x}", s.demangled(), vaddr - s.start))
-                        .unwrap_or_else(|| format!("vaddr {vaddr:#x}"));
-                    audit.examples.push(format!(
-                        "{:#x} in {} points at {what}",
-                        word.location,
-                        if region.name.is_empty() {
-                            "an anonymous mapping"
-                        } else {
-                            &region.name
-                        }
-                    ));
+                    audit
+                        .examples
+                        .push(describe_stale(old, &region, word.location, vaddr));
                 }
             }
         });
     }
     audit
+}
+
+/// `location (mapping) points at symbol+offset`, for an audit example.
+fn describe_stale(old: &BuildImage, region: &Region, location: usize, vaddr: u64) -> String {
+    let what = old
+        .index
+        .symbol_at(vaddr)
+        .map(|s| format!("`{}`+{:#x}", s.demangled(), vaddr - s.start))
+        .unwrap_or_else(|| format!("vaddr {vaddr:#x}"));
+    let mapping = if region.name.is_empty() {
+        "an anonymous mapping"
+    } else {
+        &region.name
+    };
+    format!(
+        "{location:#x} in {mapping} ({:#x}-{:#x}) points at {what}",
+        region.range.start, region.range.end
+    )
 }
 
 /// Keeps the old build's former address range reserved (no access), so that a value in it is

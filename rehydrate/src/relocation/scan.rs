@@ -27,6 +27,9 @@ pub(crate) struct Found {
     pub offset: u64,
 }
 
+/// The largest no-access mapping taken for a thread stack's guard.
+const MAX_GUARD: usize = 1 << 20;
+
 /// Every readable and writable mapping except `excluded` (the builds' own images) and device
 /// mappings; thread stacks are marked.
 pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
@@ -35,7 +38,8 @@ pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
     };
     let stacks = thread_stack_pointers();
     let mut regions = Vec::new();
-    // A thread stack made by pthreads is an anonymous mapping right above its no-access guard.
+    // A thread stack made by pthreads is an anonymous mapping right above its no-access guard
+    // (glibc: one page unless the thread asked for more).
     let mut after_guard_at: Option<usize> = None;
     for line in maps.lines() {
         let mut parts = line.split_whitespace();
@@ -53,7 +57,10 @@ pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
             continue;
         };
         let follows_guard = after_guard_at == Some(start);
-        after_guard_at = (perms.starts_with("---") && name.is_empty()).then_some(end);
+        // A guard is a page or a few; a malloc arena's unused tail (which the next arena
+        // follows) is megabytes.
+        let is_guard = perms.starts_with("---") && name.is_empty() && end - start <= MAX_GUARD;
+        after_guard_at = is_guard.then_some(end);
         if !perms.starts_with("rw") || name.starts_with("/dev/") {
             continue;
         }
