@@ -96,6 +96,9 @@ impl Build {
             .zip(&self.images)
             .filter_map(|(class, image)| {
                 let failure = image.as_ref().err()?;
+                if matches!(failure, ProbeFailure::NotConstructible) {
+                    return None; // reloaded through the symbol mapping
+                }
                 Some(UnreloadableClass {
                     class: class.name.clone(),
                     reason: failure.to_error(&class.name).to_string(),
@@ -387,7 +390,7 @@ impl Runtime {
     }
 
     /// Every class of the current build whose live objects could not be reloaded, with the
-    /// reason (no usable default constructor to probe it with, a throwing constructor, bytes
+    /// reason (a throwing constructor, bytes
     /// that change differently in every dummy, a table the compiler disagrees with). Also
     /// logged (`tracing`, warn) when a build is loaded.
     pub fn unreloadable_classes(&self) -> Vec<UnreloadableClass> {
@@ -695,7 +698,6 @@ fn validate_class<'new>(
         return Ok(None);
     };
     let old_class = &old.module.classes[old_index];
-    let old_image = old.image(old_index)?;
     let new_index = new
         .module
         .class_index(name)
@@ -713,6 +715,12 @@ fn validate_class<'new>(
             changes,
         });
     }
+    if without_probe(old, old_index) || without_probe(new, new_index) {
+        // No dummy can be built: the scan re-points the objects' vptrs by symbol (and refuses
+        // what it cannot map), with the layout checked exactly above.
+        return Ok(None);
+    }
+    let old_image = old.image(old_index)?;
     let new_image = new.image(new_index)?;
     if new_image.implicit_runs() != old_image.implicit_runs() {
         return Err(Error::LayoutChanged {
@@ -741,6 +749,13 @@ fn validate_class<'new>(
     }))
 }
 
+/// Whether the class at `index` has no probe image only because it has no usable default
+/// constructor (a constructor that throws, anomalous bytes or a table the compiler disagrees
+/// with still refuse).
+fn without_probe(build: &Build, index: usize) -> bool {
+    matches!(build.images[index], Err(ProbeFailure::NotConstructible))
+}
+
 /// A `typeid(...).name()` (`N4game6PlayerE`) as people write the type (`game::Player`), through
 /// the name of its type-info string symbol; the mangled name when it does not demangle.
 fn demangle_type(type_id_name: &str) -> String {
@@ -760,7 +775,11 @@ fn made_by_new_build(
     name: &str,
     new: &Build,
 ) -> Result<(), Error> {
-    let image = new.image(new.index_of(name)?)?;
+    let index = new.index_of(name)?;
+    if without_probe(new, index) {
+        return Ok(()); // the scan checks and maps whatever vptrs they hold
+    }
+    let image = new.image(index)?;
     let stale = objects
         .slot_arrays(slot)
         .find_map(|slots| first_stale_object(slots, &image.writes, &image.writes));
