@@ -166,3 +166,59 @@ fn untracked_objects_function_pointers_and_literals_follow_every_reload() {
         }
     }
 }
+
+/// The bytes of every object the world owns.
+fn world_bytes(runtime: &Runtime, world: *mut c_void) -> Vec<u8> {
+    // SAFETY: the fixture exports `ut_objects` with this signature.
+    let objects = unsafe { runtime.symbol::<ObjectsFn>("ut_objects") }.unwrap();
+    let mut addresses = [std::ptr::null(); 32];
+    let mut sizes = [0u64; 32];
+    // SAFETY: a world made by the module; both arrays have room for 32 entries.
+    let n = unsafe { objects(world, addresses.as_mut_ptr(), sizes.as_mut_ptr(), 32) } as usize;
+    let mut bytes = Vec::new();
+    for (&address, &size) in addresses[..n].iter().zip(&sizes[..n]) {
+        // SAFETY: a live object the module reported, `size` bytes long.
+        bytes.extend_from_slice(unsafe {
+            std::slice::from_raw_parts(address as *const u8, size as usize)
+        });
+    }
+    bytes
+}
+
+#[test]
+fn a_function_that_live_pointers_hold_and_the_new_build_lacks_refuses_the_reload() {
+    let compiler = integration_tests::gxx();
+    let v1 = build(&compiler, "-O2", 1);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("untracked-modules");
+    let faulty = ModuleBuild {
+        fault: Some("FAULT_NO_HEAL"),
+        ..ModuleBuild::of(&UNTRACKED, compiler, "-O2", 2)
+    }
+    .build(&dir);
+    let mut runtime = Runtime::load(&v1).unwrap();
+    // SAFETY: the fixture exports `ut_make_world` with this signature.
+    let world = unsafe { (*runtime.symbol::<MakeFn>("ut_make_world").unwrap())() };
+    let before = world_bytes(&runtime, world);
+    let error = runtime
+        .reload(&faulty)
+        .unwrap()
+        .rehydrate_all()
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, rehydrate::Error::UnresolvableReferences { .. }),
+        "{message}"
+    );
+    assert!(
+        message.contains("heal(int)") && message.contains("does not define"),
+        "{message}"
+    );
+    assert_eq!(world_bytes(&runtime, world), before, "nothing was written");
+    assert_eq!(
+        play(&runtime, world),
+        expected(1),
+        "the old build still runs"
+    );
+    // SAFETY: the fixture exports `ut_destroy_world`; the world was made by the module.
+    unsafe { (*runtime.symbol::<DestroyFn>("ut_destroy_world").unwrap())(world) };
+}

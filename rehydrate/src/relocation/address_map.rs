@@ -52,7 +52,12 @@ pub(crate) enum Resolution {
     To { new: usize, kind: ReferenceKind },
     /// A loader structure's reference (headers, `.dynamic`, `.eh_frame_hdr`...): left alone.
     Loader,
-    /// Cannot be mapped: what it points at and why.
+    /// A well-formed reference (a function's start, a vtable address point, a place in a
+    /// global) whose target the new build lacks or changed: what it points at and why.
+    Lost(String),
+    /// Not a reference anything can map (inside a function, between a vtable's address
+    /// points, where no symbol is): what it points at. A live one refuses the reload; in the
+    /// heap it is as likely a stale byte of freed memory or a dead stack frame.
     Unresolvable(String),
 }
 
@@ -130,7 +135,7 @@ impl<'a> AddressMap<'a> {
     /// The new build's symbol with `old`'s key, at `offset`.
     fn same_symbol(&self, old: &Symbol, offset: u64, kind: ReferenceKind) -> Resolution {
         let Some(new) = self.new.index.by_key(&old.key) else {
-            return Resolution::Unresolvable(format!(
+            return Resolution::Lost(format!(
                 "points at `{}`+{offset:#x}, which the new build does not define{}",
                 old.demangled(),
                 if self.old.index.by_key(&old.key).is_none() {
@@ -141,13 +146,13 @@ impl<'a> AddressMap<'a> {
             ));
         };
         if kind == ReferenceKind::Function && !new.is_function {
-            return Resolution::Unresolvable(format!(
+            return Resolution::Lost(format!(
                 "points at the function `{}`, which is not a function in the new build",
                 old.demangled()
             ));
         }
         if offset > 0 && offset >= new.size {
-            return Resolution::Unresolvable(format!(
+            return Resolution::Lost(format!(
                 "points at `{}`+{offset:#x}, but the new build's `{}` is only {} bytes",
                 old.demangled(),
                 new.demangled(),
@@ -175,7 +180,7 @@ impl<'a> AddressMap<'a> {
             ));
         };
         let Some(new) = self.new.index.by_key(&old.key).cloned() else {
-            return Resolution::Unresolvable(format!(
+            return Resolution::Lost(format!(
                 "a vptr to `{}`, which the new build does not define",
                 old.demangled()
             ));
@@ -190,7 +195,7 @@ impl<'a> AddressMap<'a> {
                 .zip(&old_points)
                 .all(|(n, o)| n.offset_to_top == o.offset_to_top);
         if !same_shape {
-            return Resolution::Unresolvable(format!(
+            return Resolution::Lost(format!(
                 "a vptr to `{}`, whose subobjects changed (offsets-to-top {:?} became {:?}): \
                  the class's layout changed",
                 old.demangled(),
@@ -228,7 +233,7 @@ impl<'a> AddressMap<'a> {
             match ReadOnlyCopy::of(&self.old) {
                 Ok(copy) => self.read_only_copy = Some(copy),
                 Err(error) => {
-                    return Resolution::Unresolvable(format!(
+                    return Resolution::Lost(format!(
                         "points into the old build's read-only data, and no copy of it could \
                          be made: {error}"
                     ))
@@ -241,7 +246,7 @@ impl<'a> AddressMap<'a> {
                 new,
                 kind: ReferenceKind::ReadOnlyData,
             },
-            None => Resolution::Unresolvable("points outside the copied read-only data".into()),
+            None => Resolution::Lost("points outside the copied read-only data".into()),
         }
     }
 }

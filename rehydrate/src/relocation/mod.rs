@@ -170,6 +170,7 @@ pub(crate) fn plan(
         let resolution = resolved
             .entry(word.offset)
             .or_insert_with(|| map.resolve(old_start + word.offset as usize));
+        let lost = matches!(resolution, Resolution::Lost(_));
         match resolution {
             Resolution::To { new, kind } => {
                 match kind {
@@ -185,12 +186,13 @@ pub(crate) fn plan(
                 });
             }
             Resolution::Loader => counts.loader += 1,
-            Resolution::Unresolvable(what) => {
-                // In the data of a loaded object or in a tracked object, the word is live: the
-                // reload is refused. In the heap or an anonymous mapping it may as well be
-                // freed memory or a dead stack frame (a conservative scan cannot tell): it is
-                // left as it is and reported.
-                let live = regions[region].name.starts_with('/')
+            Resolution::Lost(what) | Resolution::Unresolvable(what) => {
+                // A lost reference always refuses the reload. A word that is no reference at
+                // all refuses it in the data of a loaded object or in a tracked object; in the
+                // heap or an anonymous mapping it may as well be freed memory or a dead stack
+                // frame (a conservative scan cannot tell): it is left as it is and reported.
+                let live = lost
+                    || regions[region].name.starts_with('/')
                     || describe_holder(word.location).is_some();
                 if live {
                     let holder = (region, word.location);
@@ -352,23 +354,20 @@ fn describe_stale(old: &BuildImage, region: &Region, location: usize, vaddr: u64
 /// rest of the process (address space only).
 pub(crate) fn reserve_former_range(old: &BuildImage) -> bool {
     let range = old.range();
-    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; an anonymous PROT_NONE
-    // mapping at a free range affects nothing else.
+    // SAFETY: without MAP_FIXED the address is only a hint: no existing mapping is replaced,
+    // and an anonymous PROT_NONE mapping affects nothing else.
     let reserved = unsafe {
         libc::mmap(
             range.start as *mut _,
             range.end - range.start,
             libc::PROT_NONE,
-            libc::MAP_PRIVATE
-                | libc::MAP_ANONYMOUS
-                | libc::MAP_NORESERVE
-                | libc::MAP_FIXED_NOREPLACE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
         )
     };
     if reserved != libc::MAP_FAILED && reserved as usize != range.start {
-        // A kernel older than 4.17 took the address as a hint only.
+        // Something else took part of the range meanwhile: the kernel mapped elsewhere.
         // SAFETY: the mapping just made elsewhere, not used.
         unsafe { libc::munmap(reserved, range.end - range.start) };
     }
