@@ -18,13 +18,8 @@ type TextFn = unsafe extern "C" fn(*const c_void, i32) -> *const c_char;
 type DestroyFn = unsafe extern "C" fn(*mut c_void);
 type ObjectsFn = unsafe extern "C" fn(*const c_void, *mut *const c_void, *mut u64, i32) -> i32;
 
-/// Every word of every object the world owns whose value lies in one of `ranges` (kept
-/// complemented, see the caller), as (object index, offset, value).
-fn words_into(
-    runtime: &Runtime,
-    world: *mut c_void,
-    ranges: &[(usize, usize)],
-) -> Vec<(usize, usize, usize)> {
+/// (address, size) of every object the world owns.
+fn objects_of(runtime: &Runtime, world: *mut c_void) -> Vec<(*const u8, usize)> {
     // SAFETY: the fixture exports `ut_objects` with this signature.
     let objects = unsafe { runtime.symbol::<ObjectsFn>("ut_objects") }.unwrap();
     let mut addresses = [std::ptr::null(); 32];
@@ -32,11 +27,25 @@ fn words_into(
     // SAFETY: a world made by the module; both arrays have room for 32 entries.
     let n = unsafe { objects(world, addresses.as_mut_ptr(), sizes.as_mut_ptr(), 32) } as usize;
     assert!(n <= 32);
+    addresses[..n]
+        .iter()
+        .zip(&sizes[..n])
+        .map(|(&address, &size)| (address.cast::<u8>(), size as usize))
+        .collect()
+}
+
+/// Every word of every object the world owns whose value lies in one of `ranges` (kept
+/// complemented, see the caller), as (object index, offset, value).
+fn words_into(
+    runtime: &Runtime,
+    world: *mut c_void,
+    ranges: &[(usize, usize)],
+) -> Vec<(usize, usize, usize)> {
     let mut found = Vec::new();
-    for (i, (&address, &size)) in addresses[..n].iter().zip(&sizes[..n]).enumerate() {
-        for offset in (0..size as usize / 8).map(|w| 8 * w) {
+    for (i, (address, size)) in objects_of(runtime, world).into_iter().enumerate() {
+        for offset in (0..size / 8).map(|w| 8 * w) {
             // SAFETY: inside a live object the module reported, aligned (objects are).
-            let value = unsafe { (address as *const u8).add(offset).cast::<usize>().read() };
+            let value = unsafe { address.add(offset).cast::<usize>().read() };
             if ranges
                 .iter()
                 .any(|&(start, end)| (!start..!end).contains(&value))
@@ -169,18 +178,10 @@ fn untracked_objects_function_pointers_and_literals_follow_every_reload() {
 
 /// The bytes of every object the world owns.
 fn world_bytes(runtime: &Runtime, world: *mut c_void) -> Vec<u8> {
-    // SAFETY: the fixture exports `ut_objects` with this signature.
-    let objects = unsafe { runtime.symbol::<ObjectsFn>("ut_objects") }.unwrap();
-    let mut addresses = [std::ptr::null(); 32];
-    let mut sizes = [0u64; 32];
-    // SAFETY: a world made by the module; both arrays have room for 32 entries.
-    let n = unsafe { objects(world, addresses.as_mut_ptr(), sizes.as_mut_ptr(), 32) } as usize;
     let mut bytes = Vec::new();
-    for (&address, &size) in addresses[..n].iter().zip(&sizes[..n]) {
+    for (address, size) in objects_of(runtime, world) {
         // SAFETY: a live object the module reported, `size` bytes long.
-        bytes.extend_from_slice(unsafe {
-            std::slice::from_raw_parts(address as *const u8, size as usize)
-        });
+        bytes.extend_from_slice(unsafe { std::slice::from_raw_parts(address, size) });
     }
     bytes
 }
