@@ -361,7 +361,7 @@ pub(crate) fn reserve_former_range(old: &BuildImage) -> bool {
             range.start as *mut _,
             range.end - range.start,
             libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
             0,
         )
