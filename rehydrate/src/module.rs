@@ -223,6 +223,7 @@ impl LoadedModule {
             });
         }
         let shadow = folder.copy(source)?;
+        let _images = crate::relocation::lock_images();
         let remove_shadow = |error| {
             let _ = std::fs::remove_file(&shadow);
             error
@@ -398,6 +399,7 @@ impl LoadedModule {
 
 impl Drop for LoadedModule {
     fn drop(&mut self) {
+        let images = crate::relocation::lock_images();
         if let Some(library) = self.library.take() {
             if let Err(error) = library.close() {
                 tracing::warn!(module = %self.source.display(), %error, "dlclose failed");
@@ -406,6 +408,7 @@ impl Drop for LoadedModule {
         // The library, the only other holder of the pointer, was closed just above.
         // SAFETY: `host` came from `Box::into_raw` in `describe` and is freed only here.
         drop(unsafe { Box::from_raw(self.host.as_ptr()) });
+        drop(images);
         let _ = std::fs::remove_file(&self.shadow);
         if !crate::maps::mappings_of(&self.shadow).is_empty() {
             tracing::warn!(

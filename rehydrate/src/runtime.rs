@@ -33,6 +33,11 @@
 //! the slow paths of tracking and untracking, which module code may take while the host holds
 //! the build lock, for example a destructor that untracks its children). The forwarder
 //! bindings' lock comes after both, and the forwarder pool's (with its traps) after that.
+//! The process-wide **image lock** (`relocation::lock_images`: held while any runtime maps or
+//! unmaps a build, and from a reload's scan to its audit) comes after the build lock and the
+//! registry; a reload releases the registry before it closes the old build, whose static
+//! destructors may untrack objects. Reloads of different runtimes in one process therefore
+//! run one after the other.
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::marker::PhantomData;
@@ -538,6 +543,8 @@ impl Reload<'_> {
             })?;
         let validate_time = started.elapsed();
 
+        // Until the audit: no build of any runtime in the process is mapped or unmapped.
+        let images = relocation::lock_images();
         let started = Instant::now();
         let relocation = relocation::plan(&current.elf, &new.elf, |location| {
             tracked_holder(&objects, &current, location)
@@ -586,6 +593,7 @@ impl Reload<'_> {
         let started = Instant::now();
         let audit = relocation::audit(&old_elf, &unresolved);
         let audit_time = started.elapsed();
+        drop(images);
         if audit.stale > 0 {
             tracing::error!(stale = audit.stale, examples = ?audit.examples, "words still point into the unloaded build");
         }

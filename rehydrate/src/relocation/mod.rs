@@ -19,15 +19,52 @@ mod elf;
 mod rodata;
 mod scan;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 pub(crate) use address_map::ReferenceKind;
 use address_map::{AddressMap, BuildView, Resolution};
 use elf::ElfIndex;
 use rodata::ReadOnlyCopy;
 use scan::{scan_region, writable_regions, Found, Region};
+
+/// Held while any runtime of the process maps or unmaps a build, or scans, rewrites and audits
+/// memory for a reload: one runtime's scan must not see another's builds come and go (a word
+/// it found in a library being closed would be written after the unmap, a range it resolves
+/// could be taken by another runtime's new build).
+static IMAGES: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// Whether this thread holds [`IMAGES`] (a build closed inside a reload takes it again).
+    static HOLDING_IMAGES: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Holds the process's image lock until dropped (nothing when this thread holds it already).
+pub(crate) struct ImagesLock(Option<MutexGuard<'static, ()>>);
+
+/// Takes the process's image lock (see [`IMAGES`]). Taken after a runtime's build lock and
+/// registry, never before them.
+pub(crate) fn lock_images() -> ImagesLock {
+    if HOLDING_IMAGES.get() {
+        return ImagesLock(None);
+    }
+    let guard = IMAGES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    HOLDING_IMAGES.set(true);
+    ImagesLock(Some(guard))
+}
+
+impl Drop for ImagesLock {
+    fn drop(&mut self) {
+        if self.0.take().is_some() {
+            HOLDING_IMAGES.set(false);
+        }
+    }
+}
 
 /// A loaded build's ELF index and where it lies.
 pub(crate) struct BuildImage {
