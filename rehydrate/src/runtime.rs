@@ -567,9 +567,7 @@ impl Reload<'_> {
         drop(plan); // it borrows `new`, which becomes current now
 
         let started = Instant::now();
-        // SAFETY: the words were found just now with the registry stopped and, by the
-        // threading rule, no module code running; the new build becomes current below and
-        // stays loaded while anything can use them.
+        // SAFETY: the words were found just now with the registry stopped and, by the threading rule, no module code running; the new build becomes current below and stays loaded while anything can use them.
         let (references, unresolved) = unsafe { relocation.apply(&current.elf) };
         let relocate_time = started.elapsed();
 

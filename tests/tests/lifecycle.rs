@@ -419,8 +419,8 @@ fn standard_library_members_keep_their_contents_across_reloads() {
         assert!(unreloadable.is_empty(), "{unreloadable:?}");
         // SAFETY: the fixture exports these with these signatures.
         let make_tool = unsafe { *runtime.symbol::<MakeToolFn>("st_make_tool").unwrap() };
-        // SAFETY: takes a count; the module tracks the tool it returns.
         let tools: Vec<usize> = (0..5)
+            // SAFETY: takes a count; the module tracks the tool it returns.
             .map(|uses| unsafe { make_tool(uses) } as usize)
             .collect();
         let check_tools = |runtime: &Runtime| {

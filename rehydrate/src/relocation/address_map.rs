@@ -257,8 +257,7 @@ impl<'a> AddressMap<'a> {
 fn address_points(build: &BuildView<'_>, group: &Symbol) -> Result<Vec<AddressPoint>, String> {
     let words = group.size as usize / 8;
     let start = build.absolute(group.start);
-    // SAFETY: the group lies in the build's mapped, readable `.data.rel.ro`; the build stays
-    // loaded while the address map lives.
+    // SAFETY: the group lies in the build's mapped, readable `.data.rel.ro`; the build stays loaded while the address map lives.
     let word = |i: usize| unsafe { ((start + 8 * i) as *const usize).read_unaligned() };
     let rtti = (0..words)
         .map(word)

@@ -311,8 +311,7 @@ impl Relocation {
         for rewrite in &rewrites {
             let location = rewrite.location as *mut usize;
             let expected = old.base + rewrite.old_offset as usize;
-            // SAFETY: by the caller's contract the word is mapped, writable and not written by
-            // anyone else; aligned, since the scan only reads aligned words.
+            // SAFETY: by the caller's contract the word is mapped, writable and not written by anyone else; aligned, since the scan only reads aligned words.
             unsafe {
                 if location.read_volatile() == expected {
                     location.write_volatile(rewrite.new);
@@ -391,8 +390,7 @@ fn describe_stale(old: &BuildImage, region: &Region, location: usize, vaddr: u64
 /// rest of the process (address space only).
 pub(crate) fn reserve_former_range(old: &BuildImage) -> bool {
     let range = old.range();
-    // SAFETY: without MAP_FIXED the address is only a hint: no existing mapping is replaced,
-    // and an anonymous PROT_NONE mapping affects nothing else.
+    // SAFETY: without MAP_FIXED the address is only a hint: no existing mapping is replaced, and an anonymous PROT_NONE mapping affects nothing else.
     let reserved = unsafe {
         libc::mmap(
             range.start as *mut _,

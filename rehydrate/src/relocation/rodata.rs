@@ -49,9 +49,7 @@ impl ReadOnlyCopy {
         for section in &read_only {
             let from = old.base + section.start as usize;
             let size = (section.end - section.start) as usize;
-            // SAFETY: each read-only section is mapped readable by the old build, which stays
-            // loaded meanwhile; it lies inside the span, which the copy has `length` writable
-            // bytes for.
+            // SAFETY: each read-only section is mapped readable by the old build, which stays loaded meanwhile; it lies inside the span, which the copy has `length` writable bytes for.
             unsafe {
                 std::ptr::copy_nonoverlapping(from as *const u8, copy.add(from - old_start), size)
             };
@@ -89,8 +87,7 @@ impl ReadOnlyCopy {
 
 impl Drop for ReadOnlyCopy {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in `of`, which no committed reference points into (a
-        // committed reload calls `keep`).
+        // SAFETY: the mapping made in `of`, which no committed reference points into (a committed reload calls `keep`).
         unsafe { libc::munmap(self.copy.cast(), self.length) };
     }
 }

@@ -156,8 +156,7 @@ fn read_own_memory(address: usize, buffer: &mut [usize]) -> usize {
         iov_base: address as *mut _,
         iov_len: buffer.len() * 8,
     };
-    // SAFETY: the kernel writes at most `iov_len` bytes into `buffer`, which has them; the
-    // remote side is only read, and an unmapped address is an error, not a fault.
+    // SAFETY: the kernel writes at most `iov_len` bytes into `buffer`, which has them; the remote side is only read, and an unmapped address is an error, not a fault.
     let read = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
     if read <= 0 {
         return 0;
