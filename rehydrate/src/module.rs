@@ -115,6 +115,8 @@ pub(crate) struct LoadedModule {
     pub shadow: PathBuf,
     pub classes: Vec<ModuleClass>,
     by_name: HashMap<Arc<str>, usize>,
+    /// Every address the build's mappings covered once loaded: reserved when it is unloaded.
+    span: Range<usize>,
 }
 
 // SAFETY: `host` is owned by this value and, after `attach`, only read: through shared
@@ -347,6 +349,9 @@ impl LoadedModule {
         // SAFETY: `host` is the allocation just released; nothing else refers to it yet.
         unsafe { (*host.as_ptr()).api.context = host.as_ptr().cast() };
         // From here on, dropping `module` closes the library before freeing `host`.
+        let mappings = crate::maps::mappings_of(shadow);
+        let span = mappings.iter().map(|m| m.start).min().unwrap_or(0)
+            ..mappings.iter().map(|m| m.end).max().unwrap_or(0);
         let module = LoadedModule {
             library: Some(library),
             host,
@@ -354,6 +359,7 @@ impl LoadedModule {
             shadow: shadow.to_path_buf(),
             classes,
             by_name,
+            span,
         };
         // The table lives until the library is closed (see `Drop`).
         // SAFETY: `host` is valid; this only takes the address of its `api` field.
@@ -408,15 +414,42 @@ impl Drop for LoadedModule {
         // The library, the only other holder of the pointer, was closed just above.
         // SAFETY: `host` came from `Box::into_raw` in `describe` and is freed only here.
         drop(unsafe { Box::from_raw(self.host.as_ptr()) });
+        let unmapped = crate::maps::mappings_of(&self.shadow).is_empty();
+        if unmapped && !self.span.is_empty() && !reserve(&self.span) {
+            tracing::warn!(module = %self.source.display(), "the unloaded build's address range could not be reserved");
+        }
         drop(images);
         let _ = std::fs::remove_file(&self.shadow);
-        if !crate::maps::mappings_of(&self.shadow).is_empty() {
+        if !unmapped {
             tracing::warn!(
                 module = %self.source.display(),
                 "the module is still mapped after dlclose (STB_GNU_UNIQUE symbols? build with -fno-gnu-unique)"
             );
         }
     }
+}
+
+/// Reserves `range`, where an unloaded build lay, for the rest of the process (no access,
+/// address space only): no later mapping takes it, so a stale value in it (in freed memory,
+/// in a dead stack frame) is never mistaken for a reference into another build, and a stale
+/// use faults at a known address. False when something else took part of it meanwhile.
+fn reserve(range: &Range<usize>) -> bool {
+    // SAFETY: without MAP_FIXED the address is only a hint: no existing mapping is replaced, and an anonymous PROT_NONE mapping affects nothing else.
+    let reserved = unsafe {
+        libc::mmap(
+            range.start as *mut _,
+            range.len(),
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if reserved != libc::MAP_FAILED && reserved as usize != range.start {
+        // SAFETY: the mapping just made elsewhere, not used.
+        unsafe { libc::munmap(reserved, range.len()) };
+    }
+    reserved as usize == range.start
 }
 
 /// Ids for [`ModuleHost`]s (0: none).

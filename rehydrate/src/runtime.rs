@@ -568,7 +568,7 @@ impl Reload<'_> {
 
         let started = Instant::now();
         // SAFETY: the words were found just now with the registry stopped and, by the threading rule, no module code running; the new build becomes current below and stays loaded while anything can use them.
-        let (references, unresolved) = unsafe { relocation.apply(&current.elf) };
+        let (references, unresolved) = unsafe { relocation.apply(&current.elf, &new.elf) };
         let relocate_time = started.elapsed();
 
         shared.bindings.apply(&forwarders); // before the old build goes away
@@ -587,7 +587,7 @@ impl Reload<'_> {
         drop(old_module); // dlclose; the module's static destructors may untrack objects
         let unload_time = started.elapsed();
         let old_image_unmapped = crate::maps::mappings_of(&old_shadow).is_empty();
-        let old_range_reserved = old_image_unmapped && relocation::reserve_former_range(&old_elf);
+        let old_range_reserved = old_image_unmapped && crate::maps::is_reserved(&old_elf.range());
         let started = Instant::now();
         let audit = relocation::audit(&old_elf, &unresolved);
         let audit_time = started.elapsed();

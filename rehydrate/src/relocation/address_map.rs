@@ -45,11 +45,22 @@ pub(crate) enum ReferenceKind {
     ReadOnlyData,
 }
 
+/// Where a resolved word must point. A place in the new build is kept as its virtual address,
+/// never as an absolute one: the runtime's own lists, once freed, must not hold values that
+/// look like references into a build to a later scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// This virtual address of the new build.
+    NewBuild(u64),
+    /// This address in the read-only copy of the old build's data.
+    Copy(usize),
+}
+
 /// The outcome for one word that points into the old build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Resolution {
     /// Write this instead.
-    To { new: usize, kind: ReferenceKind },
+    To { target: Target, kind: ReferenceKind },
     /// A loader structure's reference (headers, `.dynamic`, `.eh_frame_hdr`...): left alone.
     Loader,
     /// A well-formed reference (a function's start, a vtable address point, a place in a
@@ -160,7 +171,7 @@ impl<'a> AddressMap<'a> {
             ));
         }
         Resolution::To {
-            new: self.new.absolute(new.start + offset),
+            target: Target::NewBuild(new.start + offset),
             kind,
         }
     }
@@ -210,7 +221,7 @@ impl<'a> AddressMap<'a> {
             ));
         }
         Resolution::To {
-            new: self.new.absolute(new.start + new_points[ordinal].offset),
+            target: Target::NewBuild(new.start + new_points[ordinal].offset),
             kind: ReferenceKind::Vptr,
         }
     }
@@ -242,8 +253,8 @@ impl<'a> AddressMap<'a> {
         }
         let copy = self.read_only_copy.as_ref().expect("made just above");
         match copy.translate(word) {
-            Some(new) => Resolution::To {
-                new,
+            Some(copied) => Resolution::To {
+                target: Target::Copy(copied),
                 kind: ReferenceKind::ReadOnlyData,
             },
             None => Resolution::Lost("points outside the copied read-only data".into()),

@@ -26,10 +26,10 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 pub(crate) use address_map::ReferenceKind;
-use address_map::{AddressMap, BuildView, Resolution};
+use address_map::{AddressMap, BuildView, Resolution, Target};
 use elf::ElfIndex;
 use rodata::ReadOnlyCopy;
-use scan::{scan_region, writable_regions, Found, Region};
+use scan::{writable_regions, Found, Region, Scanner};
 
 /// Held while any runtime of the process maps or unmaps a build, or scans, rewrites and audits
 /// memory for a reload: one runtime's scan must not see another's builds come and go (a word
@@ -94,7 +94,8 @@ impl BuildImage {
         })
     }
 
-    fn range(&self) -> Range<usize> {
+    /// Every address the build's mappings cover (or covered).
+    pub fn range(&self) -> Range<usize> {
         self.base..self.base + self.length
     }
 
@@ -162,7 +163,7 @@ struct Rewrite {
     location: usize,
     /// The value it was found with, minus the old build's base.
     old_offset: u64,
-    new: usize,
+    target: Target,
 }
 
 /// Everything a commit writes, resolved and checked.
@@ -186,9 +187,10 @@ pub(crate) fn plan(
     let old_start = old.base;
     let mut found: Vec<(usize, Found)> = Vec::new(); // (region index, word)
     let mut counts = RelocationCounts::default();
+    let mut scanner = Scanner::new();
     for (i, region) in regions.iter().enumerate() {
         let mut on_stack = 0;
-        scan_region(region, &old.range(), |word| {
+        scanner.scan(region, &old.range(), |word| {
             if region.stack_of.is_some() {
                 on_stack += 1;
             } else {
@@ -209,7 +211,7 @@ pub(crate) fn plan(
             .or_insert_with(|| map.resolve(old_start + word.offset as usize));
         let lost = matches!(resolution, Resolution::Lost(_));
         match resolution {
-            Resolution::To { new, kind } => {
+            Resolution::To { target, kind } => {
                 match kind {
                     ReferenceKind::Vptr => counts.vptrs += 1,
                     ReferenceKind::Function => counts.functions += 1,
@@ -219,7 +221,7 @@ pub(crate) fn plan(
                 rewrites.push(Rewrite {
                     location: word.location,
                     old_offset: word.offset,
-                    new: *new,
+                    target: *target,
                 });
             }
             Resolution::Loader => counts.loader += 1,
@@ -296,12 +298,12 @@ fn holder(region: &Region, location: usize, describe: &impl Fn(usize) -> Option<
 
 impl Relocation {
     /// Rewrites every resolved word that still holds the value it was found with; returns
-    /// the counts. `old_base` is the old build's load bias.
+    /// the counts and the values (minus the old base) of the words left alone.
     ///
     /// # Safety
     /// The words found by [`plan`] are still mapped and writable, no other thread writes them
     /// meanwhile, and the new build stays loaded as long as anything uses the rewritten values.
-    pub unsafe fn apply(self, old: &BuildImage) -> (RelocationCounts, Vec<u64>) {
+    pub unsafe fn apply(self, old: &BuildImage, new: &BuildImage) -> (RelocationCounts, Vec<u64>) {
         let Relocation {
             rewrites,
             mut counts,
@@ -311,10 +313,14 @@ impl Relocation {
         for rewrite in &rewrites {
             let location = rewrite.location as *mut usize;
             let expected = old.base + rewrite.old_offset as usize;
+            let replacement = match rewrite.target {
+                Target::NewBuild(vaddr) => new.base + vaddr as usize,
+                Target::Copy(address) => address,
+            };
             // SAFETY: by the caller's contract the word is mapped, writable and not written by anyone else; aligned, since the scan only reads aligned words.
             unsafe {
                 if location.read_volatile() == expected {
-                    location.write_volatile(rewrite.new);
+                    location.write_volatile(replacement);
                 }
             }
         }
@@ -329,8 +335,9 @@ impl Relocation {
 pub(crate) fn audit(old: &BuildImage, unresolved: &[u64]) -> Audit {
     let mut audit = Audit::default();
     let range = old.range();
+    let mut scanner = Scanner::new();
     for region in writable_regions(&[]) {
-        scan_region(&region, &range, |word| {
+        scanner.scan(&region, &range, |word| {
             if region.stack_of.is_some() {
                 audit.on_stacks += 1;
                 return;
@@ -383,28 +390,4 @@ fn describe_stale(old: &BuildImage, region: &Region, location: usize, vaddr: u64
         "{location:#x} in {mapping} ({:#x}-{:#x}) points at {what}",
         region.range.start, region.range.end
     )
-}
-
-/// Keeps the old build's former address range reserved (no access), so that a value in it is
-/// never mistaken for a new mapping and a stale use faults at a known address. Kept for the
-/// rest of the process (address space only).
-pub(crate) fn reserve_former_range(old: &BuildImage) -> bool {
-    let range = old.range();
-    // SAFETY: without MAP_FIXED the address is only a hint: no existing mapping is replaced, and an anonymous PROT_NONE mapping affects nothing else.
-    let reserved = unsafe {
-        libc::mmap(
-            range.start as *mut _,
-            range.end - range.start,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if reserved != libc::MAP_FAILED && reserved as usize != range.start {
-        // Something else took part of the range meanwhile: the kernel mapped elsewhere.
-        // SAFETY: the mapping just made elsewhere, not used.
-        unsafe { libc::munmap(reserved, range.end - range.start) };
-    }
-    reserved as usize == range.start
 }

@@ -33,53 +33,74 @@ const MAX_GUARD: usize = 1 << 20;
 /// Every readable and writable mapping except `excluded` (the builds' own images) and device
 /// mappings; thread stacks are marked.
 pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return Vec::new();
-    };
     let stacks = thread_stack_pointers();
+    let mappings = crate::maps::all();
     let mut regions = Vec::new();
-    // A thread stack made by pthreads is an anonymous mapping right above its no-access guard
-    // (glibc: one page unless the thread asked for more).
-    let mut after_guard_at: Option<usize> = None;
-    for line in maps.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(span), Some(perms)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let name = parts.nth(3).unwrap_or("").to_string();
-        let Some((start, end)) = span.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
-        };
-        let follows_guard = after_guard_at == Some(start);
-        // A guard is a page or a few; a malloc arena's unused tail (which the next arena
-        // follows) is megabytes.
-        let is_guard = perms.starts_with("---") && name.is_empty() && end - start <= MAX_GUARD;
-        after_guard_at = is_guard.then_some(end);
-        if !perms.starts_with("rw") || name.starts_with("/dev/") {
+    for (i, mapping) in mappings.iter().enumerate() {
+        let (start, end) = (mapping.range.start, mapping.range.end);
+        if !mapping.readable_and_writable() || mapping.name.starts_with("/dev/") {
             continue;
         }
         if excluded.iter().any(|e| e.start < end && start < e.end) {
             continue;
         }
+        // A thread stack made by pthreads is an anonymous mapping right above its no-access
+        // guard (glibc: one page unless the thread asked for more; a malloc arena's unused
+        // tail, which the next arena follows, is megabytes), with the thread's descriptor at
+        // its top. The guard can merge with a neighbouring reservation, so the descriptor
+        // alone also tells.
+        let follows_guard = i > 0 && {
+            let below = &mappings[i - 1];
+            below.range.end == start
+                && below.no_access_anonymous()
+                && below.range.len() <= MAX_GUARD
+        };
+        let anonymous = mapping.name.is_empty();
         let stack_of = stacks
             .iter()
             .find(|(_, sp)| (start..end).contains(sp))
             .map(|&(tid, _)| tid)
-            .or_else(|| (name == "[stack]").then(std::process::id))
-            .or_else(|| (follows_guard && name.is_empty()).then_some(0));
+            .or_else(|| (mapping.name == "[stack]").then(std::process::id))
+            .or_else(|| {
+                (anonymous && (follows_guard || holds_thread_descriptor(&mapping.range)))
+                    .then_some(0)
+            });
         regions.push(Region {
-            range: start..end,
-            name,
+            range: mapping.range.clone(),
+            name: mapping.name.clone(),
             stack_of,
         });
     }
     regions
+}
+
+/// How far below its end a mapping is searched for a thread descriptor (glibc puts it in the
+/// last `sizeof(struct pthread)` bytes, about 2.3 KiB, aligned to the static TLS alignment).
+const DESCRIPTOR_SEARCH: usize = 8 * 1024;
+
+/// Whether the top of `range` holds a glibc thread descriptor (`struct pthread`, which glibc
+/// puts at the top of every thread stack it makes or is given). On x86-64 it starts with the
+/// TCB header: its first word (`tcb`) and third word (`self`) hold its own address, and its
+/// sixth (`stack_guard`) the stack protector's canary, which every thread of the process shares.
+fn holds_thread_descriptor(range: &Range<usize>) -> bool {
+    let canary = stack_canary();
+    let from = range.end.saturating_sub(DESCRIPTOR_SEARCH).max(range.start);
+    let mut words = vec![0usize; (range.end - from) / 8];
+    let read = read_own_memory(from, &mut words) / 8;
+    (0..read.saturating_sub(5)).any(|i| {
+        let at = from + 8 * i;
+        words[i] == at && words[i + 2] == at && words[i + 5] == canary
+    })
+}
+
+/// This thread's stack protector canary (`%fs:0x28` on x86-64 glibc).
+fn stack_canary() -> usize {
+    let canary: usize;
+    // SAFETY: reads one word of this thread's TCB, which glibc keeps mapped for the thread's life.
+    unsafe {
+        std::arch::asm!("mov {}, qword ptr fs:[0x28]", out(reg) canary, options(nostack, readonly, preserves_flags))
+    };
+    canary
 }
 
 /// (thread id, a stack pointer) of every thread: this one's from a local's address, the
@@ -122,26 +143,49 @@ fn thread_stack_pointers() -> Vec<(u32, usize)> {
 /// Bytes read per system call.
 const CHUNK: usize = 256 * 1024;
 
-/// Calls `found` for every aligned word in `region` whose value lies in `target`.
-pub(crate) fn scan_region(region: &Region, target: &Range<usize>, mut found: impl FnMut(Found)) {
-    let mut buffer = vec![0usize; CHUNK / 8];
-    let mut at = region.range.start;
-    while at < region.range.end {
-        let length = CHUNK.min(region.range.end - at);
-        let read = read_own_memory(at, &mut buffer[..length / 8]);
-        if read == 0 {
-            at += 4096; // unmapped meanwhile, or not readable after all: skip a page
-            continue;
+/// Reads memory for a scan through one buffer, which it clears when dropped: its copies hold
+/// references into a build, and freed memory holding them would look like live references
+/// to a later scan.
+pub(crate) struct Scanner {
+    buffer: Vec<usize>,
+}
+
+impl Scanner {
+    pub fn new() -> Scanner {
+        Scanner {
+            buffer: vec![0; CHUNK / 8],
         }
-        for (i, &word) in buffer[..read / 8].iter().enumerate() {
-            if word.wrapping_sub(target.start) < target.end - target.start {
-                found(Found {
-                    location: at + 8 * i,
-                    offset: (word - target.start) as u64,
-                });
+    }
+
+    /// Calls `found` for every aligned word in `region` whose value lies in `target`.
+    pub fn scan(&mut self, region: &Region, target: &Range<usize>, mut found: impl FnMut(Found)) {
+        let mut at = region.range.start;
+        while at < region.range.end {
+            let length = CHUNK.min(region.range.end - at);
+            let read = read_own_memory(at, &mut self.buffer[..length / 8]);
+            if read == 0 {
+                at += 4096; // unmapped meanwhile, or not readable after all: skip a page
+                continue;
             }
+            for (i, &word) in self.buffer[..read / 8].iter().enumerate() {
+                if word.wrapping_sub(target.start) < target.end - target.start {
+                    found(Found {
+                        location: at + 8 * i,
+                        offset: (word - target.start) as u64,
+                    });
+                }
+            }
+            at += read;
         }
-        at += read;
+    }
+}
+
+impl Drop for Scanner {
+    fn drop(&mut self) {
+        for word in &mut self.buffer {
+            // SAFETY: a valid, aligned element of the buffer; volatile so the clearing is not dropped as a store before a free.
+            unsafe { std::ptr::write_volatile(word, 0) };
+        }
     }
 }
 
