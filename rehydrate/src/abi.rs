@@ -12,7 +12,7 @@
 use std::ffi::{c_char, c_void};
 
 /// Version of this descriptor layout; the shim writes it into [`ModuleDesc::abi_version`].
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Name of the exported function returning the module's descriptor.
 pub const DESCRIPTOR_SYMBOL: &str = "rehydrate_module_descriptor";
@@ -156,6 +156,32 @@ pub struct ClassDesc {
     pub measure_bases: Option<MeasureBasesFn>,
 }
 
+/// One static-destructor registration of the module, as the shim records it: both words
+/// complemented (a scan for references into a build must never re-point them). A null
+/// function (complement `!0`) is a registration the runtime took away.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitEntry {
+    /// `!function`.
+    pub function_complement: usize,
+    /// `!argument`.
+    pub argument_complement: usize,
+}
+
+/// Signature of [`ModuleDesc::exit_entries`]: the module's registrations, oldest first; writes
+/// their number into `count` (the pointer is null when there are none).
+pub type ExitEntriesFn = unsafe extern "C" fn(count: *mut u64) -> *mut ExitEntry;
+
+/// Signature of [`ModuleDesc::run_exit_entry`]: runs registration `index` now, catching any
+/// exception, and keeps it.
+pub type RunExitEntryFn =
+    unsafe extern "C" fn(index: u64, error: *mut c_char, error_capacity: usize) -> i32;
+
+/// Signature of [`ModuleDesc::adopt_exit_entry`]: records a registration taken over from
+/// another build of the module, as the newest. Returns 0 when recorded.
+pub type AdoptExitEntryFn =
+    unsafe extern "C" fn(function: unsafe extern "C" fn(*mut c_void), argument: *mut c_void) -> i32;
+
 /// The module's self-description.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -170,4 +196,11 @@ pub struct ModuleDesc {
     pub classes: *const ClassDesc,
     /// Hands the module the runtime's function table.
     pub attach: AttachFn,
+    /// The module's static-destructor registrations; null in a descriptor written by hand
+    /// (the runtime then carries none of the module's globals into a new build).
+    pub exit_entries: Option<ExitEntriesFn>,
+    /// Runs one registration now.
+    pub run_exit_entry: Option<RunExitEntryFn>,
+    /// Takes over a registration of another build.
+    pub adopt_exit_entry: Option<AdoptExitEntryFn>,
 }

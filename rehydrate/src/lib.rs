@@ -29,7 +29,7 @@ pub mod tables;
 
 pub use error::{CppOperation, Error};
 pub use forwarder::Forwarder;
-pub use relocation::{Audit, RelocationCounts};
+pub use relocation::{Audit, FreshGlobal, GlobalsReport, RelocationCounts};
 pub use runtime::{
     BoundForwarder, LiveObject, ModuleSymbol, Reload, ReloadReport, Runtime, UnreloadableClass,
 };

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 
 use crate::abi::{
-    self, ConstructFn, DescriptorFn, DestroyFn, FieldDesc, HostApi, MeasureBasesFn, ModuleDesc,
+    self, ConstructFn, DescriptorFn, DestroyFn, ExitEntry, FieldDesc, HostApi, MeasureBasesFn,
+    ModuleDesc,
 };
 use crate::address_table::AddressTable;
 use crate::bindings::{Bindings, Owner};
@@ -117,6 +118,16 @@ pub(crate) struct LoadedModule {
     by_name: HashMap<Arc<str>, usize>,
     /// Every address the build's mappings covered once loaded: reserved when it is unloaded.
     span: Range<usize>,
+    /// The shim's static-destructor registrations; `None` for a descriptor without them.
+    exits: Option<ExitList>,
+}
+
+/// The shim's functions over the module's static-destructor registrations.
+#[derive(Clone, Copy)]
+struct ExitList {
+    entries: abi::ExitEntriesFn,
+    run: abi::RunExitEntryFn,
+    adopt: abi::AdoptExitEntryFn,
 }
 
 // SAFETY: `host` is owned by this value and, after `attach`, only read: through shared
@@ -349,9 +360,7 @@ impl LoadedModule {
         // SAFETY: `host` is the allocation just released; nothing else refers to it yet.
         unsafe { (*host.as_ptr()).api.context = host.as_ptr().cast() };
         // From here on, dropping `module` closes the library before freeing `host`.
-        let mappings = crate::maps::mappings_of(shadow);
-        let span = mappings.iter().map(|m| m.start).min().unwrap_or(0)
-            ..mappings.iter().map(|m| m.end).max().unwrap_or(0);
+        let span = loaded_span(shadow).unwrap_or(0..0);
         let module = LoadedModule {
             library: Some(library),
             host,
@@ -360,6 +369,18 @@ impl LoadedModule {
             classes,
             by_name,
             span,
+            exits: match (
+                desc.exit_entries,
+                desc.run_exit_entry,
+                desc.adopt_exit_entry,
+            ) {
+                (Some(entries), Some(run), Some(adopt)) => Some(ExitList {
+                    entries,
+                    run,
+                    adopt,
+                }),
+                _ => None,
+            },
         };
         // The table lives until the library is closed (see `Drop`).
         // SAFETY: `host` is valid; this only takes the address of its `api` field.
@@ -381,6 +402,84 @@ impl LoadedModule {
     /// The index of the class called `name`.
     pub fn class_index(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
+    }
+
+    /// Every address the build's segments cover (`.bss` included), whole pages.
+    pub fn span(&self) -> Range<usize> {
+        self.span.clone()
+    }
+
+    /// Whether the module's static-destructor registrations are known (the generated shim
+    /// records them; a descriptor written by hand may not).
+    pub fn knows_exit_entries(&self) -> bool {
+        self.exits.is_some()
+    }
+
+    /// The module's static-destructor registrations, oldest first, as the shim stores them
+    /// (complemented).
+    pub fn exit_entries(&self) -> Vec<ExitEntry> {
+        let (entries, count) = self.exit_array();
+        // SAFETY: the shim's array holds `count` initialised entries (or `entries` is null and `count` 0).
+        (0..count)
+            .map(|i| unsafe { entries.add(i).read() })
+            .collect()
+    }
+
+    /// The shim's array of registrations and its length (null and 0 when none).
+    fn exit_array(&self) -> (*mut ExitEntry, usize) {
+        let Some(exits) = self.exits else {
+            return (std::ptr::null_mut(), 0);
+        };
+        let mut count = 0u64;
+        // SAFETY: the shim's noexcept accessor; `count` is a valid out-parameter.
+        let entries = unsafe { (exits.entries)(&mut count) };
+        if entries.is_null() {
+            return (entries, 0);
+        }
+        (entries, count as usize)
+    }
+
+    /// Takes registration `index` away: it will not run when the module is unloaded.
+    pub fn forget_exit_entry(&self, index: usize) {
+        let (entries, count) = self.exit_array();
+        if index < count {
+            // SAFETY: an entry of the shim's array, which only the runtime touches while no module code runs (the threading rule).
+            unsafe { (*entries.add(index)).function_complement = !0 };
+        }
+    }
+
+    /// Runs registration `index` now (and keeps it); the exception's message if it threw.
+    pub fn run_exit_entry(&self, index: usize) -> Result<(), String> {
+        let Some(exits) = self.exits else {
+            return Ok(());
+        };
+        let mut message = [0u8; 256];
+        // SAFETY: the shim's guarded function; the buffer has the capacity passed.
+        let status =
+            unsafe { (exits.run)(index as u64, message.as_mut_ptr().cast(), message.len()) };
+        if status == abi::ThunkStatus::Ok as i32 {
+            return Ok(());
+        }
+        let end = message
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(message.len());
+        Err(String::from_utf8_lossy(&message[..end]).into_owned())
+    }
+
+    /// Records `function(argument)` as the module's newest registration (taken over from
+    /// another build); false when the shim could not record it.
+    ///
+    /// # Safety
+    /// `function` is a function taking one pointer, which stays mapped as long as this module.
+    pub unsafe fn adopt_exit_entry(&self, function: usize, argument: usize) -> bool {
+        let Some(exits) = self.exits else {
+            return false;
+        };
+        // SAFETY: by the caller's contract `function` has this type.
+        let function: unsafe extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(function) };
+        // SAFETY: the shim's noexcept recorder.
+        unsafe { (exits.adopt)(function, argument as *mut c_void) == 0 }
     }
 
     /// The address of an exported symbol.
@@ -427,6 +526,49 @@ impl Drop for LoadedModule {
             );
         }
     }
+}
+
+/// Every address the segments of the loaded object `path` cover, by the loader's own account
+/// (`dl_iterate_phdr`): its file's mappings and the anonymous tail of `.bss` after them, which
+/// `/proc/self/maps` does not name. Whole pages.
+fn loaded_span(path: &Path) -> Option<Range<usize>> {
+    struct Search {
+        name: std::ffi::CString,
+        span: Option<Range<usize>>,
+    }
+    /// Called by `dl_iterate_phdr` once per loaded object, with the `Search` as `data`.
+    extern "C" fn visit(info: *mut libc::dl_phdr_info, _: usize, data: *mut c_void) -> i32 {
+        // SAFETY: `data` is the `Search` passed to dl_iterate_phdr below, used by nothing else meanwhile.
+        let search = unsafe { &mut *data.cast::<Search>() };
+        // SAFETY: the loader hands a valid description of one loaded object.
+        let info = unsafe { &*info };
+        if info.dlpi_name.is_null() {
+            return 0;
+        }
+        // SAFETY: a NUL-terminated name owned by the loader.
+        if unsafe { CStr::from_ptr(info.dlpi_name) } != search.name.as_c_str() {
+            return 0;
+        }
+        let base = info.dlpi_addr as usize;
+        // SAFETY: the loader's program headers of the object, `dlpi_phnum` of them.
+        let headers =
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let loads = headers.iter().filter(|h| h.p_type == libc::PT_LOAD);
+        let start = loads.clone().map(|h| base + h.p_vaddr as usize).min();
+        let end = loads.map(|h| base + (h.p_vaddr + h.p_memsz) as usize).max();
+        if let (Some(start), Some(end)) = (start, end) {
+            search.span = Some(start & !4095..(end + 4095) & !4095);
+        }
+        1
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let mut search = Search {
+        name: std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?,
+        span: None,
+    };
+    // SAFETY: `visit` matches the callback type and only touches `search`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut search).cast()) };
+    search.span
 }
 
 /// Reserves `range`, where an unloaded build lay, for the rest of the process (no access,

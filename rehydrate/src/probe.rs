@@ -66,7 +66,9 @@ impl ClassImage {
 /// bytes left over at the end of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Writes {
-    /// (offset, value) of each whole word.
+    /// (offset, value complemented) of each whole word: the values are vptrs into the build,
+    /// and the runtime's own memory must not look like references into it to a reload's scan
+    /// (a class the next build drops would then refuse the reload).
     pub words: Vec<(usize, u64)>,
     /// (offset, value) of each leftover byte.
     pub bytes: Vec<(usize, u8)>,
@@ -79,7 +81,7 @@ impl Writes {
             let mut at = run.start;
             while at + 8 <= run.end {
                 let word: [u8; 8] = image[at..at + 8].try_into().expect("eight bytes");
-                writes.words.push((at, u64::from_ne_bytes(word)));
+                writes.words.push((at, !u64::from_ne_bytes(word)));
                 at += 8;
             }
             writes.bytes.extend((at..run.end).map(|b| (b, image[b])));
@@ -92,7 +94,8 @@ impl Writes {
     /// # Safety
     /// `address` is a live object at least as large as the class these writes belong to.
     pub(crate) unsafe fn first_difference(&self, address: usize) -> Option<usize> {
-        for &(offset, word) in &self.words {
+        for &(offset, complement) in &self.words {
+            let word = !complement;
             // SAFETY: within the object, by the caller's contract.
             let live = unsafe { ((address + offset) as *const u64).read_unaligned() };
             if live != word {
@@ -119,9 +122,9 @@ impl Writes {
     /// `address` is a live object at least as large as the class these writes belong to, and
     /// nothing else accesses its implicit bytes meanwhile.
     pub(crate) unsafe fn apply(&self, address: usize) {
-        for &(offset, word) in &self.words {
+        for &(offset, complement) in &self.words {
             // SAFETY: within the object, by the caller's contract.
-            unsafe { ((address + offset) as *mut u64).write_unaligned(word) };
+            unsafe { ((address + offset) as *mut u64).write_unaligned(!complement) };
         }
         for &(offset, byte) in &self.bytes {
             // SAFETY: as above.
@@ -200,6 +203,8 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
+        // SAFETY: the buffer holds `layout.size()` bytes, no longer an object (destroyed, or never built).
+        clear(unsafe { std::slice::from_raw_parts_mut(self.pointer, self.layout.size()) });
         // SAFETY: allocated in `filled` with this layout.
         unsafe { dealloc(self.pointer, self.layout) };
     }
@@ -263,9 +268,28 @@ pub(crate) fn probe(class: &ModuleClass) -> Result<ClassImage, ProbeFailure> {
         }
     }
     if let Some(failure) = failure {
+        scrub(snapshots);
         return Err(failure);
     }
-    classify(class, &snapshots)
+    let image = classify(class, &snapshots);
+    scrub(snapshots);
+    image
+}
+
+/// Clears copies of dummies before freeing them: they hold vptrs into the build, which freed
+/// memory must not show a reload's scan.
+fn scrub(snapshots: Vec<Vec<u8>>) {
+    for mut snapshot in snapshots {
+        clear(&mut snapshot);
+    }
+}
+
+/// Zeroes `bytes` with stores the compiler keeps even right before a free.
+fn clear(bytes: &mut [u8]) {
+    for byte in bytes {
+        // SAFETY: a valid element of the slice; volatile so the store is not dropped before the free.
+        unsafe { std::ptr::write_volatile(byte, 0) };
+    }
 }
 
 /// Compares the compiler's base offsets, measured on a real dummy, with the table's.
@@ -411,7 +435,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(image.implicit_runs, vec![0..8]);
-        assert_eq!(image.writes.words, vec![(0, 0x1122_3344_5566_7788)]);
+        assert_eq!(image.writes.words, vec![(0, !0x1122_3344_5566_7788)]);
         assert!(image.writes.bytes.is_empty());
         assert!(image.byte_map[8..12].iter().all(|&b| b == ByteClass::Field));
         assert!(image.byte_map[12..]

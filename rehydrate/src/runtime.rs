@@ -53,7 +53,7 @@ use crate::layout_gate::layout_changes;
 use crate::module::{LoadedModule, ShadowFolder, UNKNOWN_TYPE_PREFIX};
 use crate::probe::{probe, ClassImage, ProbeFailure, Writes};
 use crate::registry::{self, ClassSlot, Registry, Stopped};
-use crate::relocation::{self, Audit, BuildImage, RelocationCounts};
+use crate::relocation::{self, Audit, BuildImage, GlobalsReport, RelocationCounts};
 
 /// One loaded build, the probe result of each of its classes (same order as its classes), and
 /// its ELF symbols.
@@ -72,10 +72,11 @@ impl Build {
     ) -> Result<(Build, Duration, Duration), Error> {
         let started = Instant::now();
         let module = LoadedModule::load(path, shadows, registry.clone(), bindings.clone())?;
-        let elf = BuildImage::of(&module.shadow).map_err(|reason| Error::Symbols {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+        let elf =
+            BuildImage::of(&module.shadow, module.span()).map_err(|reason| Error::Symbols {
+                path: path.to_path_buf(),
+                reason,
+            })?;
         let loaded = started.elapsed();
         let started = Instant::now();
         let images = module.classes.iter().map(probe).collect();
@@ -187,6 +188,7 @@ pub struct Reload<'rt> {
     new: Build,
     load_time: Duration,
     probe_time: Duration,
+    strict: bool,
 }
 
 /// A class whose live objects a reload would refuse, and why (see
@@ -221,6 +223,11 @@ pub struct ReloadReport {
     pub relocate: Duration,
     /// What was re-pointed, by kind, and what was left alone.
     pub references: RelocationCounts,
+    /// The module's globals carried into the new build, and those that start fresh.
+    pub globals: GlobalsReport,
+    /// Destroying the carried globals' fresh values, copying the old ones in and handing
+    /// their destructors over.
+    pub carry: Duration,
     /// Unloading the old build.
     pub unload: Duration,
     /// `/proc/self/maps` no longer shows the old build.
@@ -322,6 +329,7 @@ impl Runtime {
         )?;
         tracing::info!(module = %path.as_ref().display(), load = ?load_time, probe = ?probe_time, "new build loaded and probed");
         Ok(Reload {
+            strict: false,
             runtime: self,
             new,
             load_time,
@@ -420,9 +428,18 @@ impl Runtime {
         self.shared.read().module.shadow.clone()
     }
 
-    /// Address ranges the current build occupies.
+    /// Address ranges the current build occupies: its file's mappings, and the anonymous
+    /// tail of its `.bss` when it has one.
     pub fn image_ranges(&self) -> Vec<Range<usize>> {
-        crate::maps::mappings_of(&self.shadow_path())
+        let build = self.shared.read();
+        let mut ranges = crate::maps::mappings_of(&build.module.shadow);
+        let span = build.module.span();
+        if let Some(end) = ranges.iter().map(|r| r.end).max() {
+            if end < span.end {
+                ranges.push(end..span.end);
+            }
+        }
+        ranges
     }
 }
 
@@ -512,6 +529,18 @@ impl Drop for LiveObject {
 }
 
 impl Reload<'_> {
+    /// Also refuses the reload for a word in the heap or an anonymous mapping that points at
+    /// something the new build lacks (a function it dropped, a global that shrank). By
+    /// default such words are reported ([`RelocationCounts::lost_in_anonymous_memory`]) and
+    /// left as they are: a scan cannot tell freed memory from live, and freed memory is full
+    /// of stale addresses, so the default would refuse reloads for nothing; a live one that
+    /// is used faults in the old build's reserved range. Words in the data of loaded objects,
+    /// in carried globals and in tracked objects always refuse.
+    pub fn refusing_lost_heap_words(mut self) -> Self {
+        self.strict = true;
+        self
+    }
+
     /// Path of the new build's shadow copy.
     pub fn new_shadow_path(&self) -> &Path {
         &self.new.module.shadow
@@ -526,6 +555,7 @@ impl Reload<'_> {
             new,
             load_time,
             probe_time,
+            strict,
         } = self;
         let shared = runtime.shared.clone();
         // The lock order: the build lock, then the registry (see the module docs).
@@ -546,9 +576,15 @@ impl Reload<'_> {
         // Until the audit: no build of any runtime in the process is mapped or unmapped.
         let images = relocation::lock_images();
         let started = Instant::now();
-        let relocation = relocation::plan(&current.elf, &new.elf, |location| {
-            tracked_holder(&objects, &current, location)
-        })
+        let globals =
+            relocation::plan_globals(&current.elf, &new.elf, &current.module, &new.module);
+        let relocation = relocation::plan(
+            &current.elf,
+            &new.elf,
+            &globals.carries,
+            strict,
+            |location| tracked_holder(&objects, &current, location),
+        )
         .map_err(|problems| Error::UnresolvableReferences {
             path: current.module.source.clone(),
             problems,
@@ -565,6 +601,15 @@ impl Reload<'_> {
         let patch_time = started.elapsed();
         let classes = plan.len();
         drop(plan); // it borrows `new`, which becomes current now
+        let object_count = objects.len();
+        // The fresh values' destructors below may untrack objects.
+        drop(objects);
+
+        let started = Instant::now();
+        // SAFETY: both builds are loaded, the plan was made from them just now, and by the threading rule no module code runs.
+        let globals =
+            unsafe { globals.commit(&current.elf, &new.elf, &current.module, &new.module) };
+        let carry_time = started.elapsed();
 
         let started = Instant::now();
         // SAFETY: the words were found just now with the registry stopped and, by the threading rule, no module code running; the new build becomes current below and stays loaded while anything can use them.
@@ -573,8 +618,6 @@ impl Reload<'_> {
 
         shared.bindings.apply(&forwarders); // before the old build goes away
         let old = std::mem::replace(&mut *current, new);
-        let object_count = objects.len();
-        drop(objects);
         drop(current);
         let started = Instant::now();
         let old_shadow = old.module.shadow.clone();
@@ -606,6 +649,8 @@ impl Reload<'_> {
             scan: scan_time,
             relocate: relocate_time,
             references,
+            globals,
+            carry: carry_time,
             unload: unload_time,
             old_image_unmapped,
             old_range_reserved,

@@ -102,8 +102,10 @@ pub struct Fixture {
     pub folder: &'static str,
     /// The header layout-gen reads.
     pub header: &'static str,
-    /// The module's source.
-    pub source: &'static str,
+    /// The module's sources.
+    pub sources: &'static [&'static str],
+    /// Whether the module links the never-reloaded tally library ([`tally_library`]).
+    pub links_tally: bool,
     /// The classes the shim describes.
     pub classes: &'static [&'static str],
 }
@@ -121,7 +123,8 @@ pub const RELOAD_CLASSES: [&str; 5] = [
 pub static RELOAD: Fixture = Fixture {
     folder: "reload",
     header: "shapes.hpp",
-    source: "module.cpp",
+    sources: &["module.cpp"],
+    links_tally: false,
     classes: &RELOAD_CLASSES,
 };
 
@@ -133,7 +136,8 @@ pub const LIFECYCLE_CLASSES: [&str; 3] = ["lc::Child", "lc::Parent", "lc::Fresh"
 pub static LIFECYCLE: Fixture = Fixture {
     folder: "lifecycle",
     header: "lifecycle.hpp",
-    source: "lifecycle.cpp",
+    sources: &["lifecycle.cpp"],
+    links_tally: false,
     classes: &LIFECYCLE_CLASSES,
 };
 
@@ -141,7 +145,8 @@ pub static LIFECYCLE: Fixture = Fixture {
 pub static STDLIB: Fixture = Fixture {
     folder: "stdlib",
     header: "stdlib.hpp",
-    source: "stdlib.cpp",
+    sources: &["stdlib.cpp"],
+    links_tally: false,
     classes: &["st::Component", "st::Inventory", "st::Tool"],
 };
 
@@ -150,7 +155,8 @@ pub static STDLIB: Fixture = Fixture {
 pub static SELECTION: Fixture = Fixture {
     folder: "selection",
     header: "selection.hpp",
-    source: "selection.cpp",
+    sources: &["selection.cpp"],
+    links_tally: false,
     classes: &[
         "sel::Document",
         "sel::HoldsTemplates",
@@ -166,7 +172,8 @@ pub static SELECTION: Fixture = Fixture {
 pub static UNTRACKED: Fixture = Fixture {
     folder: "untracked",
     header: "untracked.hpp",
-    source: "untracked.cpp",
+    sources: &["untracked.cpp", "state.cpp"],
+    links_tally: true,
     classes: &["ut::Circle"],
 };
 
@@ -174,7 +181,8 @@ pub static UNTRACKED: Fixture = Fixture {
 pub static BENCH: Fixture = Fixture {
     folder: "bench",
     header: "bench.hpp",
-    source: "bench.cpp",
+    sources: &["bench.cpp"],
+    links_tally: false,
     classes: &[
         "bm::K1", "bm::K2", "bm::K3", "bm::K4", "bm::K5", "bm::K6", "bm::K7", "bm::K8",
     ],
@@ -291,14 +299,45 @@ impl ModuleBuild {
         if self.compiler.name == "g++" {
             args.push("-fno-gnu-unique");
         }
-        self.compiler.compile(
-            &[&fixture.join(self.fixture.source), &shim],
-            &library,
-            &args,
-        );
+        let mut inputs: Vec<PathBuf> = self
+            .fixture
+            .sources
+            .iter()
+            .map(|source| fixture.join(source))
+            .collect();
+        inputs.push(shim);
+        if self.fixture.links_tally {
+            inputs.push(tally_library(dir));
+        }
+        let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+        self.compiler.compile(&inputs, &library, &args);
         built.push((name, library.clone()));
         library
     }
+}
+
+/// A library that is never reloaded and counts the module's objects of one kind, so a test
+/// can tell whether each was destroyed exactly once: `tally_add(+1)` in a constructor,
+/// `tally_add(-1)` in the destructor, `tally_alive()` the balance. Built once per test run;
+/// a module links it by its path (no soname: the module's `DT_NEEDED` is that path).
+/// The first call's `dir` holds it.
+pub fn tally_library(dir: &Path) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let source = dir.join("tally.cpp");
+            std::fs::write(
+                &source,
+                "static int alive = 0;\n\
+                 extern \"C\" void tally_add(int change) { alive += change; }\n\
+                 extern \"C\" int tally_alive(void) { return alive; }\n",
+            )
+            .unwrap();
+            let library = dir.join(format!("libtally-{}.so", std::process::id()));
+            gxx().compile(&[&source], &library, &["-fPIC", "-shared", "-O2"]);
+            library
+        })
+        .clone()
 }
 
 /// A tiny shared library from C++ source (for hand-written, malformed or inconsistent

@@ -5,7 +5,7 @@
 use std::mem::{align_of, offset_of, size_of};
 
 use integration_tests::{compilers, run};
-use rehydrate::abi::{BaseDesc, ClassDesc, FieldDesc, HostApi, ModuleDesc};
+use rehydrate::abi::{BaseDesc, ClassDesc, ExitEntry, FieldDesc, HostApi, ModuleDesc};
 
 /// `(C++ expression, value on the Rust side)` pairs.
 fn rust_view() -> Vec<(String, usize)> {
@@ -50,7 +50,21 @@ fn rust_view() -> Vec<(String, usize)> {
     record!(
         ModuleDesc,
         "rehydrate_module_desc",
-        [abi_version, reserved, class_count, classes, attach]
+        [
+            abi_version,
+            reserved,
+            class_count,
+            classes,
+            attach,
+            exit_entries,
+            run_exit_entry,
+            adopt_exit_entry
+        ]
+    );
+    record!(
+        ExitEntry,
+        "rehydrate_exit_entry",
+        [function_complement, argument_complement]
     );
     record!(
         HostApi,

@@ -57,10 +57,14 @@ fn words_into(
     found
 }
 
-fn build(compiler: &Compiler, optimisation: &'static str, version: u32) -> PathBuf {
+fn modules_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("untracked-modules");
     std::fs::create_dir_all(&dir).unwrap();
-    ModuleBuild::of(&UNTRACKED, compiler.clone(), optimisation, version).build(&dir)
+    dir
+}
+
+fn build(compiler: &Compiler, optimisation: &'static str, version: u32) -> PathBuf {
+    ModuleBuild::of(&UNTRACKED, compiler.clone(), optimisation, version).build(&modules_dir())
 }
 
 /// What `ut_play` returns with build `v` loaded (see the fixture).
@@ -95,6 +99,81 @@ fn texts(runtime: &Runtime, world: *mut c_void) -> Vec<String> {
         .collect()
 }
 
+type TouchFn = unsafe extern "C" fn(*mut c_void);
+type StateFn = unsafe extern "C" fn(*const c_void, *mut i64, i32) -> i32;
+type StateTextFn = unsafe extern "C" fn(i32) -> *const c_char;
+
+/// `Noisy` objects alive, as the never-reloaded tally library counts them.
+fn noisy_alive() -> i32 {
+    // SAFETY: the tally library is a plain C library (the module already loaded it).
+    let tally =
+        unsafe { libloading::Library::new(integration_tests::tally_library(&modules_dir())) }
+            .unwrap();
+    // SAFETY: it exports `tally_alive` with this signature.
+    unsafe {
+        (*tally
+            .get::<unsafe extern "C" fn() -> i32>(b"tally_alive")
+            .unwrap())()
+    }
+}
+
+fn touch_state(runtime: &Runtime, world: *mut c_void) {
+    // SAFETY: the fixture exports `ut_touch_state` with this signature.
+    unsafe { (*runtime.symbol::<TouchFn>("ut_touch_state").unwrap())(world) }
+}
+
+/// The module's state as `ut_state` reports it, and its two strings.
+fn state(runtime: &Runtime, world: *mut c_void) -> (Vec<i64>, [String; 2]) {
+    // SAFETY: the fixture exports `ut_state` with this signature.
+    let read = unsafe { runtime.symbol::<StateFn>("ut_state") }.unwrap();
+    let mut out = [0i64; 32];
+    // SAFETY: a world made by the module; `out` has room for 32 values.
+    let n = unsafe { read(world, out.as_mut_ptr(), 32) } as usize;
+    // SAFETY: the fixture exports `ut_state_text` with this signature.
+    let text = unsafe { runtime.symbol::<StateTextFn>("ut_state_text") }.unwrap();
+    let texts = [0, 1].map(|i| {
+        // SAFETY: NUL-terminated strings of the module's globals.
+        unsafe { CStr::from_ptr(text(i)) }
+            .to_string_lossy()
+            .into_owned()
+    });
+    (out[..n].to_vec(), texts)
+}
+
+const LONG_NAME: &str = "a long name that certainly lives on the heap, not in the string";
+
+/// What `ut_state` returns after `touches` calls of `ut_touch_state` with build `v` loaded;
+/// `frames` and `resized` are what the current build has seen of the state that starts
+/// fresh at every reload (see the fixture).
+fn expected_state(v: i64, touches: i64, frames: i64, resized: i64) -> (Vec<i64>, [String; 2]) {
+    let t = touches;
+    let values = vec![
+        t,
+        t,
+        t,
+        t,
+        12 * v * t,
+        5 + t,
+        LONG_NAME.len() as i64 + t,
+        t,
+        t * (t + 1) / 2,
+        1,
+        frames,
+        5 + 10 * t,
+        t,
+        1,
+        2 + 3 + 4,
+        30 * v,
+        -10 * v,
+        resized,
+    ];
+    let texts = [
+        format!("short{}", "!".repeat(t as usize)),
+        format!("{LONG_NAME}{}", "+".repeat(t as usize)),
+    ];
+    (values, texts)
+}
+
 fn reload_untracked_world(compiler: Compiler, optimisation: &'static str) {
     let v1 = build(&compiler, optimisation, 1);
     let v2 = build(&compiler, optimisation, 2);
@@ -102,6 +181,11 @@ fn reload_untracked_world(compiler: Compiler, optimisation: &'static str) {
     // SAFETY: the fixture exports `ut_make_world` with this signature.
     let world = unsafe { (*runtime.symbol::<MakeFn>("ut_make_world").unwrap())() };
     assert_eq!(play(&runtime, world), expected(1));
+    let mut touches = 1;
+    touch_state(&runtime, world);
+    assert_eq!(state(&runtime, world), expected_state(1, touches, 1, 1));
+    // The static Noisy, the row of three and the function-local one.
+    assert_eq!(noisy_alive(), 5);
     let texts_before = texts(&runtime, world);
     assert_eq!(texts_before[0], "a short literal");
 
@@ -121,11 +205,47 @@ fn reload_untracked_world(compiler: Compiler, optimisation: &'static str) {
             .iter()
             .map(|r| (!r.start, !r.end))
             .collect();
+        touches += 1;
+        touch_state(&runtime, world);
         let report = runtime.reload(path).unwrap().rehydrate_all().unwrap();
         let context = format!(
             "{} {optimisation}, reload {step}: {report:#?}",
             compiler.name
         );
+        // Every piece of state kept its value, but the marked global and the resized one.
+        assert_eq!(
+            state(&runtime, world),
+            expected_state(version, touches, 0, 0),
+            "{context}"
+        );
+        assert_eq!(
+            noisy_alive(),
+            5,
+            "{context}: each Noisy destroyed exactly once"
+        );
+        let globals = &report.globals;
+        for name in ["ut::touches", "ut::picked", "ut::scores", "ut::noisy_row"] {
+            assert!(
+                globals.carried.iter().any(|c| c.starts_with(name)),
+                "{context}: {name}"
+            );
+        }
+        let fresh = |name: &str, reason: &str| {
+            globals
+                .fresh
+                .iter()
+                .any(|f| f.name == name && f.reason.contains(reason))
+        };
+        assert!(
+            fresh("ut::frames_this_session", "REHYDRATE_RESET_ON_RELOAD"),
+            "{context}"
+        );
+        assert!(fresh("ut::resized", "size changed from"), "{context}");
+        // The new build's own first_noisy, noisy_row and two strings at least (the compilers
+        // differ on the rest); noisy_alive above shows none was missed or destroyed twice.
+        assert!(globals.fresh_values_destroyed >= 4, "{context}");
+        // The function-local Noisy, which the new build had not reached.
+        assert!(globals.destructors_handed_over >= 1, "{context}");
         assert!(report.old_image_unmapped, "{context}");
         assert!(report.old_range_reserved, "{context}");
         assert_eq!(report.audit.stale, 0, "{context}");
@@ -165,6 +285,12 @@ fn reload_untracked_world(compiler: Compiler, optimisation: &'static str) {
     }
     // SAFETY: the fixture exports `ut_destroy_world`; the world was made by the module.
     unsafe { (*runtime.symbol::<DestroyFn>("ut_destroy_world").unwrap())(world) };
+    drop(runtime);
+    assert_eq!(
+        noisy_alive(),
+        0,
+        "the last build's unload destroyed every Noisy"
+    );
 }
 
 #[test]
@@ -186,25 +312,28 @@ fn world_bytes(runtime: &Runtime, world: *mut c_void) -> Vec<u8> {
     bytes
 }
 
-#[test]
-fn a_function_that_live_pointers_hold_and_the_new_build_lacks_refuses_the_reload() {
+/// Reloads v1 into a v2 that renamed `heal`, which a carried global and heap objects point at;
+/// checks the refusal names `heal(int)` and `holder`, and that nothing changed.
+fn refuses_the_lost_function(strict: bool, holder: &str) {
     let compiler = integration_tests::gxx();
     let v1 = build(&compiler, "-O2", 1);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("untracked-modules");
     let faulty = ModuleBuild {
         fault: Some("FAULT_NO_HEAL"),
         ..ModuleBuild::of(&UNTRACKED, compiler, "-O2", 2)
     }
-    .build(&dir);
+    .build(&modules_dir());
     let mut runtime = Runtime::load(&v1).unwrap();
     // SAFETY: the fixture exports `ut_make_world` with this signature.
     let world = unsafe { (*runtime.symbol::<MakeFn>("ut_make_world").unwrap())() };
-    let before = world_bytes(&runtime, world);
-    let error = runtime
-        .reload(&faulty)
-        .unwrap()
-        .rehydrate_all()
-        .unwrap_err();
+    touch_state(&runtime, world);
+    let before = (world_bytes(&runtime, world), state(&runtime, world));
+    let reload = runtime.reload(&faulty).unwrap();
+    let reload = if strict {
+        reload.refusing_lost_heap_words()
+    } else {
+        reload
+    };
+    let error = reload.rehydrate_all().unwrap_err();
     let message = error.to_string();
     assert!(
         matches!(error, rehydrate::Error::UnresolvableReferences { .. }),
@@ -214,7 +343,12 @@ fn a_function_that_live_pointers_hold_and_the_new_build_lacks_refuses_the_reload
         message.contains("heal(int)") && message.contains("does not define"),
         "{message}"
     );
-    assert_eq!(world_bytes(&runtime, world), before, "nothing was written");
+    assert!(message.contains(holder), "{message}");
+    assert_eq!(
+        (world_bytes(&runtime, world), state(&runtime, world)),
+        before,
+        "nothing was written"
+    );
     assert_eq!(
         play(&runtime, world),
         expected(1),
@@ -222,4 +356,16 @@ fn a_function_that_live_pointers_hold_and_the_new_build_lacks_refuses_the_reload
     );
     // SAFETY: the fixture exports `ut_destroy_world`; the world was made by the module.
     unsafe { (*runtime.symbol::<DestroyFn>("ut_destroy_world").unwrap())(world) };
+}
+
+#[test]
+fn a_function_that_a_carried_global_points_at_and_the_new_build_lacks_refuses_the_reload() {
+    refuses_the_lost_function(false, "the global `ut::favourite_effect`+0x0");
+}
+
+#[test]
+fn strictly_heap_words_pointing_at_a_lost_function_refuse_the_reload_too() {
+    // The world's pickups (this thread's malloc arena: an anonymous mapping) hold `heal` in a
+    // function pointer and a std::function.
+    refuses_the_lost_function(true, "in an anonymous mapping");
 }

@@ -72,7 +72,9 @@ pub fn write_shim(
     push! {
         out.text(),
         "const rehydrate_module_desc rehydrate_module = {REHYDRATE_ABI_VERSION, 0, ",
-        model.classes.len(), ", rehydrate_classes, &rehydrate_attach};\n}  // namespace\n\n"
+        model.classes.len(),
+        ", rehydrate_classes, &rehydrate_attach, &rehydrate_exit_list, &rehydrate_run_exit_entry, \
+         &rehydrate_adopt_exit_entry};\n}  // namespace\n\n"
     }
     out.text().push_str(EXPORT);
     out.finish()
@@ -202,10 +204,6 @@ namespace {
 // a reload can take over the ones whose objects it carries into the new build. The addresses
 // are stored complemented: the runtime scans memory for references into a build at a
 // reload, and these must keep pointing into this build.
-struct rehydrate_exit_entry {
-    std::uintptr_t function_complement;
-    std::uintptr_t argument_complement;
-};
 rehydrate_exit_entry* rehydrate_exit_entries = nullptr;
 std::size_t rehydrate_exit_count = 0;
 std::size_t rehydrate_exit_capacity = 0;
@@ -215,7 +213,7 @@ void rehydrate_run_exit_entries(void*) noexcept {
     while (rehydrate_exit_count > 0) {
         rehydrate_exit_entry entry = rehydrate_exit_entries[--rehydrate_exit_count];
         auto function = reinterpret_cast<void (*)(void*)>(~entry.function_complement);
-        function(reinterpret_cast<void*>(~entry.argument_complement));
+        if (function != nullptr) function(reinterpret_cast<void*>(~entry.argument_complement));
     }
     std::free(rehydrate_exit_entries);
     rehydrate_exit_entries = nullptr;
@@ -248,6 +246,33 @@ __attribute__((visibility(\"hidden\"))) int __cxa_atexit(void (*function)(void*)
     return 0;
 }
 }
+
+// The identity of this build's registrations, defined by the C runtime's start files.
+extern \"C\" __attribute__((visibility(\"hidden\"))) void* __dso_handle;
+
+namespace {
+
+// For the runtime, through the descriptor: a reload hands the registrations of the globals it
+// carries from the old build to the new one.
+rehydrate_exit_entry* rehydrate_exit_list(std::uint64_t* count) noexcept {
+    *count = rehydrate_exit_count;
+    return rehydrate_exit_entries;
+}
+
+std::int32_t rehydrate_run_exit_entry(std::uint64_t index, char* error, std::size_t capacity) noexcept {
+    return rehydrate_guarded([index] {
+        if (index >= rehydrate_exit_count) return;
+        rehydrate_exit_entry entry = rehydrate_exit_entries[index];
+        auto function = reinterpret_cast<void (*)(void*)>(~entry.function_complement);
+        if (function != nullptr) function(reinterpret_cast<void*>(~entry.argument_complement));
+    }, error, capacity);
+}
+
+std::int32_t rehydrate_adopt_exit_entry(void (*function)(void*), void* argument) noexcept {
+    return __cxa_atexit(function, argument, &__dso_handle) == 0 ? REHYDRATE_STATUS_OK : REHYDRATE_STATUS_CPP_EXCEPTION;
+}
+
+}  // namespace
 
 extern \"C\" {
 __attribute__((visibility(\"hidden\"))) void rehydrate_module_defer_track(const char* type_id_name, void* object) noexcept {

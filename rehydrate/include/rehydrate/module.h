@@ -76,4 +76,18 @@ Function forwarder(const char *symbol) noexcept {
 
 }  // namespace rehydrate
 
+/* At a reload the module's globals keep their values (they are carried into the new build by
+ * symbol). One line marks a global, class static or function-local static that should start
+ * fresh instead, as if the module had just been loaded:
+ *
+ *     int frames_this_session = 0;
+ *     REHYDRATE_RESET_ON_RELOAD(frames_this_session);
+ *
+ * It records the global's address in the `rehydrate_reset` section, which the runtime reads. */
+#define REHYDRATE_RESET_CONCAT_(a, b) a##b
+#define REHYDRATE_RESET_CONCAT(a, b) REHYDRATE_RESET_CONCAT_(a, b)
+#define REHYDRATE_RESET_ON_RELOAD(global)                                                         \
+    __attribute__((used, section("rehydrate_reset"))) static const void *const REHYDRATE_RESET_CONCAT( \
+        rehydrate_reset_mark_, __COUNTER__) = static_cast<const void *>(&(global))
+
 #endif /* REHYDRATE_MODULE_H */

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REHYDRATE_ABI_VERSION 4u
+#define REHYDRATE_ABI_VERSION 5u
 
 #define REHYDRATE_STATUS_OK 0
 #define REHYDRATE_STATUS_CPP_EXCEPTION 1
@@ -78,12 +78,32 @@ typedef struct rehydrate_class_desc {
     rehydrate_measure_bases_fn measure_bases;
 } rehydrate_class_desc;
 
+/* One static-destructor registration of the module (`__cxa_atexit`, `atexit`), as the shim
+ * records it: both words complemented, so that a scan for references into a build never
+ * re-points them. A null function (complement ~0) is a registration the runtime took away. */
+typedef struct rehydrate_exit_entry {
+    uintptr_t function_complement;
+    uintptr_t argument_complement;
+} rehydrate_exit_entry;
+
+/* The module's registrations, oldest first (`count` of them; null when none). */
+typedef rehydrate_exit_entry *(*rehydrate_exit_entries_fn)(uint64_t *count);
+/* Runs registration `index` now (catching any exception), and keeps it. */
+typedef int32_t (*rehydrate_run_exit_entry_fn)(uint64_t index, char *error, size_t error_capacity);
+/* Records a registration taken over from another build of the module, as the newest. */
+typedef int32_t (*rehydrate_adopt_exit_entry_fn)(void (*function)(void *), void *argument);
+
 typedef struct rehydrate_module_desc {
     uint32_t abi_version;
     uint32_t reserved;
     uint64_t class_count;
     const rehydrate_class_desc *classes;
     rehydrate_attach_fn attach;
+    /* The three below may be null (a descriptor written by hand): the runtime then carries
+     * none of the module's globals into a new build. */
+    rehydrate_exit_entries_fn exit_entries;
+    rehydrate_run_exit_entry_fn run_exit_entry;
+    rehydrate_adopt_exit_entry_fn adopt_exit_entry;
 } rehydrate_module_desc;
 
 typedef const rehydrate_module_desc *(*rehydrate_descriptor_fn)(void);

@@ -239,6 +239,11 @@ impl ElfIndex {
         self.by_key.get(key).map(|&i| &self.symbols[i])
     }
 
+    /// Every symbol, by address.
+    pub fn symbols(&self) -> &[Symbol] {
+        &self.symbols
+    }
+
     /// Every allocated section, by address.
     pub fn sections(&self) -> &[Section] {
         &self.sections

@@ -16,6 +16,7 @@
 
 mod address_map;
 mod elf;
+mod globals;
 mod rodata;
 mod scan;
 
@@ -28,8 +29,11 @@ use std::sync::{Mutex, MutexGuard};
 pub(crate) use address_map::ReferenceKind;
 use address_map::{AddressMap, BuildView, Resolution, Target};
 use elf::ElfIndex;
+pub(crate) use globals::plan_globals;
+use globals::Carry;
+pub use globals::{FreshGlobal, GlobalsReport};
 use rodata::ReadOnlyCopy;
-use scan::{writable_regions, Found, Region, Scanner};
+use scan::{writable_regions, Region, Scanner};
 
 /// Held while any runtime of the process maps or unmaps a build, or scans, rewrites and audits
 /// memory for a reload: one runtime's scan must not see another's builds come and go (a word
@@ -76,25 +80,21 @@ pub(crate) struct BuildImage {
 }
 
 impl BuildImage {
-    /// Reads the ELF file `shadow`, which is loaded (its mappings are in `/proc/self/maps`).
-    pub fn of(shadow: &Path) -> Result<BuildImage, String> {
+    /// Reads the ELF file `shadow`, which is loaded over `span` (its segments, `.bss` included).
+    pub fn of(shadow: &Path, span: Range<usize>) -> Result<BuildImage, String> {
         let index = ElfIndex::read(shadow)?;
-        let mappings = crate::maps::mappings_of(shadow);
-        let (Some(start), Some(end)) = (
-            mappings.iter().map(|m| m.start).min(),
-            mappings.iter().map(|m| m.end).max(),
-        ) else {
+        if span.is_empty() {
             return Err("the build is not mapped".into());
-        };
-        let base = start - index.first_segment as usize;
+        }
+        let base = span.start - index.first_segment as usize;
         Ok(BuildImage {
             index,
             base,
-            length: end - base,
+            length: span.end - base,
         })
     }
 
-    /// Every address the build's mappings cover (or covered).
+    /// Every address the build's segments cover (or covered).
     pub fn range(&self) -> Range<usize> {
         self.base..self.base + self.length
     }
@@ -133,6 +133,13 @@ pub struct RelocationCounts {
     pub unresolved: usize,
     /// A few of them, for people to read.
     pub unresolved_examples: Vec<String>,
+    /// Words in the heap or anonymous mappings that are well-formed references to something
+    /// the new build lacks (a function it dropped, a global that shrank): stale addresses in
+    /// freed memory, as a rule, but a scan cannot tell; left as they are (a live one that is
+    /// used faults in the old build's reserved range). See `Reload::refusing_lost_heap_words`.
+    pub lost_in_anonymous_memory: usize,
+    /// A few of them, with what each points at.
+    pub lost_examples: Vec<String>,
 }
 
 /// The audit after the old build is unloaded: words still pointing into its former range.
@@ -158,9 +165,21 @@ pub struct Audit {
     pub reported_unresolved: usize,
 }
 
+/// Where a found word lies. A word of a carried global is kept by its place in the new
+/// build, never as an absolute address there (see [`Target`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Location {
+    /// At this address in the region with this index.
+    Region(usize, usize),
+    /// At this offset in the carried global with this index.
+    Carried(usize, u64),
+}
+
 /// One word to rewrite at the commit.
+#[derive(Clone, Copy)]
 struct Rewrite {
-    location: usize,
+    /// Where: an address, or a virtual address of the new build (a carried global's word).
+    location: Target,
     /// The value it was found with, minus the old build's base.
     old_offset: u64,
     target: Target,
@@ -177,38 +196,62 @@ pub(crate) struct Relocation {
 
 /// Scans the process and resolves every reference into `old`; every unresolvable one is
 /// described (what holds it, what it points at) in the error, and nothing is written.
+///
+/// `carried` are the old build's globals moving into the new build: their bytes are scanned
+/// too, and their words rewritten where the copy will lie. `strict`: a lost reference in the
+/// heap or an anonymous mapping refuses too (see `Reload::refusing_lost_heap_words`).
 pub(crate) fn plan(
     old: &BuildImage,
     new: &BuildImage,
+    carried: &[Carry],
+    strict: bool,
     describe_holder: impl Fn(usize) -> Option<String>,
 ) -> Result<Relocation, Vec<String>> {
     let mut map = AddressMap::new(old.view(), new.view());
     let regions = writable_regions(&[old.range(), new.range()]);
     let old_start = old.base;
-    let mut found: Vec<(usize, Found)> = Vec::new(); // (region index, word)
+    let mut found: Vec<(Location, u64)> = Vec::new(); // (where, value minus the old base)
     let mut counts = RelocationCounts::default();
     let mut scanner = Scanner::new();
     for (i, region) in regions.iter().enumerate() {
         let mut on_stack = 0;
-        scanner.scan(region, &old.range(), |word| {
+        scanner.scan(&region.range, &old.range(), |word| {
             if region.stack_of.is_some() {
                 on_stack += 1;
             } else {
-                found.push((i, word));
+                found.push((Location::Region(i, word.location), word.offset));
             }
         });
         if let (Some(thread), true) = (region.stack_of, on_stack > 0) {
             counts.stack_words.push((thread, on_stack));
         }
     }
+    for (i, carry) in carried.iter().enumerate() {
+        let start = old.base + carry.old as usize;
+        scanner.scan(
+            &(start..start + carry.size as usize),
+            &old.range(),
+            |word| {
+                let offset = (word.location - start) as u64;
+                found.push((Location::Carried(i, offset), word.offset));
+            },
+        );
+    }
+    let describe = |location: Location| match location {
+        Location::Region(region, address) => holder(&regions[region], address, &describe_holder),
+        Location::Carried(i, offset) => format!(
+            "the global `{}`+{offset:#x} (carried into the new build)",
+            carried[i].name
+        ),
+    };
     let mut resolved: HashMap<u64, Resolution> = HashMap::new();
     let mut rewrites = Vec::with_capacity(found.len());
-    let mut problems: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
+    let mut problems: Vec<(String, Vec<Location>)> = Vec::new();
     let mut unresolved_offsets = Vec::new();
-    for (region, word) in found {
+    for &(location, offset) in &found {
         let resolution = resolved
-            .entry(word.offset)
-            .or_insert_with(|| map.resolve(old_start + word.offset as usize));
+            .entry(offset)
+            .or_insert_with(|| map.resolve(old_start + offset as usize));
         let lost = matches!(resolution, Resolution::Lost(_));
         match resolution {
             Resolution::To { target, kind } => {
@@ -219,46 +262,57 @@ pub(crate) fn plan(
                     ReferenceKind::ReadOnlyData => counts.read_only_data += 1,
                 }
                 rewrites.push(Rewrite {
-                    location: word.location,
-                    old_offset: word.offset,
+                    location: match location {
+                        Location::Region(_, address) => Target::Copy(address),
+                        Location::Carried(i, at) => Target::NewBuild(carried[i].new + at),
+                    },
+                    old_offset: offset,
                     target: *target,
                 });
             }
             Resolution::Loader => counts.loader += 1,
             Resolution::Lost(what) | Resolution::Unresolvable(what) => {
-                // A lost reference always refuses the reload. A word that is no reference at
-                // all refuses it in the data of a loaded object or in a tracked object; in the
-                // heap or an anonymous mapping it may as well be freed memory or a dead stack
-                // frame (a conservative scan cannot tell): it is left as it is and reported.
-                let live = lost
-                    || regions[region].name.starts_with('/')
-                    || describe_holder(word.location).is_some();
+                // Words in the data of a loaded object, a carried global or a tracked object
+                // are live: anything there that cannot be mapped refuses the reload. In the
+                // heap or an anonymous mapping a word may as well be freed memory or a dead
+                // stack frame (a conservative scan cannot tell, and freed memory is full of
+                // stale addresses): it is left as it is and reported, unless `strict` and it
+                // is a well-formed reference the new build lost.
+                let live = match location {
+                    Location::Carried(..) => true,
+                    Location::Region(region, address) => {
+                        regions[region].name.starts_with('/')
+                            || describe_holder(address).is_some()
+                            || (strict && lost)
+                    }
+                };
                 if live {
-                    let holder = (region, word.location);
                     match problems.iter_mut().find(|(w, _)| w == what) {
-                        Some((_, holders)) => holders.push(holder),
-                        None => problems.push((what.clone(), vec![holder])),
+                        Some((_, holders)) => holders.push(location),
+                        None => problems.push((what.clone(), vec![location])),
                     }
                 } else {
-                    counts.unresolved += 1;
-                    if counts.unresolved_examples.len() < 5 {
-                        let holder = holder(&regions[region], word.location, &describe_holder);
-                        counts.unresolved_examples.push(format!("{holder} {what}"));
+                    let examples = if lost {
+                        counts.lost_in_anonymous_memory += 1;
+                        &mut counts.lost_examples
+                    } else {
+                        counts.unresolved += 1;
+                        &mut counts.unresolved_examples
+                    };
+                    if examples.len() < 5 {
+                        examples.push(format!("{} {what}", describe(location)));
                     }
-                    unresolved_offsets.push(word.offset);
+                    unresolved_offsets.push(offset);
                 }
             }
         }
     }
+    scrub(&mut found);
     if !problems.is_empty() {
         return Err(problems
             .into_iter()
             .map(|(what, holders)| {
-                let shown: Vec<_> = holders
-                    .iter()
-                    .take(3)
-                    .map(|&(region, location)| holder(&regions[region], location, &describe_holder))
-                    .collect();
+                let shown: Vec<_> = holders.iter().take(3).map(|&l| describe(l)).collect();
                 let more = holders.len().saturating_sub(shown.len());
                 format!(
                     "{} word(s) hold a reference that {what}: {}{}",
@@ -282,6 +336,17 @@ pub(crate) fn plan(
     })
 }
 
+/// Zeroes a list of plain values before it is freed (see [`Scanner`]).
+fn scrub<T: Copy>(items: &mut Vec<T>) {
+    let bytes = std::mem::size_of_val(items.as_slice());
+    let start = items.as_mut_ptr().cast::<u8>();
+    for i in 0..bytes {
+        // SAFETY: within the list's initialised elements, plain data (`Copy`) whose bytes may be zero once the list is cleared just below.
+        unsafe { std::ptr::write_volatile(start.add(i), 0) };
+    }
+    items.clear();
+}
+
 /// What holds the word at `location`: the tracked object and field when known, else the
 /// address and its mapping.
 fn holder(region: &Region, location: usize, describe: &impl Fn(usize) -> Option<String>) -> String {
@@ -301,29 +366,32 @@ impl Relocation {
     /// the counts and the values (minus the old base) of the words left alone.
     ///
     /// # Safety
-    /// The words found by [`plan`] are still mapped and writable, no other thread writes them
-    /// meanwhile, and the new build stays loaded as long as anything uses the rewritten values.
+    /// The words found by [`plan`] are still mapped and writable (the carried globals copied
+    /// into the new build), no other thread writes them meanwhile, and the new build stays
+    /// loaded as long as anything uses the rewritten values.
     pub unsafe fn apply(self, old: &BuildImage, new: &BuildImage) -> (RelocationCounts, Vec<u64>) {
         let Relocation {
-            rewrites,
+            mut rewrites,
             mut counts,
             read_only_copy,
             unresolved_offsets,
         } = self;
+        let absolute = |place: Target| match place {
+            Target::NewBuild(vaddr) => new.base + vaddr as usize,
+            Target::Copy(address) => address,
+        };
         for rewrite in &rewrites {
-            let location = rewrite.location as *mut usize;
+            let location = absolute(rewrite.location) as *mut usize;
             let expected = old.base + rewrite.old_offset as usize;
-            let replacement = match rewrite.target {
-                Target::NewBuild(vaddr) => new.base + vaddr as usize,
-                Target::Copy(address) => address,
-            };
-            // SAFETY: by the caller's contract the word is mapped, writable and not written by anyone else; aligned, since the scan only reads aligned words.
+            let replacement = absolute(rewrite.target);
+            // SAFETY: by the caller's contract the word is mapped, writable and not written by anyone else; aligned, since the scan only reads aligned words (a carried global is copied to an address of the same alignment).
             unsafe {
                 if location.read_volatile() == expected {
                     location.write_volatile(replacement);
                 }
             }
         }
+        scrub(&mut rewrites);
         counts.read_only_copy_bytes = read_only_copy.map_or(0, ReadOnlyCopy::keep);
         (counts, unresolved_offsets)
     }
@@ -337,7 +405,7 @@ pub(crate) fn audit(old: &BuildImage, unresolved: &[u64]) -> Audit {
     let range = old.range();
     let mut scanner = Scanner::new();
     for region in writable_regions(&[]) {
-        scanner.scan(&region, &range, |word| {
+        scanner.scan(&region.range, &range, |word| {
             if region.stack_of.is_some() {
                 audit.on_stacks += 1;
                 return;

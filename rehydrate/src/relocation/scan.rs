@@ -157,11 +157,16 @@ impl Scanner {
         }
     }
 
-    /// Calls `found` for every aligned word in `region` whose value lies in `target`.
-    pub fn scan(&mut self, region: &Region, target: &Range<usize>, mut found: impl FnMut(Found)) {
-        let mut at = region.range.start;
-        while at < region.range.end {
-            let length = CHUNK.min(region.range.end - at);
+    /// Calls `found` for every aligned word in `range` whose value lies in `target`.
+    pub fn scan(
+        &mut self,
+        range: &Range<usize>,
+        target: &Range<usize>,
+        mut found: impl FnMut(Found),
+    ) {
+        let mut at = range.start;
+        while at < range.end {
+            let length = CHUNK.min(range.end - at);
             let read = read_own_memory(at, &mut self.buffer[..length / 8]);
             if read == 0 {
                 at += 4096; // unmapped meanwhile, or not readable after all: skip a page
