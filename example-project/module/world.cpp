@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "rehydrate/module.h"
 #include "world.hpp"
@@ -12,6 +13,12 @@ using namespace world;
 
 namespace {
 bool is(const char* a, const char* b) { return std::strcmp(a, b) == 0; }
+
+// The session's statistics, plain globals of the module: a reload carries them into the new
+// build. The second starts fresh with every build, as marked.
+std::vector<long long> score_history;
+long long ticks_since_load = 0;
+REHYDRATE_RESET_ON_RELOAD(ticks_since_load);
 }  // namespace
 
 extern "C" {
@@ -83,7 +90,15 @@ long long world_tick(Entity** entities, std::size_t count, float dt) {
         entities[i]->tick(dt);
         total += entities[i]->score();
     }
+    score_history.push_back(total);
+    ++ticks_since_load;
     return total;
+}
+
+// How many ticks this session has simulated, and how many since this build was loaded.
+void world_session(long long* ticks, long long* since_load) {
+    *ticks = static_cast<long long>(score_history.size());
+    *since_load = ticks_since_load;
 }
 
 // One entity's score (a virtual call).

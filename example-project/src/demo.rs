@@ -87,19 +87,20 @@ pub fn run(ticks: usize) -> Result<(), Error> {
         report.objects, report.classes
     );
     println!(
-        "timings: load {}  probe {}  validate {}  scan {}  patch {}  relocate {}  unload {}  audit {}",
+        "timings: load {}  probe {}  validate {}  scan {}  patch {}  carry {}  relocate {}  unload {}  audit {}",
         millis(report.load),
         millis(report.probe),
         millis(report.validate),
         millis(report.scan),
         millis(report.patch),
+        millis(report.carry),
         millis(report.relocate),
         millis(report.unload),
         millis(report.audit_time)
     );
     let refs = &report.references;
     println!(
-        "references re-pointed: {} vptrs, {} function pointers, {} data pointers, {} into read-only data ({} bytes copied); left alone: {} of the loader, {} on thread stacks, {} unresolved in heap (stale bytes)",
+        "references re-pointed: {} vptrs, {} function pointers, {} data pointers, {} into read-only data ({} bytes copied); left alone: {} of the loader, {} on thread stacks, {} unresolved and {} lost in the heap (stale bytes, as a rule)",
         refs.vptrs,
         refs.functions,
         refs.data,
@@ -107,7 +108,29 @@ pub fn run(ticks: usize) -> Result<(), Error> {
         refs.read_only_copy_bytes,
         refs.loader,
         refs.stack_words.iter().map(|(_, n)| n).sum::<usize>(),
-        refs.unresolved
+        refs.unresolved,
+        refs.lost_in_anonymous_memory
+    );
+    let globals = &report.globals;
+    println!(
+        "module globals carried into the new build: {} ({} bytes){}; starting fresh: {}",
+        globals.carried.len(),
+        globals.carried_bytes,
+        if globals.carried.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", globals.carried.join(", "))
+        },
+        if globals.fresh.is_empty() {
+            "none".to_string()
+        } else {
+            globals
+                .fresh
+                .iter()
+                .map(|f| format!("{} ({})", f.name, f.reason))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     );
     println!(
         "audit after unload: {} words still point into the old build (exempt: {} on stacks, {} loader)",
@@ -129,6 +152,8 @@ pub fn run(ticks: usize) -> Result<(), Error> {
     println!("\n== step 6: run v2 ==");
     println!("now running {}", world.version()?);
     run_ticks(&mut world, ticks)?;
+    let session = world.session()?;
+    let session_kept = session == (2 * ticks as i64, ticks as i64);
     println!(
         "event library calls the same handler {:#x}: event 7 -> {}",
         world.event_handler_address(),
@@ -138,7 +163,7 @@ pub fn run(ticks: usize) -> Result<(), Error> {
     drop(world);
     let unchanged = source_tree_digest(manifest)? == tree_before;
     println!("\nsource tree unchanged: {}", yes_no(unchanged));
-    if !unchanged || vptrs.stale != 0 || state_before != state_after {
+    if !unchanged || vptrs.stale != 0 || state_before != state_after || !session_kept {
         return Err("the demo's checks failed (see above)".into());
     }
     Ok(())
@@ -155,6 +180,10 @@ fn run_ticks(world: &mut World, ticks: usize) -> Result<(), Error> {
             );
         }
     }
+    let (session, since_load) = world.session()?;
+    println!(
+        "module globals: {session} ticks in this session's score history, {since_load} since this build loaded (marked REHYDRATE_RESET_ON_RELOAD)"
+    );
     Ok(())
 }
 

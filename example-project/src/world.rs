@@ -26,6 +26,7 @@ mod entry {
     pub type EventHandler = unsafe extern "C" fn(i32) -> i32;
     pub type Equip = unsafe extern "C" fn(*mut c_void);
     pub type ContentsHash = unsafe extern "C" fn(*const c_void) -> u64;
+    pub type Session = unsafe extern "C" fn(*mut i64, *mut i64);
 }
 
 extern "C" {
@@ -199,6 +200,16 @@ impl World {
         // SAFETY: every pointer is the Entity part of a live object.
         let score = unsafe { tick(self.entities.as_ptr(), self.entities.len(), dt) };
         Ok(TickSummary { score })
+    }
+
+    /// The module's session statistics (its globals): ticks simulated in this session, and
+    /// since the current build was loaded.
+    pub fn session(&self) -> Result<(i64, i64), Error> {
+        let session = self.entry::<entry::Session>("world_session")?;
+        let (mut ticks, mut since_load) = (0, 0);
+        // SAFETY: two valid out-parameters.
+        unsafe { session(&mut ticks, &mut since_load) };
+        Ok((ticks, since_load))
     }
 
     /// The build's own description of itself.

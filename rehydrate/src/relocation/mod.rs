@@ -3,8 +3,8 @@
 //! Before the commit point, every readable and writable mapping of the process (heap,
 //! anonymous mappings, the data of every loaded object except the two builds themselves) is
 //! scanned for words that point into the old build; each is resolved through the old build's
-//! ELF symbols ([`address_map`]). One that cannot be resolved refuses the reload, and nothing
-//! is written. At the commit, every resolved word is rewritten (only if it still holds the
+//! ELF symbols ([`address_map`]). One that cannot be resolved refuses the reload (in the heap
+//! only on request: freed memory is full of stale addresses), and nothing is written. At the commit, every resolved word is rewritten (only if it still holds the
 //! value it was found with); after the old build is unloaded, an [`audit`] scans again and
 //! counts what still points into its former range.
 //!
@@ -12,7 +12,8 @@
 //! references of the dynamic loader's own structures to the old build's headers, `.dynamic`,
 //! `.eh_frame_hdr` and the like, which it frees at `dlclose`.
 //!
-//! The module's globals are not carried into the new build yet: they start fresh.
+//! The module's globals move into the new build first ([`globals`]); their copied bytes are
+//! scanned and rewritten like any other memory.
 
 mod address_map;
 mod elf;
