@@ -419,9 +419,11 @@ impl LoadedModule {
     /// (complemented).
     pub fn exit_entries(&self) -> Vec<ExitEntry> {
         let (entries, count) = self.exit_array();
-        // SAFETY: the shim's array holds `count` initialised entries (or `entries` is null and `count` 0).
         (0..count)
-            .map(|i| unsafe { entries.add(i).read() })
+            .map(|i| {
+                // SAFETY: the shim's array holds `count` initialised entries (or `entries` is null and `count` 0).
+                unsafe { entries.add(i).read() }
+            })
             .collect()
     }
 
@@ -454,9 +456,9 @@ impl LoadedModule {
             return Ok(());
         };
         let mut message = [0u8; 256];
+        let (buffer, capacity) = (message.as_mut_ptr().cast(), message.len());
         // SAFETY: the shim's guarded function; the buffer has the capacity passed.
-        let status =
-            unsafe { (exits.run)(index as u64, message.as_mut_ptr().cast(), message.len()) };
+        let status = unsafe { (exits.run)(index as u64, buffer, capacity) };
         if status == abi::ThunkStatus::Ok as i32 {
             return Ok(());
         }
@@ -550,9 +552,9 @@ fn loaded_span(path: &Path) -> Option<Range<usize>> {
             return 0;
         }
         let base = info.dlpi_addr as usize;
+        let count = info.dlpi_phnum as usize;
         // SAFETY: the loader's program headers of the object, `dlpi_phnum` of them.
-        let headers =
-            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, count) };
         let loads = headers.iter().filter(|h| h.p_type == libc::PT_LOAD);
         let start = loads.clone().map(|h| base + h.p_vaddr as usize).min();
         let end = loads.map(|h| base + (h.p_vaddr + h.p_memsz) as usize).max();

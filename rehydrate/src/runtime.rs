@@ -606,9 +606,16 @@ impl Reload<'_> {
         drop(objects);
 
         let started = Instant::now();
+        let (old_build, new_build) = (&*current, &new);
         // SAFETY: both builds are loaded, the plan was made from them just now, and by the threading rule no module code runs.
-        let globals =
-            unsafe { globals.commit(&current.elf, &new.elf, &current.module, &new.module) };
+        let globals = unsafe {
+            globals.commit(
+                &old_build.elf,
+                &new_build.elf,
+                &old_build.module,
+                &new_build.module,
+            )
+        };
         let carry_time = started.elapsed();
 
         let started = Instant::now();

@@ -105,10 +105,9 @@ type StateTextFn = unsafe extern "C" fn(i32) -> *const c_char;
 
 /// `Noisy` objects alive, as the never-reloaded tally library counts them.
 fn noisy_alive() -> i32 {
+    let path = integration_tests::tally_library(&modules_dir());
     // SAFETY: the tally library is a plain C library (the module already loaded it).
-    let tally =
-        unsafe { libloading::Library::new(integration_tests::tally_library(&modules_dir())) }
-            .unwrap();
+    let tally = unsafe { libloading::Library::new(path) }.unwrap();
     // SAFETY: it exports `tally_alive` with this signature.
     unsafe {
         (*tally
@@ -312,13 +311,40 @@ fn world_bytes(runtime: &Runtime, world: *mut c_void) -> Vec<u8> {
     bytes
 }
 
-/// Reloads v1 into a v2 that renamed `heal`, which a carried global and heap objects point at;
-/// checks the refusal names `heal(int)` and `holder`, and that nothing changed.
-fn refuses_the_lost_function(strict: bool, holder: &str) {
+/// The bytes of the current build's writable data (every global of the module, `.bss`'s
+/// anonymous tail included).
+fn module_data(runtime: &Runtime) -> Vec<u8> {
+    let shadow = runtime.shadow_path().to_string_lossy().into_owned();
+    let image = runtime.image_ranges();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mut bytes = Vec::new();
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (start, end) = fields[0].split_once('-').unwrap();
+        let range =
+            usize::from_str_radix(start, 16).unwrap()..usize::from_str_radix(end, 16).unwrap();
+        let name = fields.get(5).copied().unwrap_or("");
+        let inside = image
+            .iter()
+            .any(|r| r.start <= range.start && range.end <= r.end);
+        if fields[1].starts_with("rw") && inside && (name == shadow || name.is_empty()) {
+            // SAFETY: a readable mapping of the loaded build, read while nothing writes it.
+            bytes.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(range.start as *const u8, range.len())
+            });
+        }
+    }
+    assert!(!bytes.is_empty(), "the build has writable data");
+    bytes
+}
+
+/// Reloads v1 into a v2 built with `fault` after `prepare`; checks the refusal names every
+/// one of `named`, and that no object, global or value changed.
+fn refuses(fault: &'static str, strict: bool, prepare: &str, named: &[&str]) {
     let compiler = integration_tests::gxx();
     let v1 = build(&compiler, "-O2", 1);
     let faulty = ModuleBuild {
-        fault: Some("FAULT_NO_HEAL"),
+        fault: Some(fault),
         ..ModuleBuild::of(&UNTRACKED, compiler, "-O2", 2)
     }
     .build(&modules_dir());
@@ -326,7 +352,17 @@ fn refuses_the_lost_function(strict: bool, holder: &str) {
     // SAFETY: the fixture exports `ut_make_world` with this signature.
     let world = unsafe { (*runtime.symbol::<MakeFn>("ut_make_world").unwrap())() };
     touch_state(&runtime, world);
-    let before = (world_bytes(&runtime, world), state(&runtime, world));
+    if !prepare.is_empty() {
+        // SAFETY: the fixture exports `prepare` as a function without arguments.
+        unsafe { (*runtime.symbol::<unsafe extern "C" fn()>(prepare).unwrap())() };
+    }
+    // The state first: reading it fills the fixture's lazy table, which the second read finds.
+    let checksum = |runtime: &Runtime| {
+        let state = state(runtime, world);
+        (world_bytes(runtime, world), module_data(runtime), state)
+    };
+    checksum(&runtime);
+    let before = checksum(&runtime);
     let reload = runtime.reload(&faulty).unwrap();
     let reload = if strict {
         reload.refusing_lost_heap_words()
@@ -337,22 +373,32 @@ fn refuses_the_lost_function(strict: bool, holder: &str) {
     let message = error.to_string();
     assert!(
         matches!(error, rehydrate::Error::UnresolvableReferences { .. }),
-        "{message}"
+        "{fault}: {message}"
     );
+    for part in named {
+        assert!(message.contains(part), "{fault}: no {part:?} in {message}");
+    }
+    let after = checksum(&runtime);
     assert!(
-        message.contains("heal(int)") && message.contains("does not define"),
-        "{message}"
+        after.0 == before.0,
+        "{fault}: the world's objects are unchanged"
     );
-    assert!(message.contains(holder), "{message}");
+    if after.1 != before.1 {
+        let first = after.1.iter().zip(&before.1).position(|(a, b)| a != b);
+        panic!(
+            "{fault}: the module's globals changed, first at byte {first:?} of {} (image {:x?})",
+            before.1.len(),
+            runtime.image_ranges()
+        );
+    }
     assert_eq!(
-        (world_bytes(&runtime, world), state(&runtime, world)),
-        before,
-        "nothing was written"
+        after.2, before.2,
+        "{fault}: the module's state is unchanged"
     );
     assert_eq!(
         play(&runtime, world),
         expected(1),
-        "the old build still runs"
+        "{fault}: the old build still runs"
     );
     // SAFETY: the fixture exports `ut_destroy_world`; the world was made by the module.
     unsafe { (*runtime.symbol::<DestroyFn>("ut_destroy_world").unwrap())(world) };
@@ -360,12 +406,69 @@ fn refuses_the_lost_function(strict: bool, holder: &str) {
 
 #[test]
 fn a_function_that_a_carried_global_points_at_and_the_new_build_lacks_refuses_the_reload() {
-    refuses_the_lost_function(false, "the global `ut::favourite_effect`+0x0");
+    refuses(
+        "FAULT_NO_HEAL",
+        false,
+        "",
+        &[
+            "heal(int)",
+            "does not define",
+            "the global `ut::favourite_effect`+0x0",
+        ],
+    );
 }
 
 #[test]
 fn strictly_heap_words_pointing_at_a_lost_function_refuse_the_reload_too() {
     // The world's pickups (this thread's malloc arena: an anonymous mapping) hold `heal` in a
     // function pointer and a std::function.
-    refuses_the_lost_function(true, "in an anonymous mapping");
+    refuses(
+        "FAULT_NO_HEAL",
+        true,
+        "",
+        &["heal(int)", "in an anonymous mapping"],
+    );
+}
+
+#[test]
+fn a_pointer_into_a_global_that_shrank_refuses_the_reload() {
+    refuses(
+        "FAULT_SHRUNK_HISTORY",
+        false,
+        "",
+        &[
+            "`ut::history`+0x18",
+            "is only 16 bytes",
+            "the global `ut::cursor`+0x0",
+        ],
+    );
+}
+
+#[test]
+fn a_vptr_of_a_class_whose_subobjects_moved_refuses_the_reload() {
+    refuses(
+        "FAULT_SWAPPED_BASES",
+        false,
+        "",
+        &[
+            "vtable for ut::Mixed",
+            "subobjects changed",
+            "the global `ut::mixed`",
+        ],
+    );
+}
+
+#[test]
+fn a_pointer_into_the_middle_of_a_function_refuses_the_reload() {
+    // Any v2 would do: the word points inside old code, which nothing can map.
+    refuses(
+        "FAULT_SHRUNK_HISTORY",
+        false,
+        "ut_hold_inside_code",
+        &[
+            "points inside the function",
+            "triple(int)`+0x1",
+            "the global `ut::resume_point`",
+        ],
+    );
 }

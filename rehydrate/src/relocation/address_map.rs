@@ -79,11 +79,19 @@ struct AddressPoint {
     offset_to_top: i64,
 }
 
+/// What a vtable group tells of its class: its address points, and its direct bases as the
+/// class's typeinfo lists them (type name, offset and flags), when the typeinfo says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Group {
+    points: Vec<AddressPoint>,
+    bases: Option<Vec<(String, i64)>>,
+}
+
 /// Maps old addresses to new ones; caches what it learnt about vtable groups.
 pub(crate) struct AddressMap<'a> {
     pub old: BuildView<'a>,
     pub new: BuildView<'a>,
-    address_points: HashMap<(bool, Arc<str>), Result<Vec<AddressPoint>, String>>,
+    groups: HashMap<(bool, Arc<str>), Result<Group, String>>,
     read_only_copy: Option<ReadOnlyCopy>,
 }
 
@@ -92,7 +100,7 @@ impl<'a> AddressMap<'a> {
         AddressMap {
             old,
             new,
-            address_points: HashMap::new(),
+            groups: HashMap::new(),
             read_only_copy: None,
         }
     }
@@ -178,12 +186,12 @@ impl<'a> AddressMap<'a> {
 
     /// A vptr: the same address point (by order in the group) of the new build's group.
     fn vptr(&mut self, old: &Symbol, vaddr: u64) -> Resolution {
-        let old_points = match self.points(false, old) {
-            Ok(points) => points,
+        let old_group = match self.group(false, old) {
+            Ok(group) => group,
             Err(reason) => return Resolution::Unresolvable(reason),
         };
         let offset = vaddr - old.start;
-        let Some(ordinal) = old_points.iter().position(|p| p.offset == offset) else {
+        let Some(ordinal) = old_group.points.iter().position(|p| p.offset == offset) else {
             return Resolution::Unresolvable(format!(
                 "points into the vtable group `{}`+{offset:#x}, which is not one of its address \
                  points",
@@ -196,45 +204,46 @@ impl<'a> AddressMap<'a> {
                 old.demangled()
             ));
         };
-        let new_points = match self.points(true, &new) {
-            Ok(points) => points,
+        let new_group = match self.group(true, &new) {
+            Ok(group) => group,
             Err(reason) => return Resolution::Unresolvable(reason),
         };
-        let same_shape = new_points.len() == old_points.len()
-            && new_points
-                .iter()
-                .zip(&old_points)
-                .all(|(n, o)| n.offset_to_top == o.offset_to_top);
-        if !same_shape {
+        let offsets = |g: &Group| g.points.iter().map(|p| p.offset_to_top).collect::<Vec<_>>();
+        if offsets(&new_group) != offsets(&old_group) {
             return Resolution::Lost(format!(
                 "a vptr to `{}`, whose subobjects changed (offsets-to-top {:?} became {:?}): \
                  the class's layout changed",
                 old.demangled(),
-                old_points
-                    .iter()
-                    .map(|p| p.offset_to_top)
-                    .collect::<Vec<_>>(),
-                new_points
-                    .iter()
-                    .map(|p| p.offset_to_top)
-                    .collect::<Vec<_>>(),
+                offsets(&old_group),
+                offsets(&new_group),
             ));
         }
+        if let (Some(old_bases), Some(new_bases)) = (&old_group.bases, &new_group.bases) {
+            if old_bases != new_bases {
+                return Resolution::Lost(format!(
+                    "a vptr to `{}`, whose subobjects changed (bases {} became {}): the \
+                     class's layout changed",
+                    old.demangled(),
+                    describe_bases(old_bases),
+                    describe_bases(new_bases),
+                ));
+            }
+        }
         Resolution::To {
-            target: Target::NewBuild(new.start + new_points[ordinal].offset),
+            target: Target::NewBuild(new.start + new_group.points[ordinal].offset),
             kind: ReferenceKind::Vptr,
         }
     }
 
-    /// The address points of a vtable group of the old (`in_new == false`) or new build.
-    fn points(&mut self, in_new: bool, group: &Symbol) -> Result<Vec<AddressPoint>, String> {
+    /// The vtable group `group` of the old (`in_new == false`) or new build.
+    fn group(&mut self, in_new: bool, group: &Symbol) -> Result<Group, String> {
         let key = (in_new, group.key.clone());
-        if let Some(known) = self.address_points.get(&key) {
+        if let Some(known) = self.groups.get(&key) {
             return known.clone();
         }
         let build = if in_new { &self.new } else { &self.old };
-        let found = address_points(build, group);
-        self.address_points.insert(key, found.clone());
+        let found = read_group(build, group);
+        self.groups.insert(key, found.clone());
         found
     }
 
@@ -264,8 +273,8 @@ impl<'a> AddressMap<'a> {
 
 /// The address points of `group` as it lies in memory: each follows an offset-to-top word and
 /// a word equal to the group's RTTI pointer (every address point of a group carries the same
-/// one, that of the complete class).
-fn address_points(build: &BuildView<'_>, group: &Symbol) -> Result<Vec<AddressPoint>, String> {
+/// one, that of the complete class); and the class's bases from that typeinfo.
+fn read_group(build: &BuildView<'_>, group: &Symbol) -> Result<Group, String> {
     let words = group.size as usize / 8;
     let start = build.absolute(group.start);
     // SAFETY: the group lies in the build's mapped, readable `.data.rel.ro`; the build stays loaded while the address map lives.
@@ -280,13 +289,88 @@ fn address_points(build: &BuildView<'_>, group: &Symbol) -> Result<Vec<AddressPo
                 group.demangled()
             )
         })?;
-    Ok((1..words)
+    let points = (1..words)
         .filter(|&i| word(i) == rtti)
         .map(|i| AddressPoint {
             offset: 8 * (i as u64 + 1),
             offset_to_top: word(i - 1) as i64,
         })
-        .collect())
+        .collect();
+    // SAFETY: `rtti` is a typeinfo object (checked by `is_typeinfo`), mapped while its library is loaded.
+    let bases = unsafe { typeinfo_bases(rtti) };
+    Ok(Group { points, bases })
+}
+
+/// The direct bases a class's typeinfo lists (Itanium ABI: `__si_class_type_info` has one, at
+/// offset 0; `__vmi_class_type_info` a count, then each base's typeinfo and `offset << 8 |
+/// flags`), as (type name, offset and flags); `None` when the typeinfo's kind is not known.
+///
+/// # Safety
+/// `typeinfo` is the address of a live `std::type_info` object.
+unsafe fn typeinfo_bases(typeinfo: usize) -> Option<Vec<(String, i64)>> {
+    // SAFETY: a type_info object starts with its vptr and its name pointer (the caller's contract).
+    let word = |address: usize| unsafe { (address as *const usize).read_unaligned() };
+    let name = |info: usize| {
+        let text = word(info + 8) as *const std::ffi::c_char;
+        // SAFETY: a type_info's name is a NUL-terminated string it points to.
+        unsafe { std::ffi::CStr::from_ptr(text) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let kind = symbol_name_before(word(typeinfo))?;
+    if kind.starts_with("_ZTVN10__cxxabiv117__class_type_info") {
+        Some(Vec::new())
+    } else if kind.starts_with("_ZTVN10__cxxabiv120__si_class_type_info") {
+        Some(vec![(name(word(typeinfo + 16)), 2)])
+    } else if kind.starts_with("_ZTVN10__cxxabiv121__vmi_class_type_info") {
+        // SAFETY: a __vmi_class_type_info: flags and base count (two u32) follow the name.
+        let count = unsafe { ((typeinfo + 20) as *const u32).read_unaligned() } as usize;
+        Some(
+            (0..count.min(64))
+                .map(|i| {
+                    let entry = typeinfo + 24 + 16 * i;
+                    (name(word(entry)), word(entry + 8) as i64)
+                })
+                .collect(),
+        )
+    } else {
+        None
+    }
+}
+
+/// The name of the symbol `dladdr` finds at or before `address`.
+fn symbol_name_before(address: usize) -> Option<String> {
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr only inspects the loader's tables; `info` is a valid out-parameter.
+    if unsafe { libc::dladdr(address as *const _, info.as_mut_ptr()) } == 0 {
+        return None;
+    }
+    // SAFETY: dladdr succeeded and filled `info`.
+    let info = unsafe { info.assume_init() };
+    if info.dli_sname.is_null() {
+        return None;
+    }
+    // SAFETY: a NUL-terminated symbol name owned by the loader.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_sname) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// `[ut::First at 0, ut::Second at 16]`.
+fn describe_bases(bases: &[(String, i64)]) -> String {
+    let described: Vec<String> = bases
+        .iter()
+        .map(|(name, offset_flags)| {
+            let readable = cpp_demangle::Symbol::new(format!("_ZTS{name}").as_bytes())
+                .ok()
+                .map(|s| s.to_string())
+                .map_or_else(
+                    || name.clone(),
+                    |s| s.trim_start_matches("typeinfo name for ").to_string(),
+                );
+            format!("{readable} at {}", offset_flags >> 8)
+        })
+        .collect();
+    format!("[{}]", described.join(", "))
 }
 
 /// Whether `word` is the address of a typeinfo object (`_ZTI...`), in `build` or elsewhere.

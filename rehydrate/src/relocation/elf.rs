@@ -50,12 +50,31 @@ pub(crate) struct Symbol {
 }
 
 impl Symbol {
-    /// The name as people write it (`game::Robot::update()`), or the mangled name.
+    /// The name as people write it (`game::Robot::update()`, `vtable for game::Robot`), or
+    /// the mangled name.
     pub fn demangled(&self) -> String {
-        cpp_demangle::Symbol::new(self.name.as_bytes())
+        let Some(text) = cpp_demangle::Symbol::new(self.name.as_bytes())
             .ok()
             .map(|symbol| symbol.to_string())
-            .unwrap_or_else(|| self.name.to_string())
+        else {
+            return self.name.to_string();
+        };
+        // cpp_demangle writes special names as `{vtable(T)}`; binutils' spelling reads better.
+        for (special, spelled) in [
+            ("{vtable(", "vtable for "),
+            ("{construction vtable(", "construction vtable for "),
+            ("{typeinfo(", "typeinfo for "),
+            ("{typeinfo name(", "typeinfo name for "),
+            ("{vtt(", "VTT for "),
+        ] {
+            if let Some(inner) = text
+                .strip_prefix(special)
+                .and_then(|t| t.strip_suffix(")}"))
+            {
+                return format!("{spelled}{inner}");
+            }
+        }
+        text
     }
 
     /// Whether `address` lies inside the symbol (a symbol of size 0 holds only its start).
@@ -247,5 +266,31 @@ impl ElfIndex {
     /// Every allocated section, by address.
     pub fn sections(&self) -> &[Section] {
         &self.sections
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(name: &str) -> Symbol {
+        Symbol {
+            name: Arc::from(name),
+            key: Arc::from(name),
+            start: 0,
+            size: 8,
+            is_function: false,
+        }
+    }
+
+    #[test]
+    fn special_names_are_spelled_as_binutils_spells_them() {
+        assert_eq!(named("_ZTVN2ut5MixedE").demangled(), "vtable for ut::Mixed");
+        assert_eq!(
+            named("_ZTIN2ut5MixedE").demangled(),
+            "typeinfo for ut::Mixed"
+        );
+        assert_eq!(named("_ZN2ut7touchesE").demangled(), "ut::touches");
+        assert_eq!(named("not mangled").demangled(), "not mangled");
     }
 }

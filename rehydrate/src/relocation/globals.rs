@@ -449,9 +449,9 @@ fn code_references(build: &BuildImage, code: u64) -> Vec<u64> {
         return Vec::new();
     };
     let size = function.size.clamp(1, MAX_HELPER_BYTES) as usize;
+    let start = (build.base + code as usize) as *const u8;
     // SAFETY: the function's bytes lie in the build's code, mapped readable while it is loaded.
-    let bytes =
-        unsafe { std::slice::from_raw_parts((build.base + code as usize) as *const u8, size) };
+    let bytes = unsafe { std::slice::from_raw_parts(start, size) };
     let mut references = Vec::new();
     let mut decoder = Decoder::with_ip(64, bytes, code, DecoderOptions::NONE);
     for instruction in &mut decoder {
@@ -464,9 +464,9 @@ fn code_references(build: &BuildImage, code: u64) -> Vec<u64> {
             .section_at(target)
             .is_some_and(|s| s.kind == SectionKind::Loader && s.name.starts_with(".got"));
         if in_got && instruction.mnemonic() == Mnemonic::Mov {
+            let slot = (build.base + target as usize) as *const usize;
             // SAFETY: a GOT slot of the loaded build, mapped readable.
-            let value =
-                unsafe { ((build.base + target as usize) as *const usize).read_unaligned() };
+            let value = unsafe { slot.read_unaligned() };
             if build.range().contains(&value) {
                 references.push((value - build.base) as u64);
             }
