@@ -34,7 +34,7 @@ pub(crate) use globals::plan_globals;
 use globals::Carry;
 pub use globals::{FreshGlobal, GlobalsReport};
 use rodata::ReadOnlyCopy;
-use scan::{writable_regions, Region, Scanner};
+use scan::{scan_regions, scan_threads, writable_regions, Region, Scanner};
 
 /// Held while any runtime of the process maps or unmaps a build, or scans, rewrites and audits
 /// memory for a reload: one runtime's scan must not see another's builds come and go (a word
@@ -213,20 +213,18 @@ pub(crate) fn plan(
     let old_start = old.base;
     let mut found: Vec<(Location, u64)> = Vec::new(); // (where, value minus the old base)
     let mut counts = RelocationCounts::default();
-    let mut scanner = Scanner::new();
-    for (i, region) in regions.iter().enumerate() {
-        let mut on_stack = 0;
-        scanner.scan(&region.range, &old.range(), |word| {
-            if region.stack_of.is_some() {
-                on_stack += 1;
-            } else {
-                found.push((Location::Region(i, word.location), word.offset));
-            }
-        });
-        if let (Some(thread), true) = (region.stack_of, on_stack > 0) {
-            counts.stack_words.push((thread, on_stack));
+    let mut on_stacks: Vec<(u32, usize)> = Vec::new();
+    for (i, word) in scan_regions(&regions, &old.range(), scan_threads()) {
+        match regions[i].stack_of {
+            Some(thread) => match on_stacks.iter_mut().find(|(t, _)| *t == thread) {
+                Some((_, count)) => *count += 1,
+                None => on_stacks.push((thread, 1)),
+            },
+            None => found.push((Location::Region(i, word.location), word.offset)),
         }
     }
+    counts.stack_words = on_stacks;
+    let mut scanner = Scanner::new();
     for (i, carry) in carried.iter().enumerate() {
         let start = old.base + carry.old as usize;
         scanner.scan(
@@ -403,42 +401,33 @@ impl Relocation {
 /// relocation reported as unresolved (`unresolved`, sorted offsets) are counted apart.
 pub(crate) fn audit(old: &BuildImage, unresolved: &[u64]) -> Audit {
     let mut audit = Audit::default();
-    let range = old.range();
-    let mut scanner = Scanner::new();
-    for region in writable_regions(&[]) {
-        scanner.scan(&region.range, &range, |word| {
-            if region.stack_of.is_some() {
-                audit.on_stacks += 1;
-                return;
+    let regions = writable_regions(&[]);
+    for (i, word) in scan_regions(&regions, &old.range(), scan_threads()) {
+        let region = &regions[i];
+        if region.stack_of.is_some() {
+            audit.on_stacks += 1;
+            continue;
+        }
+        let vaddr = word.offset; // the range starts at the base
+        if unresolved.binary_search(&word.offset).is_ok() {
+            audit.reported_unresolved += 1;
+        } else if old.index.is_loader(vaddr) {
+            audit.loader += 1;
+        } else if !region.name.starts_with('/') {
+            // The heap or an anonymous mapping: live, or freed by the unload (the loader
+            // frees the old build's structures, the old build's destructors run).
+            audit.in_anonymous_memory += 1;
+            if audit.anonymous_examples.len() < 5 {
+                let example = describe_stale(old, region, word.location, vaddr);
+                audit.anonymous_examples.push(example);
             }
-            let vaddr = word.offset; // the range starts at the base
-            if unresolved.binary_search(&word.offset).is_ok() {
-                audit.reported_unresolved += 1;
-                return;
+        } else {
+            audit.stale += 1;
+            if audit.examples.len() < 5 {
+                let example = describe_stale(old, region, word.location, vaddr);
+                audit.examples.push(example);
             }
-            if old.index.is_loader(vaddr) {
-                audit.loader += 1;
-            } else if !region.name.starts_with('/') {
-                // The heap or an anonymous mapping: live, or freed by the unload (the loader
-                // frees the old build's structures, the old build's destructors run).
-                audit.in_anonymous_memory += 1;
-                if audit.anonymous_examples.len() < 5 {
-                    audit.anonymous_examples.push(describe_stale(
-                        old,
-                        &region,
-                        word.location,
-                        vaddr,
-                    ));
-                }
-            } else {
-                audit.stale += 1;
-                if audit.examples.len() < 5 {
-                    audit
-                        .examples
-                        .push(describe_stale(old, &region, word.location, vaddr));
-                }
-            }
-        });
+        }
     }
     audit
 }

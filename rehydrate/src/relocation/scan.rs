@@ -35,10 +35,16 @@ const MAX_GUARD: usize = 1 << 20;
 pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
     let stacks = thread_stack_pointers();
     let mappings = crate::maps::all();
+    let valgrind = crate::module::under_valgrind();
     let mut regions = Vec::new();
     for (i, mapping) in mappings.iter().enumerate() {
         let (start, end) = (mapping.range.start, mapping.range.end);
-        if !mapping.readable_and_writable() || mapping.name.starts_with("/dev/") {
+        // Writable and executable memory is generated code (a JIT's, valgrind's), not data.
+        let executable = mapping.perms.as_bytes().get(2) == Some(&b'x');
+        if !mapping.readable_and_writable() || executable || mapping.name.starts_with("/dev/") {
+            continue;
+        }
+        if valgrind && is_valgrinds(&mappings, i) {
             continue;
         }
         if excluded.iter().any(|e| e.start < end && start < e.end) {
@@ -72,6 +78,19 @@ pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
         });
     }
     regions
+}
+
+/// Whether mapping `i` is valgrind's own (its tool's image and the memory right after it,
+/// where its segment tables live): its tables hold the process's addresses, and rewriting them
+/// would corrupt valgrind.
+fn is_valgrinds(mappings: &[crate::maps::Mapping], i: usize) -> bool {
+    let tool =
+        |m: &crate::maps::Mapping| m.name.contains("/valgrind/") && !m.name.contains("vgpreload");
+    tool(&mappings[i])
+        || (i > 0
+            && mappings[i].name.is_empty()
+            && mappings[i - 1].range.end == mappings[i].range.start
+            && tool(&mappings[i - 1]))
 }
 
 /// How far below its end a mapping is searched for a thread descriptor (glibc puts it in the
@@ -143,6 +162,66 @@ fn thread_stack_pointers() -> Vec<(u32, usize)> {
 /// Bytes read per system call.
 const CHUNK: usize = 256 * 1024;
 
+/// The largest piece of a region one thread scans at a time.
+const PIECE: usize = 4 << 20;
+
+/// Every aligned word of `regions` whose value lies in `target`, with the index of its region,
+/// in address order; read on every core (`threads`), each thread taking the next piece of
+/// memory as it finishes one.
+pub(crate) fn scan_regions(
+    regions: &[Region],
+    target: &Range<usize>,
+    threads: usize,
+) -> Vec<(usize, Found)> {
+    let pieces: Vec<(usize, Range<usize>)> = regions
+        .iter()
+        .enumerate()
+        .flat_map(|(i, region)| {
+            let range = region.range.clone();
+            range
+                .clone()
+                .step_by(PIECE)
+                .map(move |start| (i, start..(start + PIECE).min(range.end)))
+        })
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut scanner = Scanner::new();
+        let mut found = Vec::new();
+        loop {
+            let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some((region, range)) = pieces.get(index) else {
+                break;
+            };
+            scanner.scan(range, target, |word| found.push((index, *region, word)));
+        }
+        found
+    };
+    let threads = threads.clamp(1, pieces.len().max(1));
+    let mut found: Vec<(usize, usize, Found)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut all = work();
+        for helper in helpers {
+            all.extend(helper.join().expect("a scan thread does not panic"));
+        }
+        all
+    });
+    found.sort_unstable_by_key(|&(piece, _, word)| (piece, word.location));
+    found
+        .into_iter()
+        .map(|(_, region, word)| (region, word))
+        .collect()
+}
+
+/// How many threads a scan uses: every core the process may run on (one under valgrind,
+/// which runs one thread at a time anyway).
+pub(crate) fn scan_threads() -> usize {
+    if crate::module::under_valgrind() {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// Reads memory for a scan through one buffer, which it clears when dropped: its copies hold
 /// references into a build, and freed memory holding them would look like live references
 /// to a later scan.
@@ -211,4 +290,36 @@ fn read_own_memory(address: usize, buffer: &mut [usize]) -> usize {
         return 0;
     }
     read as usize & !7
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_planted_word_is_found_once_in_address_order_whatever_the_thread_count() {
+        // 10 MiB: several pieces; the target range is one no real pointer falls into.
+        let mut memory = vec![0usize; 10 << 17];
+        let target = 0x0000_1234_0000_0000..0x0000_1234_0001_0000;
+        let planted: Vec<usize> = (0..memory.len()).step_by(40_961).collect();
+        for (n, &i) in planted.iter().enumerate() {
+            memory[i] = target.start + 8 * n;
+        }
+        let start = memory.as_ptr() as usize;
+        let regions = [Region {
+            range: start..start + 8 * memory.len(),
+            name: String::new(),
+            stack_of: None,
+        }];
+        for threads in [1, 2, 3] {
+            let found = scan_regions(&regions, &target, threads);
+            let locations: Vec<usize> = found.iter().map(|(_, w)| w.location).collect();
+            let expected: Vec<usize> = planted.iter().map(|&i| start + 8 * i).collect();
+            assert_eq!(locations, expected, "{threads} thread(s)");
+            assert!(found
+                .iter()
+                .enumerate()
+                .all(|(n, (_, w))| w.offset == 8 * n as u64));
+        }
+    }
 }
