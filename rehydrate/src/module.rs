@@ -581,12 +581,8 @@ pub(crate) fn under_valgrind() -> bool {
 /// Reserves `range`, where an unloaded build lay, for the rest of the process (no access,
 /// address space only): no later mapping takes it, so a stale value in it (in freed memory,
 /// in a dead stack frame) is never mistaken for a reference into another build, and a stale
-/// use faults at a known address. False when something else took part of it meanwhile, and
-/// under valgrind, whose address-space manager (3.19) aborts on such reservations.
+/// use faults at a known address. False when something else took part of it meanwhile.
 fn reserve(range: &Range<usize>) -> bool {
-    if under_valgrind() {
-        return false;
-    }
     // SAFETY: without MAP_FIXED the address is only a hint: no existing mapping is replaced, and an anonymous PROT_NONE mapping affects nothing else.
     let reserved = unsafe {
         libc::mmap(

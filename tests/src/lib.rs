@@ -340,12 +340,6 @@ pub fn tally_library(dir: &Path) -> PathBuf {
         .clone()
 }
 
-/// Whether the tests run under valgrind, where the runtime does not reserve unloaded ranges
-/// (valgrind 3.19's address-space manager aborts on them; see the README).
-pub fn under_valgrind() -> bool {
-    std::env::var_os("LD_PRELOAD").is_some_and(|p| p.to_string_lossy().contains("vgpreload"))
-}
-
 /// A tiny shared library from C++ source (for hand-written, malformed or inconsistent
 /// modules), built with g++ into `dir`.
 pub fn tiny_library(dir: &Path, name: &str, source: &str) -> PathBuf {

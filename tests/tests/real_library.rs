@@ -247,10 +247,7 @@ fn reload_a_running_simulation(compiler: &Compiler) {
 
 fn assert_reload_left_nothing_behind(report: &ReloadReport, context: &str) {
     assert!(report.old_image_unmapped, "{context}");
-    assert!(
-        report.old_range_reserved || integration_tests::under_valgrind(),
-        "{context}"
-    );
+    assert!(report.old_range_reserved, "{context}");
     assert_eq!(report.audit.stale, 0, "{context}");
     let carried = |name: &str| report.globals.carried.iter().any(|c| c == name);
     for global in [

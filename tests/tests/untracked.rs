@@ -246,10 +246,7 @@ fn reload_untracked_world(compiler: Compiler, optimisation: &'static str) {
         // The function-local Noisy, which the new build had not reached.
         assert!(globals.destructors_handed_over >= 1, "{context}");
         assert!(report.old_image_unmapped, "{context}");
-        assert!(
-            report.old_range_reserved || integration_tests::under_valgrind(),
-            "{context}"
-        );
+        assert!(report.old_range_reserved, "{context}");
         assert_eq!(report.audit.stale, 0, "{context}");
         // 3 shapes, the shared one and its control block, Both's two, 4 pooled.
         assert!(report.references.vptrs >= 11, "{context}");

@@ -39,8 +39,9 @@ pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
     let mut regions = Vec::new();
     for (i, mapping) in mappings.iter().enumerate() {
         let (start, end) = (mapping.range.start, mapping.range.end);
-        // Writable and executable memory is generated code (a JIT's, valgrind's), not data.
-        let executable = mapping.perms.as_bytes().get(2) == Some(&b'x');
+        // Writable and executable memory is generated code (a JIT's), not data; but valgrind
+        // gives the program's heap that protection too.
+        let executable = mapping.perms.as_bytes().get(2) == Some(&b'x') && !valgrind;
         if !mapping.readable_and_writable() || executable || mapping.name.starts_with("/dev/") {
             continue;
         }
