@@ -3,7 +3,7 @@
 //! - resolving every reference into the old build over 1 GiB of live heap holding 1,000,000
 //!   objects (`ReloadReport::scan`: reading every writable word of the process and resolving the
 //!   ones that point into the old build), against a plain loop that reads every word of the same
-//!   mappings and counts those in the same range, on one thread like the scan;
+//!   mappings and counts those in the same range, on as many threads as the scan (every core);
 //! - the whole reload of that process, phase by phase, printed once.
 //!
 //! Run with `cargo bench -p integration-tests --bench scan`.
@@ -12,6 +12,7 @@
 use std::hint::black_box;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -52,19 +53,40 @@ fn writable_mappings() -> Vec<Range<usize>> {
         .collect()
 }
 
-/// The baseline: reads every word of every writable mapping and counts those in `target`.
+/// The baseline: reads every word of every writable mapping and counts those in `target`, on
+/// as many threads as the scan (every core), each taking the next 4 MiB piece as it finishes one.
 fn plain_read_loop(target: &Range<usize>) -> usize {
-    let mut found = 0;
-    for mapping in writable_mappings() {
-        let words = mapping.len() / 8;
-        let start = mapping.start as *const usize;
-        for i in 0..words {
-            // SAFETY: a word of a readable mapping; nothing in this single-threaded bench unmaps it meanwhile.
-            let word = unsafe { start.add(i).read_volatile() };
-            found += usize::from(word.wrapping_sub(target.start) < target.len());
+    const PIECE: usize = 4 << 20;
+    let pieces: Vec<Range<usize>> = writable_mappings()
+        .into_iter()
+        .flat_map(|m| {
+            m.clone()
+                .step_by(PIECE)
+                .map(move |s| s..(s + PIECE).min(m.end))
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut found = 0;
+        while let Some(piece) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let start = piece.start as *const usize;
+            for i in 0..piece.len() / 8 {
+                // SAFETY: a word of a readable mapping; nothing in this bench unmaps it meanwhile.
+                let word = unsafe { start.add(i).read_volatile() };
+                found += usize::from(word.wrapping_sub(target.start) < target.len());
+            }
         }
-    }
-    found
+        found
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        work()
+            + helpers
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .sum::<usize>()
+    })
 }
 
 /// Ballast that fills the heap up to `HEAP`: words that point nowhere near a build.

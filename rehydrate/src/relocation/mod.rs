@@ -22,8 +22,9 @@ mod rodata;
 mod scan;
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::ops::Range;
+
+use rustc_hash::FxHashMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -214,13 +215,17 @@ pub(crate) fn plan(
     let mut found: Vec<(Location, u64)> = Vec::new(); // (where, value minus the old base)
     let mut counts = RelocationCounts::default();
     let mut on_stacks: Vec<(u32, usize)> = Vec::new();
-    for (i, word) in scan_regions(&regions, &old.range(), scan_threads()) {
+    for (i, words) in scan_regions(&regions, &old.range(), scan_threads()) {
         match regions[i].stack_of {
             Some(thread) => match on_stacks.iter_mut().find(|(t, _)| *t == thread) {
-                Some((_, count)) => *count += 1,
-                None => on_stacks.push((thread, 1)),
+                Some((_, count)) => *count += words.len(),
+                None => on_stacks.push((thread, words.len())),
             },
-            None => found.push((Location::Region(i, word.location), word.offset)),
+            None => found.extend(
+                words
+                    .into_iter()
+                    .map(|word| (Location::Region(i, word.location), word.offset)),
+            ),
         }
     }
     counts.stack_words = on_stacks;
@@ -243,28 +248,39 @@ pub(crate) fn plan(
             carried[i].name
         ),
     };
-    let mut resolved: HashMap<u64, Resolution> = HashMap::new();
+    // Neither list holds an absolute address into a build: locations are in other mappings or
+    // kept as the new build's virtual addresses, values as offsets (see `Target`).
+    let mut resolved: FxHashMap<u64, Resolution> = FxHashMap::default();
     let mut rewrites = Vec::with_capacity(found.len());
     let mut problems: Vec<(String, Vec<Location>)> = Vec::new();
     let mut unresolved_offsets = Vec::new();
+    // Most words are a few vptrs repeated: the last resolution of each of 1,024 slots is kept
+    // at hand, in front of the map.
+    let mut recent: Vec<(u64, Target, ReferenceKind)> =
+        vec![(u64::MAX, Target::Copy(0), ReferenceKind::Vptr); 1024];
     for &(location, offset) in &found {
-        let resolution = resolved
+        let slot = &mut recent[(offset as usize >> 3) & 1023];
+        if slot.0 == offset {
+            bump(&mut counts, slot.2);
+            rewrites.push(Rewrite {
+                location: rewrite_location(location, carried),
+                old_offset: offset,
+                target: slot.1,
+            });
+            continue;
+        }
+        let resolution = &*resolved
             .entry(offset)
             .or_insert_with(|| map.resolve(old_start + offset as usize));
+        if let Resolution::To { target, kind } = resolution {
+            *slot = (offset, *target, *kind);
+        }
         let lost = matches!(resolution, Resolution::Lost(_));
         match resolution {
             Resolution::To { target, kind } => {
-                match kind {
-                    ReferenceKind::Vptr => counts.vptrs += 1,
-                    ReferenceKind::Function => counts.functions += 1,
-                    ReferenceKind::Data => counts.data += 1,
-                    ReferenceKind::ReadOnlyData => counts.read_only_data += 1,
-                }
+                bump(&mut counts, *kind);
                 rewrites.push(Rewrite {
-                    location: match location {
-                        Location::Region(_, address) => Target::Copy(address),
-                        Location::Carried(i, at) => Target::NewBuild(carried[i].new + at),
-                    },
+                    location: rewrite_location(location, carried),
                     old_offset: offset,
                     target: *target,
                 });
@@ -306,7 +322,6 @@ pub(crate) fn plan(
             }
         }
     }
-    scrub(&mut found);
     if !problems.is_empty() {
         return Err(problems
             .into_iter()
@@ -335,15 +350,22 @@ pub(crate) fn plan(
     })
 }
 
-/// Zeroes a list of plain values before it is freed (see [`Scanner`]).
-fn scrub<T: Copy>(items: &mut Vec<T>) {
-    let bytes = std::mem::size_of_val(items.as_slice());
-    let start = items.as_mut_ptr().cast::<u8>();
-    for i in 0..bytes {
-        // SAFETY: within the list's initialised elements, plain data (`Copy`) whose bytes may be zero once the list is cleared just below.
-        unsafe { std::ptr::write_volatile(start.add(i), 0) };
+/// Counts one re-pointed word of `kind`.
+fn bump(counts: &mut RelocationCounts, kind: ReferenceKind) {
+    match kind {
+        ReferenceKind::Vptr => counts.vptrs += 1,
+        ReferenceKind::Function => counts.functions += 1,
+        ReferenceKind::Data => counts.data += 1,
+        ReferenceKind::ReadOnlyData => counts.read_only_data += 1,
     }
-    items.clear();
+}
+
+/// Where a rewrite writes: the address, or a carried global's word in the new build.
+fn rewrite_location(location: Location, carried: &[Carry]) -> Target {
+    match location {
+        Location::Region(_, address) => Target::Copy(address),
+        Location::Carried(i, at) => Target::NewBuild(carried[i].new + at),
+    }
 }
 
 /// What holds the word at `location`: the tracked object and field when known, else the
@@ -370,7 +392,7 @@ impl Relocation {
     /// loaded as long as anything uses the rewritten values.
     pub unsafe fn apply(self, old: &BuildImage, new: &BuildImage) -> (RelocationCounts, Vec<u64>) {
         let Relocation {
-            mut rewrites,
+            rewrites,
             mut counts,
             read_only_copy,
             unresolved_offsets,
@@ -390,7 +412,6 @@ impl Relocation {
                 }
             }
         }
-        scrub(&mut rewrites);
         counts.read_only_copy_bytes = read_only_copy.map_or(0, ReadOnlyCopy::keep);
         (counts, unresolved_offsets)
     }
@@ -402,8 +423,12 @@ impl Relocation {
 pub(crate) fn audit(old: &BuildImage, unresolved: &[u64]) -> Audit {
     let mut audit = Audit::default();
     let regions = writable_regions(&[]);
-    for (i, word) in scan_regions(&regions, &old.range(), scan_threads()) {
-        let region = &regions[i];
+    let found = scan_regions(&regions, &old.range(), scan_threads());
+    let regions = &regions;
+    for (region, word) in found
+        .iter()
+        .flat_map(|(i, words)| words.iter().map(move |w| (&regions[*i], w)))
+    {
         if region.stack_of.is_some() {
             audit.on_stacks += 1;
             continue;

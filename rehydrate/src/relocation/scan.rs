@@ -166,14 +166,14 @@ const CHUNK: usize = 256 * 1024;
 /// The largest piece of a region one thread scans at a time.
 const PIECE: usize = 4 << 20;
 
-/// Every aligned word of `regions` whose value lies in `target`, with the index of its region,
-/// in address order; read on every core (`threads`), each thread taking the next piece of
-/// memory as it finishes one.
+/// Every aligned word of `regions` whose value lies in `target`, in address order, as runs of
+/// words with the index of their region; read on every core (`threads`), each thread taking
+/// the next piece of memory as it finishes one.
 pub(crate) fn scan_regions(
     regions: &[Region],
     target: &Range<usize>,
     threads: usize,
-) -> Vec<(usize, Found)> {
+) -> Vec<(usize, Vec<Found>)> {
     let pieces: Vec<(usize, Range<usize>)> = regions
         .iter()
         .enumerate()
@@ -188,18 +188,22 @@ pub(crate) fn scan_regions(
     let next = std::sync::atomic::AtomicUsize::new(0);
     let work = || {
         let mut scanner = Scanner::new();
-        let mut found = Vec::new();
+        let mut found: Vec<(usize, Vec<Found>)> = Vec::new(); // (piece, its words in order)
         loop {
             let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some((region, range)) = pieces.get(index) else {
+            let Some((_, range)) = pieces.get(index) else {
                 break;
             };
-            scanner.scan(range, target, |word| found.push((index, *region, word)));
+            let mut words = Vec::new();
+            scanner.scan(range, target, |word| words.push(word));
+            if !words.is_empty() {
+                found.push((index, words));
+            }
         }
         found
     };
     let threads = threads.clamp(1, pieces.len().max(1));
-    let mut found: Vec<(usize, usize, Found)> = std::thread::scope(|scope| {
+    let mut found: Vec<(usize, Vec<Found>)> = std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
         let mut all = work();
         for helper in helpers {
@@ -207,10 +211,10 @@ pub(crate) fn scan_regions(
         }
         all
     });
-    found.sort_unstable_by_key(|&(piece, _, word)| (piece, word.location));
+    found.sort_unstable_by_key(|&(piece, _)| piece);
     found
         .into_iter()
-        .map(|(_, region, word)| (region, word))
+        .map(|(piece, words)| (pieces[piece].0, words))
         .collect()
 }
 
@@ -313,7 +317,10 @@ mod tests {
             stack_of: None,
         }];
         for threads in [1, 2, 3] {
-            let found = scan_regions(&regions, &target, threads);
+            let found: Vec<(usize, Found)> = scan_regions(&regions, &target, threads)
+                .into_iter()
+                .flat_map(|(region, words)| words.into_iter().map(move |w| (region, w)))
+                .collect();
             let locations: Vec<usize> = found.iter().map(|(_, w)| w.location).collect();
             let expected: Vec<usize> = planted.iter().map(|&i| start + 8 * i).collect();
             assert_eq!(locations, expected, "{threads} thread(s)");
