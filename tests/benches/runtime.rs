@@ -17,20 +17,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use integration_tests::{gxx, ModuleBuild, BENCH};
+use integration_tests::BENCH;
 use rehydrate::{LiveObject, Runtime};
 
 fn builds() -> (PathBuf, PathBuf) {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-modules");
-    std::fs::create_dir_all(&dir).unwrap();
-    let build = |version| {
-        ModuleBuild {
-            fixture: &BENCH,
-            ..ModuleBuild::new(gxx(), "-O2", version)
-        }
-        .build(&dir)
-    };
-    (build(1), build(2))
+    integration_tests::bench_builds(
+        &PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-modules"),
+    )
 }
 
 fn populate(runtime: &Runtime, count: usize) -> Vec<LiveObject> {

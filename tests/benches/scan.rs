@@ -16,23 +16,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use integration_tests::{gxx, ModuleBuild, BENCH};
+use integration_tests::BENCH;
 use rehydrate::{LiveObject, ReloadReport, Runtime};
 
 const OBJECTS: usize = 1_000_000;
 const HEAP: usize = 1 << 30;
 
 fn builds() -> (PathBuf, PathBuf) {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-modules");
-    std::fs::create_dir_all(&dir).unwrap();
-    let build = |version| {
-        ModuleBuild {
-            fixture: &BENCH,
-            ..ModuleBuild::new(gxx(), "-O2", version)
-        }
-        .build(&dir)
-    };
-    (build(1), build(2))
+    integration_tests::bench_builds(
+        &PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-modules"),
+    )
 }
 
 /// Every readable and writable mapping but devices and generated code, as the scan reads them.

@@ -340,6 +340,19 @@ pub fn tally_library(dir: &Path) -> PathBuf {
         .clone()
 }
 
+/// The benchmark module (`BENCH`) built by g++ at -O2 in its two versions, into `dir`.
+pub fn bench_builds(dir: &Path) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let build = |version| {
+        ModuleBuild {
+            fixture: &BENCH,
+            ..ModuleBuild::new(gxx(), "-O2", version)
+        }
+        .build(dir)
+    };
+    (build(1), build(2))
+}
+
 /// A tiny shared library from C++ source (for hand-written, malformed or inconsistent
 /// modules), built with g++ into `dir`.
 pub fn tiny_library(dir: &Path, name: &str, source: &str) -> PathBuf {
