@@ -35,8 +35,8 @@
 //! bindings' lock comes after both, and the forwarder pool's (with its traps) after that.
 //! The process-wide **image lock** (`relocation::lock_images`: held while any runtime maps or
 //! unmaps a build, and from a reload's scan to its audit) comes after the build lock and the
-//! registry; a reload releases the registry before it closes the old build, whose static
-//! destructors may untrack objects. Reloads of different runtimes in one process therefore
+//! registry; a reload releases the registry before it destroys the fresh values of carried
+//! globals and before it closes the old build, whose static destructors may untrack objects. Reloads of different runtimes in one process therefore
 //! run one after the other.
 
 use std::alloc::{alloc, dealloc, Layout};
@@ -546,9 +546,11 @@ impl Reload<'_> {
         &self.new.module.shadow
     }
 
-    /// Validates every live object against the old build, copies the new build's implicit
-    /// bytes (vptrs) into each of them, makes the new build current and unloads the old one.
-    /// On error nothing has been written and the old build stays current.
+    /// Validates every live object against the old build, resolves every reference into the
+    /// old build found in the process's writable memory, then commits: copies the new build's
+    /// implicit bytes (vptrs) into each tracked object, carries the module's globals into the
+    /// new build, re-points every reference, makes the new build current, unloads the old one
+    /// and audits. On error nothing has been written and the old build stays current.
     pub fn rehydrate_all(self) -> Result<ReloadReport, Error> {
         let Reload {
             runtime,
