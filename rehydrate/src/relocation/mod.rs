@@ -177,19 +177,15 @@ enum Location {
     Carried(usize, u64),
 }
 
-/// One word to rewrite at the commit.
-#[derive(Clone, Copy)]
-struct Rewrite {
-    /// Where: an address, or a virtual address of the new build (a carried global's word).
-    location: Target,
-    /// The value it was found with, minus the old build's base.
-    old_offset: u64,
-    target: Target,
-}
-
-/// Everything a commit writes, resolved and checked.
+/// Everything a commit writes, resolved and checked. Millions of words share a few thousand
+/// resolutions, so each word is kept as its place and the index of its resolution.
 pub(crate) struct Relocation {
-    rewrites: Vec<Rewrite>,
+    /// (the value a word was found with minus the old build's base, where it must point).
+    targets: Vec<(u64, Target)>,
+    /// (address of the word, index into `targets`).
+    rewrites: Vec<(usize, u32)>,
+    /// (virtual address in the new build of a carried global's word, index into `targets`).
+    carried_rewrites: Vec<(u64, u32)>,
     counts: RelocationCounts,
     read_only_copy: Option<ReadOnlyCopy>,
     /// Values (minus the old base) of the words left as they were, for the audit.
@@ -251,39 +247,39 @@ pub(crate) fn plan(
     // Neither list holds an absolute address into a build: locations are in other mappings or
     // kept as the new build's virtual addresses, values as offsets (see `Target`).
     let mut resolved: FxHashMap<u64, Resolution> = FxHashMap::default();
-    let mut rewrites = Vec::with_capacity(found.len());
+    let mut targets: Vec<(u64, Target)> = Vec::new();
+    let mut target_index: FxHashMap<u64, u32> = FxHashMap::default();
+    let mut rewrites: Vec<(usize, u32)> = Vec::with_capacity(found.len());
+    let mut carried_rewrites: Vec<(u64, u32)> = Vec::new();
     let mut problems: Vec<(String, Vec<Location>)> = Vec::new();
     let mut unresolved_offsets = Vec::new();
     // Most words are a few vptrs repeated: the last resolution of each of 1,024 slots is kept
     // at hand, in front of the map.
-    let mut recent: Vec<(u64, Target, ReferenceKind)> =
-        vec![(u64::MAX, Target::Copy(0), ReferenceKind::Vptr); 1024];
+    let mut recent: Vec<(u64, u32, ReferenceKind)> = vec![(u64::MAX, 0, ReferenceKind::Vptr); 1024];
+    let mut record = |location: Location, index: u32| match location {
+        Location::Region(_, address) => rewrites.push((address, index)),
+        Location::Carried(i, at) => carried_rewrites.push((carried[i].new + at, index)),
+    };
     for &(location, offset) in &found {
         let slot = &mut recent[(offset as usize >> 3) & 1023];
         if slot.0 == offset {
             bump(&mut counts, slot.2);
-            rewrites.push(Rewrite {
-                location: rewrite_location(location, carried),
-                old_offset: offset,
-                target: slot.1,
-            });
+            record(location, slot.1);
             continue;
         }
         let resolution = &*resolved
             .entry(offset)
             .or_insert_with(|| map.resolve(old_start + offset as usize));
-        if let Resolution::To { target, kind } = resolution {
-            *slot = (offset, *target, *kind);
-        }
         let lost = matches!(resolution, Resolution::Lost(_));
         match resolution {
             Resolution::To { target, kind } => {
-                bump(&mut counts, *kind);
-                rewrites.push(Rewrite {
-                    location: rewrite_location(location, carried),
-                    old_offset: offset,
-                    target: *target,
+                let index = *target_index.entry(offset).or_insert_with(|| {
+                    targets.push((offset, *target));
+                    (targets.len() - 1) as u32
                 });
+                *slot = (offset, index, *kind);
+                bump(&mut counts, *kind);
+                record(location, index);
             }
             Resolution::Loader => counts.loader += 1,
             Resolution::Lost(what) | Resolution::Unresolvable(what) => {
@@ -343,7 +339,9 @@ pub(crate) fn plan(
     }
     unresolved_offsets.sort_unstable();
     Ok(Relocation {
+        targets,
         rewrites,
+        carried_rewrites,
         counts,
         read_only_copy: map.take_read_only_copy(),
         unresolved_offsets,
@@ -357,14 +355,6 @@ fn bump(counts: &mut RelocationCounts, kind: ReferenceKind) {
         ReferenceKind::Function => counts.functions += 1,
         ReferenceKind::Data => counts.data += 1,
         ReferenceKind::ReadOnlyData => counts.read_only_data += 1,
-    }
-}
-
-/// Where a rewrite writes: the address, or a carried global's word in the new build.
-fn rewrite_location(location: Location, carried: &[Carry]) -> Target {
-    match location {
-        Location::Region(_, address) => Target::Copy(address),
-        Location::Carried(i, at) => Target::NewBuild(carried[i].new + at),
     }
 }
 
@@ -392,7 +382,9 @@ impl Relocation {
     /// loaded as long as anything uses the rewritten values.
     pub unsafe fn apply(self, old: &BuildImage, new: &BuildImage) -> (RelocationCounts, Vec<u64>) {
         let Relocation {
+            targets,
             rewrites,
+            carried_rewrites,
             mut counts,
             read_only_copy,
             unresolved_offsets,
@@ -401,10 +393,14 @@ impl Relocation {
             Target::NewBuild(vaddr) => new.base + vaddr as usize,
             Target::Copy(address) => address,
         };
-        for rewrite in &rewrites {
-            let location = absolute(rewrite.location) as *mut usize;
-            let expected = old.base + rewrite.old_offset as usize;
-            let replacement = absolute(rewrite.target);
+        let carried = carried_rewrites
+            .iter()
+            .map(|&(vaddr, index)| (absolute(Target::NewBuild(vaddr)), index));
+        for (location, index) in rewrites.iter().copied().chain(carried) {
+            let (old_offset, target) = targets[index as usize];
+            let location = location as *mut usize;
+            let expected = old.base + old_offset as usize;
+            let replacement = absolute(target);
             // SAFETY: by the caller's contract the word is mapped, writable and not written by anyone else; aligned, since the scan only reads aligned words (a carried global is copied to an address of the same alignment).
             unsafe {
                 if location.read_volatile() == expected {
