@@ -25,6 +25,26 @@ impl Mapping {
     }
 }
 
+/// A fresh private anonymous mapping of `length` bytes with protection `prot`, near `hint`
+/// when the kernel can (0: anywhere; without `MAP_FIXED` the hint never replaces a mapping).
+pub fn map_anonymous(hint: usize, length: usize, prot: i32) -> std::io::Result<*mut u8> {
+    // SAFETY: without MAP_FIXED no existing mapping is touched; a new private anonymous mapping affects nothing else.
+    let mapped = unsafe {
+        libc::mmap(
+            hint as *mut libc::c_void,
+            length,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if mapped == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(mapped.cast())
+}
+
 /// Every mapping of this process, in address order (empty when the file cannot be read).
 pub fn all() -> Vec<Mapping> {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
@@ -106,18 +126,9 @@ mod tests {
     #[test]
     fn a_fresh_reservation_is_seen_and_a_readable_mapping_is_not() {
         let length = 3 * 4096;
-        // SAFETY: a fresh private anonymous mapping, unmapped below.
-        let at = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                length,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(at, libc::MAP_FAILED);
+        let at = map_anonymous(0, length, libc::PROT_NONE)
+            .unwrap()
+            .cast::<libc::c_void>();
         let range = at as usize..at as usize + length;
         assert!(is_reserved(&range));
         let middle = (range.start + 4096) as *mut libc::c_void;

@@ -583,20 +583,12 @@ pub(crate) fn under_valgrind() -> bool {
 /// in a dead stack frame) is never mistaken for a reference into another build, and a stale
 /// use faults at a known address. False when something else took part of it meanwhile.
 fn reserve(range: &Range<usize>) -> bool {
-    // SAFETY: without MAP_FIXED the address is only a hint: no existing mapping is replaced, and an anonymous PROT_NONE mapping affects nothing else.
-    let reserved = unsafe {
-        libc::mmap(
-            range.start as *mut _,
-            range.len(),
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
+    let Ok(reserved) = crate::maps::map_anonymous(range.start, range.len(), libc::PROT_NONE) else {
+        return false;
     };
-    if reserved != libc::MAP_FAILED && reserved as usize != range.start {
+    if reserved as usize != range.start {
         // SAFETY: the mapping just made elsewhere, not used.
-        unsafe { libc::munmap(reserved, range.len()) };
+        unsafe { libc::munmap(reserved.cast(), range.len()) };
     }
     reserved as usize == range.start
 }

@@ -102,21 +102,12 @@ fn x86_64_trap(offset: usize, id: u32) -> [u8; TRAP_SIZE] {
 /// Maps a trap page whose traps have the ids from `first` on; `None` if it cannot.
 #[cfg(target_arch = "x86_64")]
 fn map_trap_page(page: usize, first: usize) -> Option<usize> {
-    // SAFETY: an anonymous private mapping of one page, ours alone.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            page,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
+    let Ok(base) = crate::maps::map_anonymous(0, page, libc::PROT_READ | libc::PROT_WRITE)
+        .map(|b| b.cast::<libc::c_void>())
+    else {
         tracing::warn!("cannot map a trap page for released forwarders; they abort unnamed");
         return None;
-    }
+    };
     let handler = released_forwarder_called as *const () as usize;
     // SAFETY: the first word of the fresh, writable, page-aligned mapping.
     unsafe { (base as *mut usize).write(handler) };

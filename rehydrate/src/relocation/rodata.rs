@@ -31,21 +31,7 @@ impl ReadOnlyCopy {
         let old_start = old.base + first.start as usize;
         let old_end = old.base + last.end as usize;
         let length = old_end - old_start;
-        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
-        let copy = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                length,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if copy == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let copy = copy.cast::<u8>();
+        let copy = crate::maps::map_anonymous(0, length, libc::PROT_READ | libc::PROT_WRITE)?;
         for section in &read_only {
             let from = old.base + section.start as usize;
             let size = (section.end - section.start) as usize;
