@@ -87,9 +87,9 @@ pub fn run(ticks: usize) -> Result<(), Error> {
         report.objects, report.classes
     );
     println!(
-        "timings: load {}  probe {}  validate {}  scan {}  patch {}  carry {}  relocate {}  unload {}  audit {}",
+        "timings: load {}  images {}  validate {}  scan {}  patch {}  carry {}  relocate {}  unload {}  audit {}",
         millis(report.load),
-        millis(report.probe),
+        millis(report.images),
         millis(report.validate),
         millis(report.scan),
         millis(report.patch),

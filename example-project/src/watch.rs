@@ -93,11 +93,11 @@ fn rebuild_and_reload(recipe: &Recipe, world: &mut World, manifest: &Path) {
     match world.reload(&build.library) {
         Ok(report) => {
             println!(
-                "  [{}] reloaded: {} objects rehydrated (load {}, probe {}, validate {}, patch {}, unload {})",
+                "  [{}] reloaded: {} objects rehydrated (load {}, images {}, validate {}, patch {}, unload {})",
                 seconds(started.elapsed()),
                 report.objects,
                 millis(report.load),
-                millis(report.probe),
+                millis(report.images),
                 millis(report.validate),
                 millis(report.patch),
                 millis(report.unload)

@@ -109,6 +109,15 @@ pub enum Error {
         /// What differs.
         detail: String,
     },
+    /// The sources of a class's compiler-written bytes (the constructor analysis, the probe,
+    /// the table's vptr slots, the vtable symbols) disagree: the class refuses to reload.
+    #[error("the compiler-written bytes of {class} are in doubt: {}", disagreements.join("; "))]
+    ImageDisagreement {
+        /// The class.
+        class: String,
+        /// Each disagreement: the offset and what each source said.
+        disagreements: Vec<String>,
+    },
     /// A forwarder page could not be mapped.
     #[error("cannot make a forwarder for `{symbol}`")]
     Forwarder {

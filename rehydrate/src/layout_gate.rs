@@ -107,6 +107,7 @@ mod tests {
 
     fn class(fields: Vec<ModuleField>, bases: Vec<ModuleBase>, vptrs: Vec<usize>) -> ModuleClass {
         ModuleClass {
+            type_id_name: String::new(),
             name: Arc::from("ns::A"),
             size: 32,
             align: 8,

@@ -7,21 +7,25 @@
 //! - [`abi`]: the `#[repr(C)]` module descriptor that the generated C++ shim exports, mirrored
 //!   field for field in `include/rehydrate/module_abi.h`.
 //!
-//! and the runtime itself: [`Runtime`] loads a module through a shadow copy, probes its classes
-//! ([`probe`]), tracks live objects, and reloads with `runtime.reload(path)?.rehydrate_all()?`,
+//! and the runtime itself: [`Runtime`] loads a module through a shadow copy, reads which bytes
+//! of each class are the compiler's from its constructors' machine code ([`analysis`]; a probe
+//! runs the default constructor where that gives up), tracks live objects, and reloads with `runtime.reload(path)?.rehydrate_all()?`,
 //! validating every live object first and rolling back on any error.
 
 pub mod abi;
 mod address_table;
+pub mod analysis;
 mod barrier;
 mod bindings;
 mod error;
 pub mod forwarder;
+pub mod image;
+mod images;
 mod layout_gate;
 #[doc(hidden)] // for tests: where a module is mapped, and whether any page is writable+executable
 pub mod maps;
 mod module;
-pub mod probe;
+mod probe;
 mod registry;
 mod relocation;
 mod runtime;
@@ -29,6 +33,7 @@ pub mod tables;
 
 pub use error::{CppOperation, Error};
 pub use forwarder::Forwarder;
+pub use images::{ClassInspection, ProbePolicy};
 pub use relocation::{Audit, FreshGlobal, GlobalsReport, RelocationCounts};
 pub use runtime::{
     BoundForwarder, LiveObject, ModuleSymbol, Reload, ReloadReport, Runtime, UnreloadableClass,

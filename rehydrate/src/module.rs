@@ -34,6 +34,8 @@ pub(crate) const UNKNOWN_TYPE_PREFIX: &str = "?";
 #[derive(Debug, Clone)]
 pub(crate) struct ModuleClass {
     pub name: Arc<str>,
+    /// `typeid(T).name()`: the class's mangled name.
+    pub type_id_name: String,
     pub size: usize,
     pub align: usize,
     /// Every declared member, in the descriptor's (offset) order.
@@ -317,9 +319,10 @@ impl LoadedModule {
                 .collect();
             let slot = registry.slot(&name);
             slot_of_type_name_address.insert(class.type_id_name as usize, u64::from(slot));
-            slot_of_type.insert(type_id.into_bytes().into_boxed_slice(), slot);
+            slot_of_type.insert(type_id.clone().into_bytes().into_boxed_slice(), slot);
             classes.push(ModuleClass {
                 name,
+                type_id_name: type_id,
                 size: class.size as usize,
                 align: class.align as usize,
                 fields,

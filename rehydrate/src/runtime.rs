@@ -49,17 +49,19 @@ use std::time::{Duration, Instant};
 
 use crate::bindings::{Bindings, Owner};
 use crate::error::{CppOperation, Error};
+use crate::image::{ClassImage, ImageFailure, Writes};
+use crate::images::{images_of, ClassInspection, ProbePolicy};
 use crate::layout_gate::layout_changes;
 use crate::module::{LoadedModule, ShadowFolder, UNKNOWN_TYPE_PREFIX};
-use crate::probe::{probe, ClassImage, ProbeFailure, Writes};
 use crate::registry::{self, ClassSlot, Registry, Stopped};
 use crate::relocation::{self, Audit, BuildImage, GlobalsReport, RelocationCounts};
 
-/// One loaded build, the probe result of each of its classes (same order as its classes), and
-/// its ELF symbols.
+/// One loaded build, the image of each of its classes (same order as its classes) with what
+/// each source said, and its ELF symbols.
 struct Build {
     module: LoadedModule,
-    images: Vec<Result<ClassImage, ProbeFailure>>,
+    images: Vec<Result<ClassImage, ImageFailure>>,
+    inspections: Vec<ClassInspection>,
     elf: BuildImage,
 }
 
@@ -69,6 +71,7 @@ impl Build {
         shadows: &ShadowFolder,
         registry: &Arc<Registry>,
         bindings: &Arc<Bindings>,
+        policy: ProbePolicy,
     ) -> Result<(Build, Duration, Duration), Error> {
         let started = Instant::now();
         let module = LoadedModule::load(path, shadows, registry.clone(), bindings.clone())?;
@@ -79,10 +82,11 @@ impl Build {
             })?;
         let loaded = started.elapsed();
         let started = Instant::now();
-        let images = module.classes.iter().map(probe).collect();
+        let (images, inspections) = images_of(&module, &elf, policy);
         let build = Build {
             module,
             images,
+            inspections,
             elf,
         };
         for class in build.unreloadable() {
@@ -102,7 +106,7 @@ impl Build {
             .zip(&self.images)
             .filter_map(|(class, image)| {
                 let failure = image.as_ref().err()?;
-                if matches!(failure, ProbeFailure::NotConstructible) {
+                if matches!(failure, ImageFailure::NotConstructible) {
                     return None; // reloaded through the symbol mapping
                 }
                 Some(UnreloadableClass {
@@ -133,6 +137,8 @@ impl Build {
 /// What a runtime and everything it handed out share. See the module docs for the lock order.
 struct Shared {
     registry: Arc<Registry>,
+    /// When the probe runs, for every build loaded.
+    probe_policy: ProbePolicy,
     bindings: Arc<Bindings>,
     /// The build lock.
     current: RwLock<Build>,
@@ -187,7 +193,7 @@ pub struct Reload<'rt> {
     runtime: &'rt mut Runtime,
     new: Build,
     load_time: Duration,
-    probe_time: Duration,
+    images_time: Duration,
     strict: bool,
 }
 
@@ -210,8 +216,9 @@ pub struct ReloadReport {
     pub classes: usize,
     /// Loading the new build (shadow copy, `dlopen`, descriptor).
     pub load: Duration,
-    /// Probing every class of the new build.
-    pub probe: Duration,
+    /// Reading every class's image of the new build: the constructor analysis, and the probe
+    /// where the analysis gave up (or for every class, with [`ProbePolicy::Always`]).
+    pub images: Duration,
     /// Checking every live object against the old build's image.
     pub validate: Duration,
     /// Copying the new implicit bytes into every live object.
@@ -255,8 +262,15 @@ impl<T> std::ops::Deref for ModuleSymbol<'_, T> {
 }
 
 impl Runtime {
-    /// Loads the module at `path` (through a private shadow copy) and probes its classes.
+    /// Loads the module at `path` (through a private shadow copy) and reads the image of each
+    /// of its classes from its constructors' code (probing only where that gives up).
     pub fn load(path: impl AsRef<Path>) -> Result<Runtime, Error> {
+        Runtime::load_with(path, ProbePolicy::default())
+    }
+
+    /// [`Runtime::load`], with the probe run as `probe_policy` says, for this build and every
+    /// later one.
+    pub fn load_with(path: impl AsRef<Path>, probe_policy: ProbePolicy) -> Result<Runtime, Error> {
         let path = path.as_ref();
         let shadows = ShadowFolder::new().map_err(|source| Error::ShadowCopy {
             path: path.to_path_buf(),
@@ -264,11 +278,13 @@ impl Runtime {
         })?;
         let registry = Arc::new(Registry::default());
         let bindings = Arc::new(Bindings::default());
-        let (build, load, probe) = Build::load(path, &shadows, &registry, &bindings)?;
-        tracing::info!(module = %path.display(), ?load, ?probe, "module loaded");
+        let (build, load, images) =
+            Build::load(path, &shadows, &registry, &bindings, probe_policy)?;
+        tracing::info!(module = %path.display(), ?load, ?images, "module loaded");
         Ok(Runtime {
             shared: Arc::new(Shared {
                 registry,
+                probe_policy,
                 bindings,
                 current: RwLock::new(build),
                 shadows,
@@ -321,19 +337,20 @@ impl Runtime {
     /// until [`Reload::rehydrate_all`]; any error leaves everything as it was.
     pub fn reload(&mut self, path: impl AsRef<Path>) -> Result<Reload<'_>, Error> {
         let shared = &self.shared;
-        let (new, load_time, probe_time) = Build::load(
+        let (new, load_time, images_time) = Build::load(
             path.as_ref(),
             &shared.shadows,
             &shared.registry,
             &shared.bindings,
+            shared.probe_policy,
         )?;
-        tracing::info!(module = %path.as_ref().display(), load = ?load_time, probe = ?probe_time, "new build loaded and probed");
+        tracing::info!(module = %path.as_ref().display(), load = ?load_time, probe = ?images_time, "new build loaded and its classes read");
         Ok(Reload {
             strict: false,
             runtime: self,
             new,
             load_time,
-            probe_time,
+            images_time,
         })
     }
 
@@ -410,7 +427,13 @@ impl Runtime {
         self.shared.read().unreloadable()
     }
 
-    /// The probe result for `class` in the current build.
+    /// What each source (constructor analysis, probe, table, vtable symbols) says about every
+    /// class of the current build, and whether they agree: what `rehydrate inspect` prints.
+    pub fn inspect(&self) -> Vec<ClassInspection> {
+        self.shared.read().inspections.clone()
+    }
+
+    /// The image of `class` in the current build.
     pub fn class_image(&self, class: &str) -> Result<ClassImage, Error> {
         let build = self.shared.read();
         build.image(build.index_of(class)?).cloned()
@@ -556,7 +579,7 @@ impl Reload<'_> {
             runtime,
             new,
             load_time,
-            probe_time,
+            images_time,
             strict,
         } = self;
         let shared = runtime.shared.clone();
@@ -633,6 +656,7 @@ impl Reload<'_> {
         let Build {
             module: old_module,
             images: old_images,
+            inspections: _,
             elf: old_elf,
         } = old;
         drop(old_images);
@@ -652,7 +676,7 @@ impl Reload<'_> {
             objects: object_count,
             classes,
             load: load_time,
-            probe: probe_time,
+            images: images_time,
             validate: validate_time,
             patch: patch_time,
             scan: scan_time,
@@ -667,7 +691,7 @@ impl Reload<'_> {
             audit_time,
         };
         tracing::info!(
-            objects = report.objects, load = ?report.load, probe = ?report.probe, validate = ?report.validate,
+            objects = report.objects, load = ?report.load, images = ?report.images, validate = ?report.validate,
             scan = ?report.scan, patch = ?report.patch, relocate = ?report.relocate, unload = ?report.unload,
             audit = ?report.audit_time, references = ?report.references, "reload committed"
         );
@@ -813,7 +837,7 @@ fn validate_class<'new>(
 /// constructor (a constructor that throws, anomalous bytes or a table the compiler disagrees
 /// with still refuse).
 fn without_probe(build: &Build, index: usize) -> bool {
-    matches!(build.images[index], Err(ProbeFailure::NotConstructible))
+    matches!(build.images[index], Err(ImageFailure::NotConstructible))
 }
 
 /// A `typeid(...).name()` (`N4game6PlayerE`) as people write the type (`game::Player`), through

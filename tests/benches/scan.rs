@@ -93,11 +93,11 @@ fn ballast() -> Vec<u64> {
 
 fn print_phases(report: &ReloadReport) {
     println!(
-        "whole reload of {} objects in 1 GiB: load {:?}, probe {:?}, validate {:?}, scan {:?}, patch {:?}, \
+        "whole reload of {} objects in 1 GiB: load {:?}, images {:?}, validate {:?}, scan {:?}, patch {:?}, \
          carry {:?}, relocate {:?}, unload {:?}, audit {:?}; {} vptrs re-pointed",
         report.objects,
         report.load,
-        report.probe,
+        report.images,
         report.validate,
         report.scan,
         report.patch,

@@ -14,7 +14,7 @@ use integration_tests::{
     assert_vptrs_in_current_build, clangxx, gxx, object_bytes, tiny_library, Compiler, ModuleBuild,
     ObjectBytes, RELOAD_CLASSES,
 };
-use rehydrate::probe::ByteClass;
+use rehydrate::image::ByteClass;
 use rehydrate::{CppOperation, Error, LiveObject, Runtime};
 
 type CheckFn = unsafe extern "C" fn(*const c_char, *mut c_void) -> i32;

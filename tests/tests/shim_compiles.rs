@@ -6,7 +6,7 @@
 //! probe, on the shim built as a shared library by each compiler).
 
 use integration_tests::{compilers, run, shapes_request};
-use rehydrate::probe::ByteClass;
+use rehydrate::image::ByteClass;
 
 /// Walks the descriptor: constructs every constructible class in a buffer filled with a
 /// sentinel, measures its bases with the compiler's casts, compares with the table, destroys it.

@@ -16,7 +16,7 @@
 //! scanned and rewritten like any other memory.
 
 mod address_map;
-mod elf;
+pub(crate) mod elf;
 mod globals;
 mod rodata;
 mod scan;
@@ -30,7 +30,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub(crate) use address_map::ReferenceKind;
 use address_map::{AddressMap, BuildView, Resolution, Target};
-use elf::ElfIndex;
+pub(crate) use elf::ElfIndex;
 pub(crate) use globals::plan_globals;
 use globals::Carry;
 pub use globals::{FreshGlobal, GlobalsReport};
@@ -99,6 +99,16 @@ impl BuildImage {
     /// Every address the build's segments cover (or covered).
     pub fn range(&self) -> Range<usize> {
         self.base..self.base + self.length
+    }
+
+    /// The load bias: a file virtual address plus `base` is where it is mapped.
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    /// The build's sections and symbols (file virtual addresses).
+    pub fn index(&self) -> &ElfIndex {
+        &self.index
     }
 
     fn view(&self) -> BuildView<'_> {

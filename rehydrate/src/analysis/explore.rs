@@ -1,0 +1,383 @@
+//! Following a function's paths: straight-line code instruction by instruction, both sides of
+//! a branch whose condition is not known (paths that reach the same point in the same state
+//! are merged; past a few distinct states a point keeps only what they agree on), calls into
+//! the build interpreted in place, everything else a clobbering call, all within one budget.
+
+use iced_x86::{Decoder, DecoderOptions, Instruction};
+use rustc_hash::FxHashMap;
+
+use super::process::{Place, Process};
+use super::semantics::{Flow, Semantics};
+use super::state::{State, Writer, RSP};
+use super::value::{Value, Word};
+use super::GiveUp;
+
+/// Instructions one analysis may execute, over every path and call.
+pub(crate) const MAX_STEPS: usize = 200_000;
+/// How deep calls are followed.
+const MAX_DEPTH: usize = 12;
+/// Distinct states kept at one branch target before they are joined.
+const MAX_STATES_PER_POINT: usize = 8;
+
+/// Functions that never return: a path that calls one ends there.
+const NO_RETURN: &[&str] = &[
+    "__cxa_throw",
+    "__cxa_rethrow",
+    "__cxa_bad_cast",
+    "__cxa_bad_typeid",
+    "__cxa_throw_bad_array_new_length",
+    "__cxa_pure_virtual",
+    "__cxa_deleted_virtual",
+    "__cxa_call_terminate",
+    "_Unwind_Resume",
+    "__stack_chk_fail",
+    "__assert_fail",
+    "abort",
+    "exit",
+    "_exit",
+    "_ZSt9terminatev",
+];
+
+/// Allocation functions: what they return is fresh memory, never the object.
+const ALLOCATORS: &[&str] = &[
+    "_Znwm",
+    "_Znam",
+    "_ZnwmRKSt9nothrow_t",
+    "_ZnamRKSt9nothrow_t",
+    "_ZnwmSt11align_val_t",
+    "_ZnamSt11align_val_t",
+    "_ZnwmSt11align_val_tRKSt9nothrow_t",
+    "_ZnamSt11align_val_tRKSt9nothrow_t",
+    "malloc",
+    "calloc",
+    "realloc",
+    "aligned_alloc",
+    "memalign",
+    "__cxa_allocate_exception",
+];
+
+fn never_returns(name: &str) -> bool {
+    NO_RETURN.contains(&name) || (name.starts_with("_ZSt") && name.contains("__throw_"))
+}
+
+/// What one analysis did besides its result.
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    /// The functions it interpreted, in the order first entered (names demangled).
+    pub followed: Vec<String>,
+    /// Calls it did not follow, with why (outside the build, too deep, or its own analysis
+    /// gave up in a function that is not a constructor).
+    pub not_followed: Vec<String>,
+    pub steps: usize,
+}
+
+/// One analysis: the budget, the path so far, and the instructions' semantics.
+pub(crate) struct Explorer<'p> {
+    process: &'p Process<'p>,
+    semantics: Semantics<'p>,
+    next_fresh: u32,
+    pub trace: Trace,
+    /// Whether each function called is a constructor, by address (complemented).
+    constructors: FxHashMap<Word, bool>,
+}
+
+impl<'p> Explorer<'p> {
+    pub fn new(process: &'p Process<'p>, object_size: u64) -> Explorer<'p> {
+        Explorer {
+            process,
+            semantics: Semantics::new(process, object_size),
+            next_fresh: 0,
+            trace: Trace::default(),
+            constructors: FxHashMap::default(),
+        }
+    }
+
+    /// Runs the function at `entry` from `state` (its return address already pushed) to its
+    /// returns: the join of the states it returns with, or `None` when no path returns.
+    pub fn run(&mut self, entry: u64, state: State, depth: usize) -> Result<Option<State>, GiveUp> {
+        let function = self.process.place(entry).filter(|p| p.start == entry);
+        let entry_stack = state.gpr[RSP];
+        let name = function
+            .as_ref()
+            .map_or_else(|| format!("{entry:#x}"), Place::demangled);
+        if !self.trace.followed.contains(&name) {
+            self.trace.followed.push(name);
+        }
+        // addresses kept in the heap are complemented (see `value`)
+        let mut work = vec![(Word::new(entry), state)];
+        let mut seen: FxHashMap<Word, Vec<State>> = FxHashMap::default();
+        let mut joined: FxHashMap<Word, State> = FxHashMap::default();
+        let mut exit: Option<State> = None;
+        while let Some((start, mut state)) = work.pop() {
+            let mut ip = start.get();
+            let mut decoder = self.decoder(ip)?;
+            let mut ins = Instruction::default();
+            loop {
+                self.tick(ip)?;
+                decoder.decode_out(&mut ins);
+                if ins.is_invalid() {
+                    return Err(GiveUp::at(self.process, ip, "bytes it cannot decode"));
+                }
+                let next = ins.next_ip();
+                match self.semantics.execute(&mut state, &ins)? {
+                    Flow::Next => ip = next,
+                    Flow::Jump(target) => {
+                        if self.is_tail_call(function.as_ref(), entry, target) {
+                            if let Some(returned) = self.call(target, state, None, depth)? {
+                                merge(&mut exit, returned);
+                            }
+                            break;
+                        }
+                        ip = target;
+                        decoder = self.decoder(ip)?;
+                    }
+                    Flow::JumpTo(target) => {
+                        let Some(target) = target.as_const() else {
+                            return Err(GiveUp::at(
+                                self.process,
+                                ip,
+                                "an indirect jump through an address it cannot determine",
+                            ));
+                        };
+                        if self.is_tail_call(function.as_ref(), entry, target)
+                            || !self.process.in_build(target)
+                        {
+                            if let Some(returned) = self.call(target, state, None, depth)? {
+                                merge(&mut exit, returned);
+                            }
+                            break;
+                        }
+                        ip = target;
+                        decoder = self.decoder(ip)?;
+                    }
+                    Flow::Either { taken, not_taken } => {
+                        for target in [taken, not_taken] {
+                            enqueue(&mut work, &mut seen, &mut joined, target, state.clone());
+                        }
+                        break;
+                    }
+                    Flow::Call(target) => {
+                        let falls_off = function
+                            .as_ref()
+                            .and_then(|f| f.end)
+                            .is_some_and(|end| next >= end);
+                        match self.call_value(target, state, Some(next), depth)? {
+                            Some(returned) if !falls_off => {
+                                state = returned;
+                                ip = next;
+                                decoder = self.decoder(ip)?;
+                            }
+                            _ => break, // a call that does not return
+                        }
+                    }
+                    Flow::Return { extra } => {
+                        if state.gpr[RSP] != entry_stack {
+                            return Err(GiveUp::at(
+                                self.process,
+                                ip,
+                                "returns with a stack pointer it cannot follow",
+                            ));
+                        }
+                        state.gpr[RSP] = entry_stack.offset(8 + extra as i64);
+                        merge(&mut exit, state);
+                        break;
+                    }
+                    Flow::Stop => break,
+                }
+            }
+        }
+        Ok(exit)
+    }
+
+    fn decoder(&self, ip: u64) -> Result<Decoder<'p>, GiveUp> {
+        let code = self.process.code(ip).ok_or_else(|| {
+            GiveUp::at(
+                self.process,
+                ip,
+                "execution reaches memory that is not code",
+            )
+        })?;
+        Ok(Decoder::with_ip(64, code, ip, DecoderOptions::NONE))
+    }
+
+    fn tick(&mut self, ip: u64) -> Result<(), GiveUp> {
+        self.trace.steps += 1;
+        if self.trace.steps > MAX_STEPS {
+            let mut give_up = GiveUp::at(
+                self.process,
+                ip,
+                &format!("more than {MAX_STEPS} instructions: a loop it cannot bound"),
+            );
+            give_up.fatal = true;
+            return Err(give_up);
+        }
+        Ok(())
+    }
+
+    /// Whether a jump to `target` leaves the function (a tail call) rather than staying in it.
+    fn is_tail_call(&self, function: Option<&Place>, entry: u64, target: u64) -> bool {
+        if target == entry {
+            return false;
+        }
+        if let Some(end) = function.and_then(|f| f.end) {
+            if target < entry || target >= end {
+                return !self.is_cold_part(target);
+            }
+            return false;
+        }
+        // without bounds: a jump to the start of another function
+        self.process
+            .place(target)
+            .is_some_and(|p| p.start == target && !p.name.contains(".cold"))
+    }
+
+    fn is_cold_part(&self, target: u64) -> bool {
+        self.process
+            .place(target)
+            .is_some_and(|p| p.name.contains(".cold"))
+    }
+
+    fn call_value(
+        &mut self,
+        target: Value,
+        mut state: State,
+        return_to: Option<u64>,
+        depth: usize,
+    ) -> Result<Option<State>, GiveUp> {
+        match target.as_const() {
+            Some(target) => self.call(target, state, return_to, depth),
+            None => {
+                self.trace
+                    .not_followed
+                    .push("an indirect call through an address it cannot determine".into());
+                state.clobber_for_call();
+                Ok(Some(state))
+            }
+        }
+    }
+
+    /// A call of `target` (`return_to` is where it returns; `None` for a tail call, which
+    /// returns to this function's caller).
+    fn call(
+        &mut self,
+        target: u64,
+        state: State,
+        return_to: Option<u64>,
+        depth: usize,
+    ) -> Result<Option<State>, GiveUp> {
+        let place = self.process.place(target).filter(|p| p.start == target);
+        let name = place.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+        if never_returns(&name) {
+            return Ok(None);
+        }
+        let opaque = |explorer: &mut Self, mut state: State, fresh: bool| {
+            state.clobber_for_call();
+            if fresh {
+                state.gpr[0] = Value::Fresh(explorer.next_fresh, 0);
+                explorer.next_fresh += 1;
+            }
+            if return_to.is_none() {
+                // a tail call returns to this function's caller
+                state.gpr[RSP] = state.gpr[RSP].offset(8);
+            }
+            state
+        };
+        if ALLOCATORS.contains(&name.as_str()) {
+            return Ok(Some(opaque(self, state, true)));
+        }
+        let described = || {
+            place
+                .as_ref()
+                .map_or_else(|| format!("{target:#x}"), Place::demangled)
+        };
+        if !self.process.in_build(target) || depth >= MAX_DEPTH {
+            let why = if depth >= MAX_DEPTH {
+                "calls nested too deep"
+            } else {
+                "outside the build"
+            };
+            self.trace
+                .not_followed
+                .push(format!("{} ({why})", described()));
+            return Ok(Some(opaque(self, state, false)));
+        }
+        let mut callee = state.clone();
+        let caller_stack = state.gpr[RSP];
+        if let Some(return_to) = return_to {
+            let pushed = caller_stack.offset(-8);
+            callee.gpr[RSP] = pushed;
+            let writer = Writer::Instruction(Word::new(target));
+            self.semantics
+                .store(&mut callee, pushed, 8, Value::constant(return_to), writer)?;
+        }
+        match self.run(target, callee, depth + 1) {
+            Ok(Some(mut returned)) => {
+                if let Value::Stack(k) = returned.gpr[RSP] {
+                    returned.stack.forget_below(k);
+                }
+                Ok(Some(returned))
+            }
+            Ok(None) => Ok(None),
+            Err(give_up) if !give_up.fatal && !self.is_constructor(target, &name) => {
+                // Only constructors and destructors write vptrs (the Itanium ABI): a helper it
+                // cannot follow only clobbers what a call may.
+                self.trace.not_followed.push(format!(
+                    "{} (its analysis gave up {})",
+                    described(),
+                    give_up.reason
+                ));
+                Ok(Some(opaque(self, state, false)))
+            }
+            Err(mut give_up) => {
+                give_up.reason = format!("{}, in {} called", give_up.reason, described());
+                Err(give_up)
+            }
+        }
+    }
+
+    /// Whether the function `name` at `address` is a constructor (of any class).
+    fn is_constructor(&mut self, address: u64, name: &str) -> bool {
+        *self
+            .constructors
+            .entry(Word::new(address))
+            .or_insert_with(|| super::constructors::is_constructor_symbol(name))
+    }
+}
+
+fn merge(exit: &mut Option<State>, state: State) {
+    *exit = Some(match exit.take() {
+        None => state,
+        Some(previous) => previous.join(&state),
+    });
+}
+
+/// Queues a path at `target` unless one in the same state was queued there already; past
+/// [`MAX_STATES_PER_POINT`] states the point keeps their join, queued again only when it
+/// changed.
+fn enqueue(
+    work: &mut Vec<(Word, State)>,
+    seen: &mut FxHashMap<Word, Vec<State>>,
+    joined: &mut FxHashMap<Word, State>,
+    target: u64,
+    state: State,
+) {
+    let target = Word::new(target);
+    let states = seen.entry(target).or_default();
+    if states.contains(&state) {
+        return;
+    }
+    if states.len() < MAX_STATES_PER_POINT {
+        states.push(state.clone());
+        work.push((target, state));
+        return;
+    }
+    let merged = match joined.get(&target) {
+        Some(previous) => previous.join(&state),
+        None => states.iter().fold(state, |acc, s| acc.join(s)),
+    };
+    if joined.get(&target) == Some(&merged) {
+        return;
+    }
+    joined.insert(target, merged.clone());
+    work.push((target, merged));
+}

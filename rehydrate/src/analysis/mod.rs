@@ -1,0 +1,242 @@
+//! Static constructor analysis (x86-64): which bytes of an object a class's constructor writes
+//! with compiler-generated values (vptrs), read from its machine code without running it.
+//!
+//! The constructor ([`constructors`]) is executed symbolically ([`explore`], [`semantics`]):
+//! `this` in `rdi` is a tracked value; vtable addresses come from `lea` rip-relative or
+//! loads through the GOT, VTT entries and vtable slots from read-only memory ([`process`]);
+//! calls into the build are followed (through the PLT, with a VTT in `rsi`), others clobber
+//! the caller-saved registers, allocations return memory that is not the object; both sides
+//! of a branch it cannot decide are explored and their results joined ([`state`]): a slot
+//! paths disagree on is unknown. The last store to a slot wins, so construction vtables are
+//! overwritten by the final ones.
+//!
+//! The result is the object's bytes as every returning path leaves them, or the reason it
+//! gave up (an indirect jump, a loop it cannot bound, a vptr slot it cannot determine); never
+//! a guess. Each analysis is bounded ([`explore::MAX_STEPS`] instructions) and panics on no
+//! input.
+//!
+//! Assumption, from the Itanium C++ ABI: only constructors and destructors store vptrs, so a
+//! call the analysis cannot follow into a function that is not a constructor may change
+//! fields and registers but not the object's vptrs. The runtime cross-checks every result
+//! with the table's vptr slots (and, on request, the probe).
+
+mod constructors;
+mod explore;
+mod process;
+mod semantics;
+mod state;
+mod value;
+
+use iced_x86::{Decoder, DecoderOptions};
+
+use crate::image::{classify, ClassImage, ImageFailure, Observed};
+use crate::module::ModuleClass;
+pub(crate) use process::Process;
+use state::{State, Writer};
+
+/// Why an analysis stopped without a result.
+#[derive(Debug, Clone)]
+pub(crate) struct GiveUp {
+    pub reason: String,
+    /// Ends the whole analysis (the budget ran out), not only the call it happened in.
+    fatal: bool,
+}
+
+impl GiveUp {
+    pub(crate) fn at(process: &Process<'_>, ip: u64, what: &str) -> GiveUp {
+        GiveUp {
+            reason: format!("{what} at {}", process.describe(ip)),
+            fatal: false,
+        }
+    }
+}
+
+/// One address-valued word the constructor leaves in the object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImplicitWord {
+    /// Byte offset in the object.
+    pub offset: usize,
+    /// What it points at, for people (`vtable for game::Robot+0x10`).
+    pub holds: String,
+    /// The vtable group (mangled symbol) and the address point's offset in it, when the word
+    /// points into a vtable.
+    pub vtable: Option<(String, u64)>,
+}
+
+impl ImplicitWord {
+    /// Describes the word `value` at `offset`.
+    pub(crate) fn of(process: &Process<'_>, offset: usize, value: u64) -> ImplicitWord {
+        let place = process.place(value);
+        ImplicitWord {
+            offset,
+            holds: process.describe(value),
+            vtable: place
+                .filter(|p| p.name.starts_with("_ZTV") || p.name.starts_with("_ZTC"))
+                .map(|p| (p.name.clone(), value - p.start)),
+        }
+    }
+}
+
+/// What the analysis read from a constructor.
+#[derive(Debug, Clone)]
+pub struct ConstructorReading {
+    /// The function executed.
+    pub constructor: String,
+    /// The address-valued words it leaves in the object, by offset.
+    pub words: Vec<ImplicitWord>,
+    /// The functions interpreted, in the order first entered.
+    pub followed: Vec<String>,
+    /// Calls not followed, with why.
+    pub not_followed: Vec<String>,
+    /// Instructions executed, over every path.
+    pub steps: usize,
+    pub(crate) image: ClassImage,
+}
+
+/// The analysis of one class.
+#[derive(Debug, Clone)]
+pub enum Analysis {
+    /// The image the constructor's code gives.
+    Found(Box<ConstructorReading>),
+    /// Why no image could be read; `tried` lists the functions tried.
+    GaveUp {
+        /// Why, for each function tried.
+        reason: String,
+        /// The functions tried, best first.
+        tried: Vec<String>,
+    },
+}
+
+/// Analyses `class`'s constructors in the build `process` views, best candidate first, until
+/// one gives an image.
+pub(crate) fn analyse(class: &ModuleClass, process: &Process<'_>) -> Analysis {
+    let candidates = constructors::candidates(class, process.build());
+    if candidates.is_empty() {
+        return Analysis::GaveUp {
+            reason: format!(
+                "the build has no constructor of {} (inlined everywhere) and the class has no usable default constructor",
+                class.name
+            ),
+            tried: Vec::new(),
+        };
+    }
+    let mut failures = Vec::new();
+    for candidate in &candidates {
+        match analyse_one(class, process, candidate) {
+            Ok(reading) => return Analysis::Found(Box::new(reading)),
+            Err(reason) => failures.push(format!("{}: {reason}", candidate.description)),
+        }
+    }
+    Analysis::GaveUp {
+        reason: failures.join("; "),
+        tried: candidates.into_iter().map(|c| c.description).collect(),
+    }
+}
+
+fn analyse_one(
+    class: &ModuleClass,
+    process: &Process<'_>,
+    candidate: &constructors::Candidate,
+) -> Result<ConstructorReading, String> {
+    let mut explorer = explore::Explorer::new(process, class.size as u64);
+    let outcome = explorer.run(candidate.address(), State::at_constructor_entry(), 0);
+    let trace = std::mem::take(&mut explorer.trace);
+    let exit = outcome
+        .map_err(|give_up| give_up.reason)?
+        .ok_or("no path returns (every one throws or stops)")?;
+    let size = class.size;
+    let mut observed = vec![Observed::Untouched; size];
+    let mut writers = vec![None; size];
+    let mut words = Vec::new();
+    for (offset, cell) in exit.object.cells() {
+        let end = offset + i64::from(cell.bytes);
+        if offset < 0 || end as usize > size {
+            return Err(format!(
+                "stores outside the object (offset {offset}, {} bytes; sizeof is {size})",
+                cell.bytes
+            ));
+        }
+        let offset = offset as usize;
+        match cell.value.as_const() {
+            Some(value) => {
+                for (k, byte) in value
+                    .to_le_bytes()
+                    .iter()
+                    .take(cell.bytes as usize)
+                    .enumerate()
+                {
+                    observed[offset + k] = Observed::Constant(*byte);
+                }
+                if cell.bytes == 8 && process.place(value).is_some() {
+                    words.push(ImplicitWord::of(process, offset, value));
+                }
+            }
+            None => {
+                for at in offset..offset + cell.bytes as usize {
+                    observed[at] = Observed::Varying;
+                    writers[at] = Some(cell.writer);
+                }
+            }
+        }
+    }
+    if let Some(slot) = class
+        .vptr_offsets
+        .iter()
+        .copied()
+        .find(|&slot| !words.iter().any(|w| w.offset == slot && w.vtable.is_some()))
+    {
+        let found = match observed.get(slot) {
+            Some(Observed::Varying) => format!(
+                "a value it cannot determine ({})",
+                describe_writer(process, writers[slot])
+            ),
+            Some(Observed::Constant(_)) => words
+                .iter()
+                .find(|w| w.offset == slot)
+                .map_or("a constant that is not a vtable address".into(), |w| {
+                    w.holds.clone()
+                }),
+            _ => "nothing".into(),
+        };
+        let not_followed = if trace.not_followed.is_empty() {
+            String::new()
+        } else {
+            format!("; calls not followed: {}", trace.not_followed.join(", "))
+        };
+        return Err(format!(
+            "the table's vptr slot at offset {slot} holds {found} when the constructor returns{not_followed}"
+        ));
+    }
+    let image = classify(class, &observed).map_err(|failure| match failure {
+        ImageFailure::Anomalous(offsets) => format!(
+            "bytes {offsets:?}, outside every field, hold values it cannot determine ({})",
+            describe_writer(process, writers[offsets[0]])
+        ),
+        other => format!("{other:?}"),
+    })?;
+    Ok(ConstructorReading {
+        constructor: candidate.description.clone(),
+        words,
+        followed: trace.followed,
+        not_followed: trace.not_followed,
+        steps: trace.steps,
+        image,
+    })
+}
+
+/// Who wrote an unknown value, for people.
+fn describe_writer(process: &Process<'_>, writer: Option<Writer>) -> String {
+    match writer {
+        Some(Writer::Instruction(ip)) => {
+            let ip = ip.get();
+            let mnemonic = process
+                .code(ip)
+                .map(|code| Decoder::with_ip(64, code, ip, DecoderOptions::NONE).decode())
+                .map(|ins| format!("{:?}", ins.mnemonic()).to_lowercase())
+                .unwrap_or_else(|| "?".into());
+            format!("written by `{mnemonic}` at {}", process.describe(ip))
+        }
+        Some(Writer::Disagreement) => "paths that disagree".into(),
+        None => "not written".into(),
+    }
+}

@@ -1,0 +1,974 @@
+//! What one instruction does to a [`State`]: the data movement and arithmetic that carry
+//! `this`, vtable addresses and loop counters (general-purpose and vector, SSE and AVX), and a
+//! conservative rule for everything else: what an instruction it does not model writes (by
+//! iced-x86's operand information) becomes unknown, in registers and in the object.
+//!
+//! Control flow is only classified here ([`Flow`]); following it is the explorer's job.
+
+use iced_x86::{
+    EncodingKind, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind,
+    Register,
+};
+
+use super::process::Process;
+use super::state::{Lanes, State, Writer, RSP};
+use super::value::{Flags, Value, Word};
+use super::GiveUp;
+
+/// Where execution goes after an instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Next,
+    Jump(u64),
+    /// A conditional branch whose condition is not known: both ways.
+    Either {
+        taken: u64,
+        not_taken: u64,
+    },
+    /// A call of whatever `target` holds.
+    Call(Value),
+    /// An indirect jump: within the function (a switch) or a tail call.
+    JumpTo(Value),
+    /// `ret`, popping `extra` bytes of arguments as well.
+    Return {
+        extra: u64,
+    },
+    /// The path ends here (`ud2`, `hlt`, `int3`).
+    Stop,
+}
+
+/// Applies instructions to states.
+pub(crate) struct Semantics<'p> {
+    process: &'p Process<'p>,
+    /// `sizeof` the class: how far a store of unknown extent into the object may reach.
+    object_size: u64,
+    info: InstructionInfoFactory,
+}
+
+const RAX: usize = 0;
+const RCX: usize = 1;
+const RDX: usize = 2;
+const RDI: usize = 7;
+const RBP: usize = 5;
+
+impl<'p> Semantics<'p> {
+    pub fn new(process: &'p Process<'p>, object_size: u64) -> Semantics<'p> {
+        Semantics {
+            process,
+            object_size,
+            info: InstructionInfoFactory::new(),
+        }
+    }
+
+    /// Executes `ins` on `state`.
+    pub fn execute(&mut self, state: &mut State, ins: &Instruction) -> Result<Flow, GiveUp> {
+        let writer = Writer::Instruction(Word::new(ins.ip()));
+        match ins.flow_control() {
+            FlowControl::Next => {}
+            FlowControl::UnconditionalBranch => {
+                return Ok(match ins.op_kind(0) {
+                    OpKind::NearBranch64 => Flow::Jump(ins.near_branch_target()),
+                    _ => Flow::Stop,
+                })
+            }
+            FlowControl::IndirectBranch => return Ok(Flow::JumpTo(self.read(state, ins, 0))),
+            FlowControl::ConditionalBranch => return self.conditional(state, ins),
+            FlowControl::Call => return Ok(Flow::Call(Value::constant(ins.near_branch_target()))),
+            FlowControl::IndirectCall => return Ok(Flow::Call(self.read(state, ins, 0))),
+            FlowControl::Return => {
+                let extra = if ins.op_count() > 0 {
+                    ins.immediate(0)
+                } else {
+                    0
+                };
+                return Ok(Flow::Return { extra });
+            }
+            FlowControl::Interrupt | FlowControl::Exception | FlowControl::XbeginXabortXend => {
+                return Ok(Flow::Stop)
+            }
+        }
+        match ins.mnemonic() {
+            Mnemonic::Nop
+            | Mnemonic::Endbr64
+            | Mnemonic::Pause
+            | Mnemonic::Lfence
+            | Mnemonic::Mfence
+            | Mnemonic::Sfence
+            | Mnemonic::Prefetchnta
+            | Mnemonic::Prefetcht0
+            | Mnemonic::Prefetcht1
+            | Mnemonic::Prefetcht2
+            | Mnemonic::Prefetchw => {}
+            Mnemonic::Mov => {
+                let value = self.read(state, ins, 1);
+                self.write(state, ins, 0, value, writer)?;
+            }
+            Mnemonic::Movzx => {
+                let value = self.read(state, ins, 1);
+                self.write(state, ins, 0, value, writer)?;
+            }
+            Mnemonic::Movsx | Mnemonic::Movsxd => {
+                let bytes = self.operand_bytes(ins, 1);
+                let value = self
+                    .read(state, ins, 1)
+                    .map_const(|v| sign_extend(v, bytes));
+                self.write(state, ins, 0, value, writer)?;
+            }
+            Mnemonic::Lea => {
+                let address = self.address(state, ins);
+                self.write(state, ins, 0, address, writer)?;
+            }
+            Mnemonic::Add | Mnemonic::Sub | Mnemonic::Cmp => self.arithmetic(state, ins, writer)?,
+            Mnemonic::And | Mnemonic::Or | Mnemonic::Xor | Mnemonic::Test => {
+                self.logic(state, ins, writer)?
+            }
+            Mnemonic::Inc | Mnemonic::Dec | Mnemonic::Neg | Mnemonic::Not => {
+                self.unary(state, ins, writer)?
+            }
+            Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar => {
+                let bytes = self.operand_bytes(ins, 0);
+                let (value, count) = (self.read(state, ins, 0), self.read(state, ins, 1));
+                let result = match (value.as_const(), count.as_const()) {
+                    (Some(v), Some(c)) => Value::constant(shift(ins.mnemonic(), v, c, bytes)),
+                    _ => Value::Unknown,
+                };
+                self.write(state, ins, 0, result, writer)?;
+                state.flags = Flags::Unknown;
+            }
+            Mnemonic::Imul if ins.op_count() >= 2 => {
+                let (a, b) = if ins.op_count() == 3 {
+                    (self.read(state, ins, 1), self.read(state, ins, 2))
+                } else {
+                    (self.read(state, ins, 0), self.read(state, ins, 1))
+                };
+                let product = match (a.as_const(), b.as_const()) {
+                    (Some(x), Some(y)) => Value::constant(x.wrapping_mul(y)),
+                    (None, Some(y)) => a.scale(y),
+                    (Some(x), None) => b.scale(x),
+                    _ => Value::Unknown,
+                };
+                self.write(state, ins, 0, product, writer)?;
+                state.flags = Flags::Unknown;
+            }
+            Mnemonic::Cdqe => {
+                state.gpr[RAX] = state.gpr[RAX].map_const(|v| sign_extend(v, 4));
+            }
+            Mnemonic::Cqo => {
+                state.gpr[RDX] =
+                    state.gpr[RAX].map_const(|v| if v >> 63 == 1 { u64::MAX } else { 0 });
+            }
+            Mnemonic::Xchg
+                if ins.op_kind(0) == OpKind::Register && ins.op_kind(1) == OpKind::Register =>
+            {
+                let (a, b) = (self.read(state, ins, 0), self.read(state, ins, 1));
+                self.write(state, ins, 0, b, writer)?;
+                self.write(state, ins, 1, a, writer)?;
+            }
+            Mnemonic::Cmovo
+            | Mnemonic::Cmovno
+            | Mnemonic::Cmovb
+            | Mnemonic::Cmovae
+            | Mnemonic::Cmove
+            | Mnemonic::Cmovne
+            | Mnemonic::Cmovbe
+            | Mnemonic::Cmova
+            | Mnemonic::Cmovs
+            | Mnemonic::Cmovns
+            | Mnemonic::Cmovp
+            | Mnemonic::Cmovnp
+            | Mnemonic::Cmovl
+            | Mnemonic::Cmovge
+            | Mnemonic::Cmovle
+            | Mnemonic::Cmovg => {
+                let (old, new) = (self.read(state, ins, 0), self.read(state, ins, 1));
+                let value = match state.flags.condition(ins.condition_code()) {
+                    Some(true) => new,
+                    Some(false) => old,
+                    None => old.join(new),
+                };
+                self.write(state, ins, 0, value, writer)?;
+            }
+            Mnemonic::Seto
+            | Mnemonic::Setno
+            | Mnemonic::Setb
+            | Mnemonic::Setae
+            | Mnemonic::Sete
+            | Mnemonic::Setne
+            | Mnemonic::Setbe
+            | Mnemonic::Seta
+            | Mnemonic::Sets
+            | Mnemonic::Setns
+            | Mnemonic::Setp
+            | Mnemonic::Setnp
+            | Mnemonic::Setl
+            | Mnemonic::Setge
+            | Mnemonic::Setle
+            | Mnemonic::Setg => {
+                let value = state
+                    .flags
+                    .condition(ins.condition_code())
+                    .map_or(Value::Unknown, |c| Value::constant(u64::from(c)));
+                self.write(state, ins, 0, value, writer)?;
+            }
+            Mnemonic::Push => {
+                let value = self.read(state, ins, 0);
+                let bytes = self.operand_bytes(ins, 0).max(2);
+                let rsp = state.gpr[RSP].offset(-i64::from(bytes));
+                state.gpr[RSP] = rsp;
+                self.store(state, rsp, bytes, value, writer)?;
+            }
+            Mnemonic::Pop => {
+                let bytes = self.operand_bytes(ins, 0).max(2);
+                let rsp = state.gpr[RSP];
+                let value = self.load(state, rsp, bytes);
+                state.gpr[RSP] = rsp.offset(i64::from(bytes));
+                self.write(state, ins, 0, value, writer)?;
+            }
+            Mnemonic::Leave => {
+                let rbp = state.gpr[RBP];
+                state.gpr[RBP] = self.load(state, rbp, 8);
+                state.gpr[RSP] = rbp.offset(8);
+            }
+            Mnemonic::Stosb | Mnemonic::Stosw | Mnemonic::Stosd | Mnemonic::Stosq => {
+                self.store_string(state, ins, writer)?
+            }
+            _ if self.vector(state, ins, writer)? => {}
+            _ => self.unmodeled(state, ins, writer),
+        }
+        Ok(Flow::Next)
+    }
+
+    fn conditional(&self, state: &mut State, ins: &Instruction) -> Result<Flow, GiveUp> {
+        let (taken, not_taken) = (ins.near_branch_target(), ins.next_ip());
+        let condition = match ins.mnemonic() {
+            Mnemonic::Jrcxz | Mnemonic::Jecxz => state.gpr[RCX]
+                .truncate(if ins.mnemonic() == Mnemonic::Jecxz {
+                    4
+                } else {
+                    8
+                })
+                .as_const()
+                .map(|c| c == 0),
+            Mnemonic::Loop => {
+                state.gpr[RCX] = state.gpr[RCX].offset(-1);
+                state.gpr[RCX].as_const().map(|c| c != 0)
+            }
+            Mnemonic::Loope | Mnemonic::Loopne => {
+                return Err(GiveUp::at(
+                    self.process,
+                    ins.ip(),
+                    "a `loope`/`loopne`, which it does not model",
+                ))
+            }
+            _ => state.flags.condition(ins.condition_code()),
+        };
+        Ok(match condition {
+            Some(true) => Flow::Jump(taken),
+            Some(false) => Flow::Next,
+            None => Flow::Either { taken, not_taken },
+        })
+    }
+
+    fn arithmetic(
+        &self,
+        state: &mut State,
+        ins: &Instruction,
+        writer: Writer,
+    ) -> Result<(), GiveUp> {
+        let bytes = self.operand_bytes(ins, 0);
+        let (a, b) = (self.read(state, ins, 0), self.read(state, ins, 1));
+        let (result, flags) = match ins.mnemonic() {
+            Mnemonic::Add => (a.add(b), Flags::Add { a, b, bytes }),
+            _ => (a.sub(b), Flags::Sub { a, b, bytes }),
+        };
+        if ins.mnemonic() != Mnemonic::Cmp {
+            self.write(state, ins, 0, result.truncate(bytes), writer)?;
+        }
+        state.flags = flags;
+        Ok(())
+    }
+
+    fn logic(&self, state: &mut State, ins: &Instruction, writer: Writer) -> Result<(), GiveUp> {
+        let bytes = self.operand_bytes(ins, 0);
+        let same_register = ins.op_kind(0) == OpKind::Register
+            && ins.op_kind(1) == OpKind::Register
+            && ins.op_register(0) == ins.op_register(1);
+        let (a, b) = (self.read(state, ins, 0), self.read(state, ins, 1));
+        let result = match ins.mnemonic() {
+            Mnemonic::Xor if same_register => Value::constant(0),
+            Mnemonic::And | Mnemonic::Or | Mnemonic::Test if a == b => a,
+            mnemonic => match (a.as_const(), b.as_const()) {
+                (Some(x), Some(y)) => Value::constant(match mnemonic {
+                    Mnemonic::Or => x | y,
+                    Mnemonic::Xor => x ^ y,
+                    _ => x & y,
+                }),
+                (_, Some(0)) | (Some(0), _)
+                    if mnemonic == Mnemonic::And || mnemonic == Mnemonic::Test =>
+                {
+                    Value::constant(0)
+                }
+                _ => Value::Unknown,
+            },
+        }
+        .truncate(bytes);
+        if ins.mnemonic() != Mnemonic::Test {
+            self.write(state, ins, 0, result, writer)?;
+        }
+        state.flags = Flags::Logic { result, bytes };
+        Ok(())
+    }
+
+    fn unary(&self, state: &mut State, ins: &Instruction, writer: Writer) -> Result<(), GiveUp> {
+        let bytes = self.operand_bytes(ins, 0);
+        let a = self.read(state, ins, 0);
+        let one = Value::constant(1);
+        let (result, flags) = match ins.mnemonic() {
+            Mnemonic::Inc => (a.add(one), Flags::Add { a, b: one, bytes }),
+            Mnemonic::Dec => (a.sub(one), Flags::Sub { a, b: one, bytes }),
+            Mnemonic::Neg => {
+                let zero = Value::constant(0);
+                (
+                    zero.sub(a),
+                    Flags::Sub {
+                        a: zero,
+                        b: a,
+                        bytes,
+                    },
+                )
+            }
+            _ => (a.map_const(|v| !v), state.flags),
+        };
+        self.write(state, ins, 0, result.truncate(bytes), writer)?;
+        state.flags = flags;
+        Ok(())
+    }
+
+    /// `rep stos` and plain `stos`: the value of `rax` stored `rcx` times from `rdi`.
+    fn store_string(
+        &self,
+        state: &mut State,
+        ins: &Instruction,
+        writer: Writer,
+    ) -> Result<(), GiveUp> {
+        let bytes = ins.memory_size().size() as u32;
+        let value = state.gpr[RAX].truncate(bytes);
+        let count = if ins.has_rep_prefix() {
+            state.gpr[RCX].as_const()
+        } else {
+            Some(1)
+        };
+        let destination = state.gpr[RDI];
+        match count {
+            Some(count) if count <= 4096 => {
+                for k in 0..count {
+                    let at = destination.offset((k * u64::from(bytes)) as i64);
+                    self.store(state, at, bytes, value, writer)?;
+                }
+                state.gpr[RDI] = destination.offset((count * u64::from(bytes)) as i64);
+                if ins.has_rep_prefix() {
+                    state.gpr[RCX] = Value::constant(0);
+                }
+            }
+            _ => {
+                self.clobber_from(state, destination, None, writer);
+                state.gpr[RDI] = Value::Unknown;
+                state.gpr[RCX] = Value::Unknown;
+            }
+        }
+        Ok(())
+    }
+
+    /// The vector instructions compilers use to store vptrs and to move them between
+    /// registers; `false` when `ins` is not one of them.
+    fn vector(&self, state: &mut State, ins: &Instruction, writer: Writer) -> Result<bool, GiveUp> {
+        let vex = matches!(ins.encoding(), EncodingKind::VEX | EncodingKind::EVEX);
+        if ins.op_mask() != Register::None {
+            return Ok(false);
+        }
+        let lanes_of = |this: &Self, state: &State, op: u32| this.read_lanes(state, ins, op);
+        let result: Lanes = match ins.mnemonic() {
+            Mnemonic::Movq | Mnemonic::Vmovq | Mnemonic::Movd | Mnemonic::Vmovd => {
+                if is_vector(ins, 0) {
+                    let bytes = self.operand_bytes(ins, 1);
+                    let value = if is_vector(ins, 1) {
+                        state.vector[vector_index(ins.op_register(1))][0]
+                    } else {
+                        self.read(state, ins, 1)
+                    };
+                    let zero = Value::constant(0);
+                    let old = self.read_lanes(state, ins, 0);
+                    let upper = if vex { [zero, zero] } else { [old[2], old[3]] };
+                    [value.truncate(bytes), zero, upper[0], upper[1]]
+                } else {
+                    let value = state.vector[vector_index(ins.op_register(1))][0];
+                    let bytes = self.operand_bytes(ins, 0);
+                    self.write(state, ins, 0, value.truncate(bytes), writer)?;
+                    return Ok(true);
+                }
+            }
+            Mnemonic::Movdqa
+            | Mnemonic::Movdqu
+            | Mnemonic::Movaps
+            | Mnemonic::Movups
+            | Mnemonic::Movapd
+            | Mnemonic::Movupd
+            | Mnemonic::Lddqu
+            | Mnemonic::Vmovdqa
+            | Mnemonic::Vmovdqu
+            | Mnemonic::Vmovaps
+            | Mnemonic::Vmovups
+            | Mnemonic::Vmovapd
+            | Mnemonic::Vmovupd
+            | Mnemonic::Vmovdqa32
+            | Mnemonic::Vmovdqa64
+            | Mnemonic::Vmovdqu8
+            | Mnemonic::Vmovdqu16
+            | Mnemonic::Vmovdqu32
+            | Mnemonic::Vmovdqu64
+            | Mnemonic::Vlddqu => {
+                let value = lanes_of(self, state, 1);
+                if !is_vector(ins, 0) {
+                    self.store_lanes(state, ins, value, writer)?;
+                    return Ok(true);
+                }
+                self.widen(state, ins, value, vex)
+            }
+            Mnemonic::Punpcklqdq
+            | Mnemonic::Vpunpcklqdq
+            | Mnemonic::Unpcklpd
+            | Mnemonic::Vunpcklpd
+            | Mnemonic::Movlhps
+            | Mnemonic::Vmovlhps => {
+                let (a, b) = self.two_sources(state, ins);
+                self.widen(state, ins, [a[0], b[0], a[2], b[2]], vex)
+            }
+            Mnemonic::Punpckhqdq
+            | Mnemonic::Vpunpckhqdq
+            | Mnemonic::Unpckhpd
+            | Mnemonic::Vunpckhpd => {
+                let (a, b) = self.two_sources(state, ins);
+                self.widen(state, ins, [a[1], b[1], a[3], b[3]], vex)
+            }
+            Mnemonic::Pinsrq | Mnemonic::Vpinsrq => {
+                let count = ins.op_count();
+                let mut value = lanes_of(self, state, count - 3);
+                let inserted = self.read(state, ins, count - 2);
+                value[(ins.immediate(count - 1) & 1) as usize] = inserted;
+                self.widen(state, ins, value, vex)
+            }
+            Mnemonic::Vinserti128 | Mnemonic::Vinsertf128 => {
+                let mut value = lanes_of(self, state, 1);
+                let inserted = lanes_of(self, state, 2);
+                let half = (ins.immediate(3) & 1) as usize * 2;
+                value[half] = inserted[0];
+                value[half + 1] = inserted[1];
+                value
+            }
+            Mnemonic::Movhps | Mnemonic::Movhpd | Mnemonic::Movlps | Mnemonic::Movlpd
+                if !is_vector(ins, 0) =>
+            {
+                let source = state.vector[vector_index(ins.op_register(1))];
+                let high = matches!(ins.mnemonic(), Mnemonic::Movhps | Mnemonic::Movhpd);
+                let address = self.address(state, ins);
+                self.store(state, address, 8, source[usize::from(high)], writer)?;
+                return Ok(true);
+            }
+            Mnemonic::Movhps | Mnemonic::Movhpd | Mnemonic::Movlps | Mnemonic::Movlpd => {
+                let mut value = lanes_of(self, state, 0);
+                let high = matches!(ins.mnemonic(), Mnemonic::Movhps | Mnemonic::Movhpd);
+                value[usize::from(high)] = self.read(state, ins, 1);
+                value
+            }
+            Mnemonic::Movddup | Mnemonic::Vmovddup
+                if ins.op_kind(1) == OpKind::Memory || is_xmm(ins, 0) =>
+            {
+                let source = lanes_of(self, state, 1);
+                self.widen(
+                    state,
+                    ins,
+                    [source[0], source[0], Value::Unknown, Value::Unknown],
+                    vex,
+                )
+            }
+            Mnemonic::Vpbroadcastq | Mnemonic::Vbroadcastsd => {
+                let source = lanes_of(self, state, 1)[0];
+                self.widen(state, ins, [source; 4], vex)
+            }
+            Mnemonic::Pxor
+            | Mnemonic::Vpxor
+            | Mnemonic::Xorps
+            | Mnemonic::Vxorps
+            | Mnemonic::Xorpd
+            | Mnemonic::Vxorpd
+            | Mnemonic::Vpxord
+            | Mnemonic::Vpxorq => {
+                let count = ins.op_count();
+                let same = ins.op_kind(count - 1) == OpKind::Register
+                    && ins.op_register(count - 1) == ins.op_register(count - 2);
+                let (a, b) = self.two_sources(state, ins);
+                let mut value = [Value::Unknown; 4];
+                for lane in 0..4 {
+                    value[lane] = if same {
+                        Value::constant(0)
+                    } else {
+                        match (a[lane].as_const(), b[lane].as_const()) {
+                            (Some(x), Some(y)) => Value::constant(x ^ y),
+                            _ => Value::Unknown,
+                        }
+                    };
+                }
+                self.widen(state, ins, value, vex)
+            }
+            Mnemonic::Pshufd | Mnemonic::Vpshufd => {
+                let source = lanes_of(self, state, 1);
+                let selector = ins.immediate(2);
+                let mut value = [Value::Unknown; 4];
+                for (quad, lane) in value.iter_mut().enumerate() {
+                    let (low, high) = (
+                        selector >> (4 * (quad % 2)) & 3,
+                        selector >> (4 * (quad % 2) + 2) & 3,
+                    );
+                    if low % 2 == 0 && high == low + 1 {
+                        *lane = source[(quad / 2) * 2 + (low / 2) as usize];
+                    }
+                }
+                self.widen(state, ins, value, vex)
+            }
+            Mnemonic::Shufpd | Mnemonic::Vshufpd => {
+                let (a, b) = self.two_sources(state, ins);
+                let selector = ins.immediate(ins.op_count() - 1);
+                let pick = |bit: u64| (selector >> bit & 1) as usize;
+                self.widen(
+                    state,
+                    ins,
+                    [a[pick(0)], b[pick(1)], a[2 + pick(2)], b[2 + pick(3)]],
+                    vex,
+                )
+            }
+            Mnemonic::Vextracti128 | Mnemonic::Vextractf128 => {
+                let source = lanes_of(self, state, 1);
+                let half = (ins.immediate(2) & 1) as usize * 2;
+                let value = [
+                    source[half],
+                    source[half + 1],
+                    Value::constant(0),
+                    Value::constant(0),
+                ];
+                if !is_vector(ins, 0) {
+                    self.store_lanes(state, ins, value, writer)?;
+                    return Ok(true);
+                }
+                value
+            }
+            Mnemonic::Vpermq | Mnemonic::Vpermpd if ins.op_kind(2) == OpKind::Immediate8 => {
+                let source = lanes_of(self, state, 1);
+                let selector = ins.immediate(2);
+                [0, 1, 2, 3].map(|lane| source[(selector >> (2 * lane) & 3) as usize])
+            }
+            Mnemonic::Vperm2i128 | Mnemonic::Vperm2f128 => {
+                let (a, b) = self.two_sources(state, ins);
+                let selector = ins.immediate(3);
+                let half = |bits: u64| -> [Value; 2] {
+                    if bits & 8 != 0 {
+                        return [Value::constant(0); 2];
+                    }
+                    let source = if bits & 2 == 0 { a } else { b };
+                    let at = (bits & 1) as usize * 2;
+                    [source[at], source[at + 1]]
+                };
+                let (low, high) = (half(selector & 0xF), half(selector >> 4 & 0xF));
+                [low[0], low[1], high[0], high[1]]
+            }
+            Mnemonic::Vzeroupper => {
+                for register in &mut state.vector {
+                    register[2] = Value::constant(0);
+                    register[3] = Value::constant(0);
+                }
+                return Ok(true);
+            }
+            Mnemonic::Vzeroall => {
+                state.vector = [[Value::constant(0); 4]; 16];
+                return Ok(true);
+            }
+            _ => return Ok(false),
+        };
+        if !is_vector(ins, 0) {
+            return Ok(false);
+        }
+        self.write_lanes(state, ins.op_register(0), result);
+        Ok(true)
+    }
+
+    /// The two sources of a vector operation: `dst, src` (legacy: the destination is the
+    /// first source) or `dst, src1, src2` (VEX).
+    fn two_sources(&self, state: &State, ins: &Instruction) -> (Lanes, Lanes) {
+        let count = ins.op_count();
+        let (first, second) = if count >= 3 { (1, 2) } else { (0, 1) };
+        (
+            self.read_lanes(state, ins, first),
+            self.read_lanes(state, ins, second),
+        )
+    }
+
+    /// A 128-bit result with the upper half as the encoding leaves it: zeroed by VEX, kept by
+    /// legacy SSE; a 256-bit result as it is.
+    fn widen(&self, state: &State, ins: &Instruction, value: Lanes, vex: bool) -> Lanes {
+        if is_vector(ins, 0) && ins.op_register(0).is_ymm() {
+            return value;
+        }
+        let zero = Value::constant(0);
+        let old = if is_vector(ins, 0) {
+            state.vector.get(vector_index(ins.op_register(0))).copied()
+        } else {
+            None
+        }
+        .unwrap_or([Value::Unknown; 4]);
+        if vex {
+            [value[0], value[1], zero, zero]
+        } else {
+            [value[0], value[1], old[2], old[3]]
+        }
+    }
+
+    fn read_lanes(&self, state: &State, ins: &Instruction, op: u32) -> Lanes {
+        match ins.op_kind(op) {
+            OpKind::Register if ins.op_register(op).is_vector_register() => state
+                .vector
+                .get(vector_index(ins.op_register(op)))
+                .copied()
+                .unwrap_or([Value::Unknown; 4]),
+            OpKind::Register => [
+                self.read(state, ins, op),
+                Value::Unknown,
+                Value::Unknown,
+                Value::Unknown,
+            ],
+            OpKind::Memory => {
+                let address = self.address(state, ins);
+                let bytes = ins.memory_size().size() as u32;
+                let mut lanes = [Value::Unknown; 4];
+                if bytes <= 8 {
+                    lanes[0] = self.load(state, address, bytes);
+                } else {
+                    for (lane, value) in lanes.iter_mut().enumerate().take((bytes / 8) as usize) {
+                        *value = self.load(state, address.offset(8 * lane as i64), 8);
+                    }
+                }
+                lanes
+            }
+            _ => [Value::Unknown; 4],
+        }
+    }
+
+    fn write_lanes(&self, state: &mut State, register: Register, value: Lanes) {
+        if let Some(lanes) = state.vector.get_mut(vector_index(register)) {
+            *lanes = value;
+        }
+    }
+
+    fn store_lanes(
+        &self,
+        state: &mut State,
+        ins: &Instruction,
+        value: Lanes,
+        writer: Writer,
+    ) -> Result<(), GiveUp> {
+        let address = self.address(state, ins);
+        let bytes = ins.memory_size().size() as u32;
+        for lane in 0..(bytes / 8).min(4) {
+            self.store(
+                state,
+                address.offset(8 * i64::from(lane)),
+                8,
+                value[lane as usize],
+                writer,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// An instruction not modelled: every register and memory location it writes becomes
+    /// unknown.
+    fn unmodeled(&mut self, state: &mut State, ins: &Instruction, writer: Writer) {
+        let info = self.info.info(ins);
+        let writes = |access: OpAccess| {
+            matches!(
+                access,
+                OpAccess::Write
+                    | OpAccess::CondWrite
+                    | OpAccess::ReadWrite
+                    | OpAccess::ReadCondWrite
+            )
+        };
+        let registers: Vec<Register> = info
+            .used_registers()
+            .iter()
+            .filter(|r| writes(r.access()))
+            .map(|r| r.register())
+            .collect();
+        let memories: Vec<(Register, Register, u32, u64, u64)> = info
+            .used_memory()
+            .iter()
+            .filter(|m| writes(m.access()))
+            .map(|m| {
+                (
+                    m.base(),
+                    m.index(),
+                    m.scale(),
+                    m.displacement(),
+                    m.memory_size().size() as u64,
+                )
+            })
+            .collect();
+        for register in registers {
+            if register.is_gpr() {
+                state.gpr[register.full_register().number()] = Value::Unknown;
+            } else if register.is_vector_register() {
+                self.write_lanes(state, register, [Value::Unknown; 4]);
+            }
+        }
+        for (base, index, scale, displacement, bytes) in memories {
+            let base = if base == Register::None {
+                Value::constant(0)
+            } else {
+                read_register(state, base)
+            };
+            let index = if index == Register::None {
+                Value::constant(0)
+            } else {
+                read_register(state, index).scale(u64::from(scale))
+            };
+            let address = base.add(index).offset(displacement as i64);
+            let extent =
+                (bytes > 0 && !ins.has_rep_prefix() && !ins.has_repne_prefix()).then_some(bytes);
+            self.clobber_from(state, address, extent, writer);
+        }
+        if ins.rflags_modified() != 0 {
+            state.flags = Flags::Unknown;
+        }
+    }
+
+    /// Marks `extent` bytes at `address` unknown (to the object's end when not known).
+    fn clobber_from(&self, state: &mut State, address: Value, extent: Option<u64>, writer: Writer) {
+        match address {
+            Value::This(k) => {
+                let end = extent.map_or(self.object_size as i64, |e| k + e as i64);
+                let start = k.max(0);
+                if end > start {
+                    state.object.clobber(start, (end - start) as u64, writer);
+                }
+            }
+            Value::Stack(k) => state.stack.clobber(k, extent.unwrap_or(8), writer),
+            _ => {}
+        }
+    }
+
+    fn operand_bytes(&self, ins: &Instruction, op: u32) -> u32 {
+        match ins.op_kind(op) {
+            OpKind::Register => ins.op_register(op).size() as u32,
+            OpKind::Memory => ins.memory_size().size() as u32,
+            _ => 8,
+        }
+    }
+
+    /// The effective address of `ins`'s memory operand.
+    pub fn address(&self, state: &State, ins: &Instruction) -> Value {
+        if matches!(ins.memory_segment(), Register::FS | Register::GS) {
+            return Value::Unknown;
+        }
+        if ins.is_ip_rel_memory_operand() {
+            return Value::constant(ins.ip_rel_memory_address());
+        }
+        let base = match ins.memory_base() {
+            Register::None => Value::constant(0),
+            register => read_register(state, register),
+        };
+        let index = match ins.memory_index() {
+            Register::None => Value::constant(0),
+            register => read_register(state, register).scale(u64::from(ins.memory_index_scale())),
+        };
+        base.add(index).offset(ins.memory_displacement64() as i64)
+    }
+
+    /// The value of operand `op` (register, immediate or memory), at most 8 bytes.
+    fn read(&self, state: &State, ins: &Instruction, op: u32) -> Value {
+        match ins.op_kind(op) {
+            OpKind::Register => {
+                let register = ins.op_register(op);
+                if register.is_vector_register() {
+                    return state
+                        .vector
+                        .get(vector_index(register))
+                        .map_or(Value::Unknown, |lanes| lanes[0]);
+                }
+                read_register(state, register)
+            }
+            OpKind::Memory => {
+                let bytes = (ins.memory_size().size() as u32).min(8);
+                self.load(state, self.address(state, ins), bytes)
+            }
+            OpKind::NearBranch64 => Value::constant(ins.near_branch_target()),
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64 => Value::constant(ins.immediate(op)),
+            _ => Value::Unknown,
+        }
+    }
+
+    /// Writes `value` to operand `op` (a general-purpose register or memory).
+    fn write(
+        &self,
+        state: &mut State,
+        ins: &Instruction,
+        op: u32,
+        value: Value,
+        writer: Writer,
+    ) -> Result<(), GiveUp> {
+        match ins.op_kind(op) {
+            OpKind::Register => {
+                write_register(state, ins.op_register(op), value);
+                Ok(())
+            }
+            OpKind::Memory => {
+                let bytes = (ins.memory_size().size() as u32).min(8);
+                let address = self.address(state, ins);
+                self.store(state, address, bytes, value, writer)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A load: from the object or the stack as tracked, from read-only memory of loaded
+    /// objects as it is; anything else is unknown.
+    pub fn load(&self, state: &State, address: Value, bytes: u32) -> Value {
+        match address {
+            Value::This(k) => state.object.load(k, bytes),
+            Value::Stack(k) => state.stack.load(k, bytes),
+            Value::Const(word) => self
+                .process
+                .read(word.get(), bytes)
+                .map_or(Value::Unknown, Value::constant),
+            _ => Value::Unknown,
+        }
+    }
+
+    /// A store: into the object or the stack as tracked; into fresh allocations and globals
+    /// it does not matter. A vtable address stored through a pointer it cannot follow might
+    /// be a vptr of the object: the analysis gives up rather than guess.
+    pub fn store(
+        &self,
+        state: &mut State,
+        address: Value,
+        bytes: u32,
+        value: Value,
+        writer: Writer,
+    ) -> Result<(), GiveUp> {
+        match address {
+            Value::This(k) => state.object.store(k, bytes, value, writer),
+            Value::Stack(k) => state.stack.store(k, bytes, value, writer),
+            Value::Unknown => {
+                if let Some(place) = value.as_const().and_then(|v| self.process.place(v)) {
+                    if place.name.starts_with("_ZTV") || place.name.starts_with("_ZTC") {
+                        let ip = match writer {
+                            Writer::Instruction(word) => word.get(),
+                            Writer::Disagreement => 0,
+                        };
+                        return Err(GiveUp::at(
+                            self.process,
+                            ip,
+                            &format!(
+                                "stores a vptr ({}) through a pointer it cannot follow",
+                                self.process.describe(value.as_const().unwrap_or(0))
+                            ),
+                        ));
+                    }
+                }
+            }
+            Value::Const(_) | Value::Fresh(..) => {}
+        }
+        Ok(())
+    }
+}
+
+fn is_vector(ins: &Instruction, op: u32) -> bool {
+    ins.op_kind(op) == OpKind::Register && ins.op_register(op).is_vector_register()
+}
+
+fn is_xmm(ins: &Instruction, op: u32) -> bool {
+    ins.op_kind(op) == OpKind::Register && ins.op_register(op).is_xmm()
+}
+
+/// The index of a vector register in [`State::vector`] (`xmm16` and up are not tracked).
+fn vector_index(register: Register) -> usize {
+    register.number()
+}
+
+/// A general-purpose register's value, as wide as the register.
+pub(crate) fn read_register(state: &State, register: Register) -> Value {
+    if !register.is_gpr() {
+        return Value::Unknown;
+    }
+    let full = state.gpr[register.full_register().number()];
+    if is_high_byte(register) {
+        return full.map_const(|v| v >> 8 & 0xFF);
+    }
+    full.truncate(register.size() as u32)
+}
+
+/// Writes a general-purpose register: 32-bit writes zero the upper half, 8- and 16-bit
+/// writes merge into the old value.
+pub(crate) fn write_register(state: &mut State, register: Register, value: Value) {
+    if !register.is_gpr() {
+        return;
+    }
+    let slot = &mut state.gpr[register.full_register().number()];
+    let bytes = register.size() as u32;
+    *slot = match bytes {
+        8 => value,
+        4 => value.truncate(4),
+        _ => match (slot.as_const(), value.as_const()) {
+            (Some(old), Some(new)) if is_high_byte(register) => {
+                Value::constant(old & !0xFF00 | (new & 0xFF) << 8)
+            }
+            (Some(old), Some(new)) => {
+                let mask = super::value::mask(bytes);
+                Value::constant(old & !mask | new & mask)
+            }
+            _ => Value::Unknown,
+        },
+    };
+}
+
+fn is_high_byte(register: Register) -> bool {
+    matches!(
+        register,
+        Register::AH | Register::BH | Register::CH | Register::DH
+    )
+}
+
+fn sign_extend(value: u64, bytes: u32) -> u64 {
+    if bytes >= 8 {
+        return value;
+    }
+    let shift = 64 - bytes * 8;
+    (((value << shift) as i64) >> shift) as u64
+}
+
+fn shift(mnemonic: Mnemonic, value: u64, count: u64, bytes: u32) -> u64 {
+    let count = (count & if bytes == 8 { 63 } else { 31 }) as u32;
+    let value = value & super::value::mask(bytes);
+    let result = match mnemonic {
+        Mnemonic::Shl | Mnemonic::Sal => value.checked_shl(count).unwrap_or(0),
+        Mnemonic::Shr => value.checked_shr(count).unwrap_or(0),
+        _ => (sign_extend(value, bytes) as i64)
+            .checked_shr(count)
+            .unwrap_or(0) as u64,
+    };
+    result & super::value::mask(bytes)
+}

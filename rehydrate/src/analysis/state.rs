@@ -1,0 +1,260 @@
+//! The machine state along one path: registers, flags, and the two memories the analyser
+//! follows (the object under construction and the stack), each a map of byte offsets to
+//! cells of at most eight bytes.
+
+use std::collections::BTreeMap;
+
+use super::value::{mask, Flags, Value, Word};
+
+/// One stored value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Cell {
+    /// 1 to 8.
+    pub bytes: u32,
+    pub value: Value,
+    /// The instruction that stored it ([`Writer::Disagreement`] when two paths joined here
+    /// with different values).
+    pub writer: Writer,
+}
+
+/// Who wrote a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Writer {
+    /// The instruction at this address.
+    Instruction(Word),
+    /// Paths that reached the same point with different values.
+    Disagreement,
+}
+
+/// A memory region: offset -> cell, cells never overlapping.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Memory {
+    cells: BTreeMap<i64, Cell>,
+}
+
+impl Memory {
+    /// Stores `value` (`bytes` wide, at most 8) at `at`; what it overlaps is cut back (the
+    /// bytes of a constant outside the store stay known).
+    pub fn store(&mut self, at: i64, bytes: u32, value: Value, writer: Writer) {
+        let end = at + i64::from(bytes);
+        let overlapping: Vec<i64> = self
+            .cells
+            .range(at - 7..end)
+            .filter(|(&start, cell)| start + i64::from(cell.bytes) > at)
+            .map(|(&start, _)| start)
+            .collect();
+        for start in overlapping {
+            let cell = self.cells.remove(&start).expect("found just above");
+            let cell_end = start + i64::from(cell.bytes);
+            for (from, to) in [(start, at), (end, cell_end)] {
+                if from >= to {
+                    continue;
+                }
+                match cell.value.as_const() {
+                    Some(v) => {
+                        for byte in from..to {
+                            let shift = (byte - start) * 8;
+                            let piece = Value::constant(v >> shift & 0xFF);
+                            self.cells.insert(byte, cell_with(1, piece, cell.writer));
+                        }
+                    }
+                    None => {
+                        let rest = (to - from) as u32;
+                        self.cells
+                            .insert(from, cell_with(rest, Value::Unknown, cell.writer));
+                    }
+                }
+            }
+        }
+        self.cells.insert(at, cell_with(bytes, value, writer));
+    }
+
+    /// The `bytes`-wide value at `at` (at most 8): a cell stored exactly there, or constant
+    /// bytes put together; anything else is unknown.
+    pub fn load(&self, at: i64, bytes: u32) -> Value {
+        if let Some(cell) = self.cells.get(&at) {
+            if cell.bytes == bytes {
+                return cell.value;
+            }
+            if cell.bytes > bytes {
+                return cell.value.truncate(bytes);
+            }
+        }
+        let mut value = 0u64;
+        for byte in at..at + i64::from(bytes) {
+            let Some((&start, cell)) = self.cells.range(..=byte).next_back() else {
+                return Value::Unknown;
+            };
+            if start + i64::from(cell.bytes) <= byte {
+                return Value::Unknown;
+            }
+            let Some(v) = cell.value.as_const() else {
+                return Value::Unknown;
+            };
+            value |= (v >> ((byte - start) * 8) & 0xFF) << ((byte - at) * 8);
+        }
+        Value::constant(value & mask(bytes))
+    }
+
+    /// Marks `bytes` bytes from `at` as written with values it does not know.
+    pub fn clobber(&mut self, at: i64, bytes: u64, writer: Writer) {
+        let mut offset = at;
+        let end = at + bytes as i64;
+        while offset < end {
+            let width = (end - offset).min(8) as u32;
+            self.store(offset, width, Value::Unknown, writer);
+            offset += i64::from(width);
+        }
+    }
+
+    /// Forgets every cell below `offset` (a callee's frame after it returned).
+    pub fn forget_below(&mut self, offset: i64) {
+        self.cells = self.cells.split_off(&offset);
+    }
+
+    /// The cells, by offset.
+    pub fn cells(&self) -> impl Iterator<Item = (i64, &Cell)> {
+        self.cells.iter().map(|(&k, c)| (k, c))
+    }
+
+    /// What two paths agree on: cells equal in both are kept; any other cell of either
+    /// becomes unknown ([`Writer::Disagreement`]).
+    pub fn join(&self, other: &Memory) -> Memory {
+        if self == other {
+            return self.clone();
+        }
+        let mut joined = Memory::default();
+        for (&at, cell) in &self.cells {
+            if other.cells.get(&at) == Some(cell) {
+                joined.cells.insert(at, *cell);
+            }
+        }
+        for (&at, cell) in self.cells.iter().chain(&other.cells) {
+            if joined.cells.get(&at) != Some(cell) {
+                joined.clobber(at, u64::from(cell.bytes), Writer::Disagreement);
+            }
+        }
+        joined
+    }
+}
+
+fn cell_with(bytes: u32, value: Value, writer: Writer) -> Cell {
+    Cell {
+        bytes,
+        value,
+        writer,
+    }
+}
+
+/// The vector registers' lanes (64 bits each, four per `ymm`).
+pub(crate) type Lanes = [Value; 4];
+
+/// The machine along one path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct State {
+    /// `rax` .. `r15`, by register number.
+    pub gpr: [Value; 16],
+    /// `xmm0`/`ymm0` .. `xmm15`/`ymm15`.
+    pub vector: [Lanes; 16],
+    pub flags: Flags,
+    pub object: Memory,
+    pub stack: Memory,
+}
+
+/// Register numbers.
+pub(crate) const RSP: usize = 4;
+pub(crate) const RDI: usize = 7;
+/// The registers a call may change (System V).
+pub(crate) const CALLER_SAVED: [usize; 9] = [0, 1, 2, 6, 7, 8, 9, 10, 11];
+
+impl State {
+    /// The state at the entry of a constructor: `this` in `rdi`, the return address on the
+    /// stack, everything else unknown.
+    pub fn at_constructor_entry() -> State {
+        let mut gpr = [Value::Unknown; 16];
+        gpr[RDI] = Value::This(0);
+        gpr[RSP] = Value::Stack(0);
+        State {
+            gpr,
+            vector: [[Value::Unknown; 4]; 16],
+            flags: Flags::Unknown,
+            object: Memory::default(),
+            stack: Memory::default(),
+        }
+    }
+
+    /// What a call to a function the analyser does not follow leaves: the caller-saved
+    /// registers, every vector register and the flags unknown.
+    pub fn clobber_for_call(&mut self) {
+        for register in CALLER_SAVED {
+            self.gpr[register] = Value::Unknown;
+        }
+        self.vector = [[Value::Unknown; 4]; 16];
+        self.flags = Flags::Unknown;
+    }
+
+    /// What two paths agree on.
+    pub fn join(&self, other: &State) -> State {
+        let mut gpr = self.gpr;
+        for (mine, theirs) in gpr.iter_mut().zip(&other.gpr) {
+            *mine = mine.join(*theirs);
+        }
+        let mut vector = self.vector;
+        for (mine, theirs) in vector.iter_mut().zip(&other.vector) {
+            for (lane, other_lane) in mine.iter_mut().zip(theirs) {
+                *lane = lane.join(*other_lane);
+            }
+        }
+        State {
+            gpr,
+            vector,
+            flags: if self.flags == other.flags {
+                self.flags
+            } else {
+                Flags::Unknown
+            },
+            object: self.object.join(&other.object),
+            stack: self.stack.join(&other.stack),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: Writer = Writer::Disagreement;
+
+    #[test]
+    fn loads_see_the_last_store_and_pieces_of_constants() {
+        let mut memory = Memory::default();
+        memory.store(0, 8, Value::constant(0x1122_3344_5566_7788), W);
+        assert_eq!(memory.load(0, 8), Value::constant(0x1122_3344_5566_7788));
+        assert_eq!(memory.load(0, 4), Value::constant(0x5566_7788));
+        assert_eq!(memory.load(4, 4), Value::constant(0x1122_3344));
+        memory.store(2, 2, Value::constant(0xAAAA), W);
+        assert_eq!(memory.load(0, 8), Value::constant(0x1122_3344_AAAA_7788));
+        memory.store(8, 8, Value::This(16), W);
+        assert_eq!(memory.load(8, 8), Value::This(16));
+        assert_eq!(memory.load(8, 4), Value::Unknown);
+        memory.store(12, 4, Value::constant(1), W);
+        assert_eq!(memory.load(8, 8), Value::Unknown);
+        assert_eq!(memory.load(12, 4), Value::constant(1));
+    }
+
+    #[test]
+    fn a_join_keeps_only_what_both_paths_agree_on() {
+        let mut a = Memory::default();
+        let mut b = Memory::default();
+        a.store(0, 8, Value::constant(1), W);
+        b.store(0, 8, Value::constant(1), W);
+        a.store(8, 8, Value::constant(2), W);
+        b.store(8, 8, Value::constant(3), W);
+        a.store(16, 8, Value::constant(4), W);
+        let joined = a.join(&b);
+        assert_eq!(joined.load(0, 8), Value::constant(1));
+        assert_eq!(joined.load(8, 8), Value::Unknown);
+        assert_eq!(joined.load(16, 8), Value::Unknown);
+        assert!(joined.cells().all(|(_, c)| c.bytes <= 8));
+    }
+}

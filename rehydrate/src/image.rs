@@ -1,0 +1,347 @@
+//! A class's image: which bytes of a live object are the compiler's own (vptrs and the like),
+//! with the values a build writes there, whichever source found them (the constructor
+//! analysis reads the constructor's machine code; the probe runs it in sentinel-filled
+//! dummies). Both describe each byte as an [`Observed`]; [`classify`] turns that and the
+//! class's field table into the image:
+//! - a declared field (from the table) is never copied; vptr slots the table places inside
+//!   members (polymorphic members, arrays of them) are judged by the observation instead;
+//! - bytes nothing wrote are padding;
+//! - implicit bytes hold one known value: these are copied at reload;
+//! - anomalous bytes were written with values not known in advance, outside any field: the
+//!   class is then unrehydratable.
+
+use std::ops::Range;
+
+use crate::error::{CppOperation, Error};
+use crate::module::ModuleClass;
+
+/// What one byte of an object is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteClass {
+    /// Part of a declared data member.
+    Field,
+    /// Untouched by the constructor.
+    Padding,
+    /// Written by the constructor with the same value every time: vptrs and the like.
+    Implicit,
+    /// Written with a value not known in advance, outside any field.
+    Anomalous,
+}
+
+/// What a source saw the constructor do to one byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Observed {
+    Untouched,
+    /// Always this value.
+    Constant(u8),
+    /// A value that is not always the same (or that the analysis cannot know).
+    Varying,
+}
+
+/// The image of one class in one build.
+#[derive(Debug, Clone)]
+pub struct ClassImage {
+    byte_map: Vec<ByteClass>,
+    implicit_runs: Vec<Range<usize>>,
+    pub(crate) writes: Writes,
+    findings: Vec<String>,
+}
+
+impl ClassImage {
+    /// What each byte of an object of the class is, one entry per byte.
+    pub fn byte_map(&self) -> &[ByteClass] {
+        &self.byte_map
+    }
+
+    /// The implicit bytes (copied at every reload) as ascending, merged ranges.
+    pub fn implicit_runs(&self) -> &[Range<usize>] {
+        &self.implicit_runs
+    }
+
+    /// Where the observation and the table differ in ways that need no refusal (implicit
+    /// bytes outside vptr slots, such as padding a wide store wrote), for people to read.
+    pub fn findings(&self) -> &[String] {
+        &self.findings
+    }
+}
+
+/// The implicit bytes of a class as the writes a reload makes: whole 8-byte words, then any
+/// bytes left over at the end of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Writes {
+    /// (offset, value complemented) of each whole word: the values are vptrs into the build,
+    /// and the runtime's own memory must not look like references into it to a reload's scan
+    /// (a class the next build drops would then refuse the reload).
+    pub words: Vec<(usize, u64)>,
+    /// (offset, value) of each leftover byte.
+    pub bytes: Vec<(usize, u8)>,
+}
+
+impl Writes {
+    fn from_runs(runs: &[Range<usize>], observed: &[Observed]) -> Writes {
+        let value = |at: usize| match observed[at] {
+            Observed::Constant(byte) => byte,
+            _ => unreachable!("implicit bytes are constant"),
+        };
+        let mut writes = Writes::default();
+        for run in runs {
+            let mut at = run.start;
+            while at + 8 <= run.end {
+                let word: [u8; 8] = std::array::from_fn(|k| value(at + k));
+                writes.words.push((at, !u64::from_ne_bytes(word)));
+                at += 8;
+            }
+            writes.bytes.extend((at..run.end).map(|b| (b, value(b))));
+        }
+        writes
+    }
+
+    /// The value of the whole word at `offset`, when these writes hold one there.
+    pub fn word_at(&self, offset: usize) -> Option<u64> {
+        self.words
+            .iter()
+            .find(|&&(at, _)| at == offset)
+            .map(|&(_, complement)| !complement)
+    }
+
+    /// The first offset where the object at `address` differs from these values.
+    ///
+    /// # Safety
+    /// `address` is a live object at least as large as the class these writes belong to.
+    pub(crate) unsafe fn first_difference(&self, address: usize) -> Option<usize> {
+        for &(offset, complement) in &self.words {
+            let word = !complement;
+            // SAFETY: within the object, by the caller's contract.
+            let live = unsafe { ((address + offset) as *const u64).read_unaligned() };
+            if live != word {
+                let differing = (live ^ word)
+                    .to_ne_bytes()
+                    .iter()
+                    .position(|&b| b != 0)
+                    .unwrap_or(0);
+                return Some(offset + differing);
+            }
+        }
+        for &(offset, byte) in &self.bytes {
+            // SAFETY: as above.
+            if unsafe { *((address + offset) as *const u8) } != byte {
+                return Some(offset);
+            }
+        }
+        None
+    }
+
+    /// Writes these values into the object at `address`.
+    ///
+    /// # Safety
+    /// `address` is a live object at least as large as the class these writes belong to, and
+    /// nothing else accesses its implicit bytes meanwhile.
+    pub(crate) unsafe fn apply(&self, address: usize) {
+        for &(offset, complement) in &self.words {
+            // SAFETY: within the object, by the caller's contract.
+            unsafe { ((address + offset) as *mut u64).write_unaligned(!complement) };
+        }
+        for &(offset, byte) in &self.bytes {
+            // SAFETY: as above.
+            unsafe { *((address + offset) as *mut u8) = byte };
+        }
+    }
+}
+
+/// Why a class has no image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageFailure {
+    /// The analysis gave up and there is no usable default constructor to probe with: the
+    /// class's objects are reloaded through the vtable-symbol mapping alone.
+    NotConstructible,
+    /// The constructor or destructor threw while probing.
+    CppException {
+        /// What was running.
+        operation: CppOperation,
+        /// `what()`.
+        message: String,
+    },
+    /// Anomalous bytes outside fields.
+    Anomalous(Vec<usize>),
+    /// The compiler put a base subobject elsewhere than the table says.
+    BaseMismatch(String),
+    /// The sources disagree; each entry names the offset and what each said.
+    Disagreement(Vec<String>),
+}
+
+impl ImageFailure {
+    /// The error a reload reports for `class`.
+    pub(crate) fn to_error(&self, class: &str) -> Error {
+        let class = class.to_string();
+        match self {
+            ImageFailure::NotConstructible => Error::NotConstructible { class },
+            ImageFailure::CppException { operation, message } => Error::CppException {
+                operation: *operation,
+                class,
+                message: message.clone(),
+            },
+            ImageFailure::Anomalous(offsets) => Error::Anomalous {
+                class,
+                offsets: offsets.clone(),
+            },
+            ImageFailure::BaseMismatch(detail) => Error::TableMismatch {
+                class,
+                detail: detail.clone(),
+            },
+            ImageFailure::Disagreement(disagreements) => Error::ImageDisagreement {
+                class,
+                disagreements: disagreements.clone(),
+            },
+        }
+    }
+}
+
+/// The image of `class` from what a source observed of each of its bytes.
+pub(crate) fn classify(
+    class: &ModuleClass,
+    observed: &[Observed],
+) -> Result<ClassImage, ImageFailure> {
+    let size = class.size;
+    let mut in_field = vec![false; size];
+    for range in class.fields.iter().map(|f| f.byte_range()) {
+        let end = range.end.min(size);
+        in_field[range.start.min(end)..end].fill(true);
+    }
+    let mut in_vptr = vec![false; size];
+    for &slot in &class.vptr_offsets {
+        let end = (slot + 8).min(size);
+        in_vptr[slot.min(end)..end].fill(true);
+    }
+    let mut byte_map = Vec::with_capacity(size);
+    let mut findings = Vec::new();
+    let mut anomalous = Vec::new();
+    for byte in 0..size {
+        let seen = observed.get(byte).copied().unwrap_or(Observed::Untouched);
+        let kind = match seen {
+            Observed::Untouched => ByteClass::Padding,
+            Observed::Constant(_) => ByteClass::Implicit,
+            Observed::Varying => ByteClass::Anomalous,
+        };
+        let class_of_byte = if in_field[byte] && !in_vptr[byte] {
+            ByteClass::Field
+        } else {
+            kind
+        };
+        if kind == ByteClass::Implicit && !in_vptr[byte] && !in_field[byte] {
+            findings.push(format!(
+                "implicit byte {byte} lies outside the table's vptr slots"
+            ));
+        }
+        if class_of_byte == ByteClass::Anomalous {
+            anomalous.push(byte);
+        }
+        byte_map.push(class_of_byte);
+    }
+    if !anomalous.is_empty() {
+        return Err(ImageFailure::Anomalous(anomalous));
+    }
+    let mut implicit_runs: Vec<Range<usize>> = Vec::new();
+    for (byte, kind) in byte_map.iter().enumerate() {
+        if *kind != ByteClass::Implicit {
+            continue;
+        }
+        match implicit_runs.last_mut() {
+            Some(run) if run.end == byte => run.end += 1,
+            _ => implicit_runs.push(byte..byte + 1),
+        }
+    }
+    let writes = Writes::from_runs(&implicit_runs, observed);
+    Ok(ClassImage {
+        byte_map,
+        implicit_runs,
+        writes,
+        findings,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    pub(crate) fn class(size: usize, fields: Vec<Range<usize>>, vptrs: Vec<usize>) -> ModuleClass {
+        ModuleClass {
+            name: Arc::from("T"),
+            type_id_name: "1T".into(),
+            size,
+            align: 8,
+            fields: fields
+                .into_iter()
+                .map(|r| crate::module::ModuleField {
+                    name: "f".into(),
+                    owner: "T".into(),
+                    type_name: "char".into(),
+                    offset: r.start,
+                    size: r.len(),
+                    bits: None,
+                })
+                .collect(),
+            bases: vec![],
+            vptr_offsets: vptrs,
+            construct: None,
+            destroy: None,
+            measure_bases: None,
+        }
+    }
+
+    fn word(at: usize, value: u64, size: usize) -> Vec<Observed> {
+        let mut observed = vec![Observed::Untouched; size];
+        for (k, byte) in value.to_le_bytes().iter().enumerate() {
+            observed[at + k] = Observed::Constant(*byte);
+        }
+        observed
+    }
+
+    #[test]
+    fn vptr_field_and_padding_are_told_apart() {
+        // vptr at 0..8, field at 8..12 (left uninitialised), padding 12..16
+        let observed = word(0, 0x1122_3344_5566_7788, 16);
+        let image = classify(
+            &class(16, vec![Range { start: 8, end: 12 }], vec![0]),
+            &observed,
+        )
+        .unwrap();
+        assert_eq!(image.implicit_runs, vec![0..8]);
+        assert_eq!(image.writes.words, vec![(0, !0x1122_3344_5566_7788)]);
+        assert_eq!(image.writes.word_at(0), Some(0x1122_3344_5566_7788));
+        assert!(image.writes.bytes.is_empty());
+        assert!(image.byte_map[8..12].iter().all(|&b| b == ByteClass::Field));
+        assert!(image.byte_map[12..]
+            .iter()
+            .all(|&b| b == ByteClass::Padding));
+        assert!(image.findings.is_empty());
+    }
+
+    #[test]
+    fn vptr_inside_a_member_is_implicit() {
+        let observed = word(8, 7, 24);
+        let image = classify(
+            &class(24, vec![Range { start: 8, end: 24 }], vec![8]),
+            &observed,
+        )
+        .unwrap();
+        assert_eq!(image.implicit_runs, vec![8..16]);
+    }
+
+    #[test]
+    fn varying_writes_outside_fields_are_anomalous() {
+        let mut observed = vec![Observed::Untouched; 8];
+        observed[3] = Observed::Varying;
+        assert_eq!(
+            classify(&class(8, vec![], vec![]), &observed).unwrap_err(),
+            ImageFailure::Anomalous(vec![3])
+        );
+    }
+
+    #[test]
+    fn implicit_bytes_outside_vptr_slots_are_reported() {
+        let observed = word(8, 9, 16);
+        let image = classify(&class(16, vec![], vec![0]), &observed).unwrap();
+        assert!(image.findings.iter().any(|f| f.contains("implicit byte 8")));
+    }
+}
