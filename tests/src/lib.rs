@@ -2,6 +2,8 @@
 //!
 //! Tests build real C++ with real compilers; nothing here mocks a compiler or a loader.
 
+pub mod record_layouts;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -177,6 +179,56 @@ pub static UNTRACKED: Fixture = Fixture {
     classes: &["ut::Circle"],
 };
 
+/// The constructor-analysis fixture: every inheritance shape, polymorphic members and
+/// arrays, templates, standard-library members; classes without a default constructor, with
+/// private constructors, with a loop and with branches in the constructor.
+pub static ANALYSIS: Fixture = Fixture {
+    folder: "analysis",
+    header: "analysis.hpp",
+    sources: &["analysis.cpp"],
+    links_tally: false,
+    classes: &ANALYSIS_CLASSES,
+};
+
+/// The classes of [`ANALYSIS`]: those with a default constructor first, then
+/// [`ANALYSIS_WITHOUT_DEFAULT_CONSTRUCTOR`].
+pub const ANALYSIS_CLASSES: [&str; 24] = [
+    "an::Base",
+    "an::Single",
+    "an::Left",
+    "an::Right",
+    "an::Multiple",
+    "an::Top",
+    "an::VLeft",
+    "an::VRight",
+    "an::Diamond",
+    "an::Holder",
+    "an::Deep1",
+    "an::Deep2",
+    "an::Deep3",
+    "an::Deep4",
+    "an::Box<int>",
+    "an::Pair<double>",
+    "an::Interfaces",
+    "an::WithLibrary",
+    "an::Configured",
+    "an::ConfiguredDiamond",
+    "an::Singleton",
+    "an::Factory",
+    "an::Grid",
+    "an::Branchy",
+];
+
+/// The classes of [`ANALYSIS`] without a usable default constructor.
+pub const ANALYSIS_WITHOUT_DEFAULT_CONSTRUCTOR: [&str; 6] = [
+    "an::Configured",
+    "an::ConfiguredDiamond",
+    "an::Singleton",
+    "an::Factory",
+    "an::Grid",
+    "an::Branchy",
+];
+
 /// The benchmark fixture: 8 classes with 1 to 5 vptr slots.
 pub static BENCH: Fixture = Fixture {
     folder: "bench",
@@ -203,6 +255,8 @@ pub struct ModuleBuild {
     pub fault: Option<&'static str>,
     /// A class to leave out of the shim (so the module does not describe it).
     pub without_class: Option<&'static str>,
+    /// More compiler flags (`-march=x86-64-v3`, `-fvisibility=hidden`, `-Wl,-Bsymbolic`).
+    pub flags: &'static [&'static str],
 }
 
 impl ModuleBuild {
@@ -215,6 +269,7 @@ impl ModuleBuild {
             version,
             fault: None,
             without_class: None,
+            flags: &[],
         }
     }
 
@@ -232,8 +287,14 @@ impl ModuleBuild {
     }
 
     fn name(&self) -> String {
+        let flags: String = self
+            .flags
+            .iter()
+            .map(|f| f.trim_start_matches('-').replace(['=', ',', '-'], "_"))
+            .map(|f| format!("-{f}"))
+            .collect();
         format!(
-            "{}-{}{}-v{}{}{}",
+            "{}-{}{}{flags}-v{}{}{}",
             self.fixture.folder,
             self.compiler.name.replace('+', "x"),
             self.optimisation,
@@ -296,6 +357,7 @@ impl ModuleBuild {
         ];
         args.extend([include_fixture.as_str(), include_rehydrate.as_str()]);
         args.extend(defines.iter().map(String::as_str));
+        args.extend(self.flags);
         if self.compiler.name == "g++" {
             args.push("-fno-gnu-unique");
         }

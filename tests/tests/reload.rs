@@ -206,6 +206,7 @@ fn failed_reloads_roll_back_and_change_nothing() {
         version,
         fault,
         without_class,
+        flags: &[],
     };
     let v1 = build(1, None, None).build(&dir);
     let missing = dir.join("no-such-module.so");

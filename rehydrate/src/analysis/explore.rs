@@ -14,6 +14,9 @@ use super::GiveUp;
 
 /// Instructions one analysis may execute, over every path and call.
 pub(crate) const MAX_STEPS: usize = 200_000;
+/// Instructions a call of a function that is not a constructor may take (within the whole
+/// budget): past them the call is treated as one not followed.
+const HELPER_STEPS: usize = 20_000;
 /// How deep calls are followed.
 const MAX_DEPTH: usize = 12;
 /// Distinct states kept at one branch target before they are joined.
@@ -79,6 +82,9 @@ pub(crate) struct Explorer<'p> {
     pub trace: Trace,
     /// Whether each function called is a constructor, by address (complemented).
     constructors: FxHashMap<Word, bool>,
+    /// The step count the function being run may reach ([`HELPER_STEPS`] past a helper's
+    /// entry).
+    limit: usize,
 }
 
 impl<'p> Explorer<'p> {
@@ -89,6 +95,7 @@ impl<'p> Explorer<'p> {
             next_fresh: 0,
             trace: Trace::default(),
             constructors: FxHashMap::default(),
+            limit: MAX_STEPS,
         }
     }
 
@@ -211,6 +218,15 @@ impl<'p> Explorer<'p> {
             give_up.fatal = true;
             return Err(give_up);
         }
+        if self.trace.steps > self.limit {
+            return Err(GiveUp::at(
+                self.process,
+                ip,
+                &format!(
+                    "more than {HELPER_STEPS} instructions in a function that is not a constructor"
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -310,7 +326,14 @@ impl<'p> Explorer<'p> {
             self.semantics
                 .store(&mut callee, pushed, 8, Value::constant(return_to), writer)?;
         }
-        match self.run(target, callee, depth + 1) {
+        let constructor = self.is_constructor(target, &name);
+        let outer_limit = self.limit;
+        if !constructor {
+            self.limit = outer_limit.min(self.trace.steps + HELPER_STEPS);
+        }
+        let outcome = self.run(target, callee, depth + 1);
+        self.limit = outer_limit;
+        match outcome {
             Ok(Some(mut returned)) => {
                 if let Value::Stack(k) = returned.gpr[RSP] {
                     returned.stack.forget_below(k);
@@ -318,7 +341,7 @@ impl<'p> Explorer<'p> {
                 Ok(Some(returned))
             }
             Ok(None) => Ok(None),
-            Err(give_up) if !give_up.fatal && !self.is_constructor(target, &name) => {
+            Err(give_up) if !give_up.fatal && !constructor => {
                 // Only constructors and destructors write vptrs (the Itanium ABI): a helper it
                 // cannot follow only clobbers what a call may.
                 self.trace.not_followed.push(format!(

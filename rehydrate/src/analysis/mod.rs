@@ -29,7 +29,7 @@ mod value;
 
 use iced_x86::{Decoder, DecoderOptions};
 
-use crate::image::{classify, ClassImage, ImageFailure, Observed};
+use crate::image::{classify, ByteClass, ClassImage, ImageFailure, Observed};
 use crate::module::ModuleClass;
 pub(crate) use process::Process;
 use state::{State, Writer};
@@ -82,7 +82,8 @@ impl ImplicitWord {
 pub struct ConstructorReading {
     /// The function executed.
     pub constructor: String,
-    /// The address-valued words it leaves in the object, by offset.
+    /// The address-valued words it leaves in the object outside fields (the vptrs), by
+    /// offset: what the image copies at a reload.
     pub words: Vec<ImplicitWord>,
     /// The functions interpreted, in the order first entered.
     pub followed: Vec<String>,
@@ -214,6 +215,9 @@ fn analyse_one(
         ),
         other => format!("{other:?}"),
     })?;
+    // only the words the image copies: an address in a field (a `std::function`'s manager,
+    // a pointer member's default) is the field's
+    words.retain(|w| image.byte_map()[w.offset] == ByteClass::Implicit);
     Ok(ConstructorReading {
         constructor: candidate.description.clone(),
         words,
