@@ -274,3 +274,98 @@ fn box2d_keeps_simulating_bitwise_across_reloads() {
         reload_a_running_simulation(&compiler);
     }
 }
+
+/// Box2D itself as the module: every class its headers define (the public ones and the
+/// contact headers of `src/dynamics`) described by the shim.
+fn whole_library_module(compiler: &Compiler, objects: &[PathBuf]) -> PathBuf {
+    let dir = modules_dir();
+    let mut headers: Vec<PathBuf> = std::fs::read_dir(box2d_source().join("include/box2d"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .chain(
+            std::fs::read_dir(box2d_source().join("src/dynamics"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().ends_with("_contact.h")),
+        )
+        .filter(|p| p.extension().is_some_and(|e| e == "h"))
+        .collect();
+    headers.sort();
+    let generated = dir.join(format!("box2d-whole-{}-generated", compiler.name));
+    let request = layout_gen::Request {
+        headers,
+        clang_args: vec![
+            format!("-I{}", box2d_source().join("include").display()),
+            format!("-I{}", box2d_source().join("src").display()),
+        ],
+        selection: layout_gen::Selection::default(),
+    };
+    let shim = layout_gen::generate(&request, &generated)
+        .expect("Box2D's tables generate")
+        .cpp_shim;
+    let library = dir.join(format!("libbox2d-whole-{}.so", compiler.name));
+    let mut args: Vec<String> = common_flags(compiler);
+    args.extend([
+        "-shared".into(),
+        format!("-I{}", rehydrate::include_dir().display()),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut inputs: Vec<&Path> = vec![&shim];
+    inputs.extend(objects.iter().map(PathBuf::as_path));
+    compiler.compile(&inputs, &library, &args);
+    library
+}
+
+/// The constructor analysis over every polymorphic class of Box2D: where it gives up it says
+/// why (the list is printed), it never disagrees with the probe or the table, and it reads
+/// the classes without a default constructor (most of them) that the probe cannot.
+#[test]
+fn the_constructor_analysis_reads_box2d() {
+    for compiler in compilers() {
+        let objects = library_objects(&compiler);
+        let library = whole_library_module(&compiler, &objects);
+        let runtime = Runtime::load_with(&library, rehydrate::ProbePolicy::Always).unwrap();
+        let polymorphic: Vec<_> = runtime
+            .inspect()
+            .into_iter()
+            .filter(|c| !c.table_vptr_slots.is_empty())
+            .collect();
+        let mut handled = 0;
+        let mut probed = 0;
+        eprintln!(
+            "{}: {} polymorphic classes",
+            compiler.name,
+            polymorphic.len()
+        );
+        for class in &polymorphic {
+            assert!(
+                class.agrees(),
+                "{}: {}: {:?}",
+                compiler.name,
+                class.class,
+                class.disagreements
+            );
+            if matches!(class.probe, Some(Ok(_))) {
+                probed += 1;
+            }
+            match &class.analysis {
+                rehydrate::analysis::Analysis::Found(reading) => {
+                    handled += 1;
+                    if let Some(Ok(words)) = &class.probe {
+                        assert_eq!(&reading.words, words, "{}: {}", compiler.name, class.class);
+                    }
+                }
+                rehydrate::analysis::Analysis::GaveUp { reason, .. } => {
+                    eprintln!("  gave up on {}: {reason}", class.class)
+                }
+            }
+        }
+        eprintln!(
+            "{}: the analysis reads {handled} of {} polymorphic classes; the probe {probed}",
+            compiler.name,
+            polymorphic.len()
+        );
+        assert!(polymorphic.len() >= 30, "{}", polymorphic.len());
+        assert!(handled > probed, "{handled} read, {probed} probed");
+    }
+}
