@@ -6,7 +6,6 @@
 //! Run with `cargo bench -p layout-gen --bench generate`.
 #![allow(missing_docs)] // criterion's macros generate undocumented functions
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
@@ -14,28 +13,9 @@ use layout_gen::{Request, Selection};
 
 const CLASSES: usize = 2_000;
 
-/// A header of `CLASSES` polymorphic classes: roots, single and multiple inheritance, a virtual
-/// base, polymorphic members, private fields.
 fn write_header(dir: &Path) -> std::path::PathBuf {
-    let mut header = String::from("#pragma once\nnamespace bench {\n");
-    header.push_str("struct Shared { virtual ~Shared() {} long shared_id = 0; };\n");
-    header.push_str("struct Mixin { virtual ~Mixin() {} virtual int mix() const { return 0; } short m = 0; };\n");
-    for i in 0..CLASSES {
-        let bases = match i % 4 {
-            0 => String::new(),
-            1 => format!(" : C{}", i - 1),
-            2 => format!(" : C{}, Mixin", i - 2),
-            _ => " : virtual Shared".to_string(),
-        };
-        let _ = writeln!(
-            header,
-            "class C{i}{bases} {{\npublic:\n    virtual ~C{i}() {{}}\n    virtual int f{i}() const {{ return {i}; }}\n    \
-             int a{i} = {i};\n    double b{i} = 0;\n    char c{i} = 0;\nprivate:\n    float hidden{i} = 0;\n}};"
-        );
-    }
-    header.push_str("}  // namespace bench\n");
     let path = dir.join("bench_classes.hpp");
-    std::fs::write(&path, header).unwrap();
+    std::fs::write(&path, layout_gen::benchmark_header(CLASSES)).unwrap();
     path
 }
 

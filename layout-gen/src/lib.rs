@@ -125,3 +125,31 @@ fn write_outputs(
         changed,
     })
 }
+
+/// The header the benchmarks build on (layout-gen's `generate` and the runtime's constructor
+/// analysis): `classes` polymorphic classes in namespace `bench`, all inline (roots, single and
+/// multiple inheritance, a virtual base, private fields). Not API.
+#[doc(hidden)]
+pub fn benchmark_header(classes: usize) -> String {
+    use std::fmt::Write as _;
+    let mut header = String::from("#pragma once\nnamespace bench {\n");
+    header.push_str("struct Shared { virtual ~Shared() {} long shared_id = 0; };\n");
+    header.push_str(
+        "struct Mixin { virtual ~Mixin() {} virtual int mix() const { return 0; } short m = 0; };\n",
+    );
+    for i in 0..classes {
+        let bases = match i % 4 {
+            0 => String::new(),
+            1 => format!(" : C{}", i - 1),
+            2 => format!(" : C{}, Mixin", i - 2),
+            _ => " : virtual Shared".to_string(),
+        };
+        let _ = writeln!(
+            header,
+            "class C{i}{bases} {{\npublic:\n    virtual ~C{i}() {{}}\n    virtual int f{i}() const {{ return {i}; }}\n    \
+             int a{i} = {i};\n    double b{i} = 0;\n    char c{i} = 0;\nprivate:\n    float hidden{i} = 0;\n}};"
+        );
+    }
+    header.push_str("}  // namespace bench\n");
+    header
+}

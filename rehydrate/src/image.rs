@@ -202,32 +202,38 @@ pub(crate) fn classify(
     observed: &[Observed],
 ) -> Result<ClassImage, ImageFailure> {
     let size = class.size;
-    let mut in_field = vec![false; size];
+    const FIELD: u8 = 1;
+    const VPTR: u8 = 2;
+    let mut place = vec![0u8; size];
     for range in class.fields.iter().map(|f| f.byte_range()) {
         let end = range.end.min(size);
-        in_field[range.start.min(end)..end].fill(true);
+        place[range.start.min(end)..end]
+            .iter_mut()
+            .for_each(|p| *p |= FIELD);
     }
-    let mut in_vptr = vec![false; size];
     for &slot in &class.vptr_offsets {
         let end = (slot + 8).min(size);
-        in_vptr[slot.min(end)..end].fill(true);
+        place[slot.min(end)..end]
+            .iter_mut()
+            .for_each(|p| *p |= VPTR);
     }
     let mut byte_map = Vec::with_capacity(size);
     let mut findings = Vec::new();
     let mut anomalous = Vec::new();
-    for byte in 0..size {
+    for (byte, &where_) in place.iter().enumerate() {
         let seen = observed.get(byte).copied().unwrap_or(Observed::Untouched);
         let kind = match seen {
             Observed::Untouched => ByteClass::Padding,
             Observed::Constant(_) => ByteClass::Implicit,
             Observed::Varying => ByteClass::Anomalous,
         };
-        let class_of_byte = if in_field[byte] && !in_vptr[byte] {
+        let (in_field, in_vptr) = (where_ & FIELD != 0, where_ & VPTR != 0);
+        let class_of_byte = if in_field && !in_vptr {
             ByteClass::Field
         } else {
             kind
         };
-        if kind == ByteClass::Implicit && !in_vptr[byte] && !in_field[byte] {
+        if kind == ByteClass::Implicit && !in_vptr && !in_field {
             findings.push(format!(
                 "implicit byte {byte} lies outside the table's vptr slots"
             ));

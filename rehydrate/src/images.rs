@@ -164,10 +164,10 @@ fn check_with_table(
             .word_at(slot)
             .map(|value| ImplicitWord::of(process, slot, value));
         match found {
-            Some(word) if word.vtable.is_some() => {}
+            Some(word) if word.vtable().is_some() => {}
             Some(word) => disagreements.push(format!(
                 "offset {slot}: the table has a vptr slot, {source} found {} there",
-                word.holds
+                word.holds()
             )),
             None => disagreements.push(format!(
                 "offset {slot}: the table has a vptr slot, {source} found no compiler-written word there"
@@ -177,13 +177,13 @@ fn check_with_table(
     for &(offset, complement) in &image.writes.words {
         let value = !complement;
         let word = ImplicitWord::of(process, offset, value);
-        let Some((group, _)) = &word.vtable else {
+        let Some((group, _)) = word.vtable() else {
             continue;
         };
         if !class.vptr_offsets.contains(&offset) {
             disagreements.push(format!(
                 "offset {offset}: {source} found a vptr ({}) where the table has no vptr slot",
-                word.holds
+                word.holds()
             ));
         }
         let type_info = value
@@ -193,7 +193,7 @@ fn check_with_table(
         if !type_info.is_some_and(|t| t.name.starts_with("_ZTI")) {
             disagreements.push(format!(
                 "offset {offset}: {source} found {}, which is not an address point of {} (no type-info pointer before it)",
-                word.holds, group
+                word.holds(), group
             ));
         }
     }

@@ -35,6 +35,8 @@ pub use error::{CppOperation, Error};
 pub use forwarder::Forwarder;
 pub use images::{ClassInspection, ProbePolicy};
 pub use relocation::{Audit, FreshGlobal, GlobalsReport, RelocationCounts};
+#[doc(hidden)] // for the constructor-analysis benchmark
+pub use runtime::measure;
 pub use runtime::{
     BoundForwarder, LiveObject, ModuleSymbol, Reload, ReloadReport, Runtime, UnreloadableClass,
 };

@@ -929,6 +929,69 @@ fn patch(objects: &[usize], image: &ClassImage) {
     });
 }
 
+/// Hooks for the constructor-analysis benchmark (`tests/benches/analysis.rs`); not API.
+#[doc(hidden)]
+pub mod measure {
+    use super::Runtime;
+    use crate::analysis::{self, Analysis, ConstructorReading, Process};
+
+    /// The analyses of every class of a build that gave an image.
+    pub struct Readings(Vec<ConstructorReading>);
+
+    impl Readings {
+        /// How many classes.
+        pub fn len(&self) -> usize {
+            self.0.len()
+        }
+
+        /// Whether there are none.
+        pub fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    /// Analyses every class of the current build (as a load does).
+    pub fn analyse_every_class(runtime: &Runtime) -> Readings {
+        let build = runtime.shared.read();
+        let process = Process::snapshot(&build.elf);
+        let readings = build
+            .module
+            .classes
+            .iter()
+            .filter_map(|class| match analysis::analyse(class, &process) {
+                Analysis::Found(reading) => Some(*reading),
+                Analysis::GaveUp { .. } => None,
+            })
+            .collect();
+        Readings(readings)
+    }
+
+    /// Decodes with iced-x86 alone, once each, every function the analyses interpreted;
+    /// returns the instructions decoded.
+    pub fn decode_what_was_analysed(runtime: &Runtime, readings: &Readings) -> usize {
+        let build = runtime.shared.read();
+        let process = Process::snapshot(&build.elf);
+        readings
+            .0
+            .iter()
+            .map(|reading| reading.decode_entered(&process))
+            .sum()
+    }
+
+    /// Probes every class of the current build with a usable default constructor; returns how
+    /// many gave an image.
+    pub fn probe_every_class(runtime: &Runtime) -> usize {
+        let build = runtime.shared.read();
+        build
+            .module
+            .classes
+            .iter()
+            .filter(|class| class.construct.is_some())
+            .filter(|class| crate::probe::probe(class).is_ok())
+            .count()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::demangle_type;

@@ -113,7 +113,7 @@ fn the_analysis_agrees_with_the_probe_the_table_and_clang_for_every_build() {
                 let vptrs: Vec<usize> = reading
                     .words
                     .iter()
-                    .filter(|w| w.vtable.is_some())
+                    .filter(|w| w.vtable().is_some())
                     .map(|w| w.offset)
                     .collect();
                 if vptrs != inspection.table_vptr_slots {
@@ -132,21 +132,22 @@ fn the_analysis_agrees_with_the_probe_the_table_and_clang_for_every_build() {
                 if let Some(first) = reading
                     .words
                     .iter()
-                    .find(|w| w.offset == 0 && w.vtable.is_some())
+                    .find(|w| w.offset == 0 && w.vtable().is_some())
                 {
                     let own = format!("vtable for {class}+");
-                    if !first.holds.starts_with(&own) {
+                    if !first.holds().starts_with(&own) {
                         problems.push(format!(
                             "{label}: the vptr at 0 holds {}, not {own}..",
-                            first.holds
+                            first.holds()
                         ));
                     }
                 }
-                for word in reading.words.iter().filter(|w| w.vtable.is_some()) {
-                    if !word.holds.starts_with("vtable for an::") {
+                for word in reading.words.iter().filter(|w| w.vtable().is_some()) {
+                    if !word.holds().starts_with("vtable for an::") {
                         problems.push(format!(
                             "{label}: offset {} holds {}",
-                            word.offset, word.holds
+                            word.offset,
+                            word.holds()
                         ));
                     }
                 }

@@ -3,9 +3,9 @@
 //! whatever their parameters; and the module's own construct thunk (`new (p) T`, with the
 //! constructor usually inlined into it) for classes whose constructors were all inlined.
 
+use super::process::Process;
 use super::value::Word;
 use crate::module::ModuleClass;
-use crate::relocation::BuildImage;
 
 /// A function to analyse.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,13 +13,20 @@ pub(crate) struct Candidate {
     /// Absolute address, complemented (the runtime's memory must not look like references
     /// into a build).
     address: Word,
-    /// For people: the demangled name and which kind of constructor it is.
-    pub description: String,
+    /// The mangled name (or, for the thunk, the class).
+    pub name: String,
+    /// Which kind of constructor it is.
+    pub label: &'static str,
 }
 
 impl Candidate {
     pub fn address(&self) -> u64 {
         self.address.get()
+    }
+
+    /// For people: the demangled name and which kind of constructor it is.
+    pub fn description(&self) -> String {
+        describe(&self.name, self.label)
     }
 }
 
@@ -57,16 +64,16 @@ fn constructor_kind(rest: &str) -> Option<(bool, &'static str)> {
 /// The functions to analyse for `class`, best first: complete-object constructors (the
 /// default one first), base-object constructors when the class has no virtual base (they
 /// then do the same), and the module's construct thunk.
-pub(crate) fn candidates(class: &ModuleClass, build: &BuildImage) -> Vec<Candidate> {
-    let base = build.base() as u64;
+pub(crate) fn candidates(class: &ModuleClass, process: &Process<'_>) -> Vec<Candidate> {
+    let base = process.build().map_or(0, |b| b.base() as u64);
     let mut found: Vec<(u8, Candidate)> = Vec::new();
     if let Some(prefix) = constructor_prefix(&class.type_id_name) {
         let vtt_name = vtt_symbol(&class.type_id_name);
-        let has_vtt = build.index().symbols().iter().any(|s| *s.name == *vtt_name);
-        for symbol in build
-            .index()
-            .symbols()
-            .iter()
+        let has_vtt = process
+            .symbols_starting_with(&vtt_name)
+            .any(|s| *s.name == *vtt_name);
+        for symbol in process
+            .symbols_starting_with(&prefix)
             .filter(|s| s.is_function && s.size > 0)
         {
             let Some(rest) = symbol.name.strip_prefix(prefix.as_str()) else {
@@ -89,7 +96,8 @@ pub(crate) fn candidates(class: &ModuleClass, build: &BuildImage) -> Vec<Candida
                 rank,
                 Candidate {
                     address: Word::new(base + symbol.start),
-                    description: format!("{} ({label})", symbol.demangled()),
+                    name: symbol.name.to_string(),
+                    label,
                 },
             ));
         }
@@ -104,78 +112,128 @@ pub(crate) fn candidates(class: &ModuleClass, build: &BuildImage) -> Vec<Candida
     if let Some(construct) = class.construct {
         candidates.push(Candidate {
             address: Word::new(construct as usize as u64),
-            description: format!(
-                "the module's construct thunk for {} (`new (p) T`)",
-                class.name
-            ),
+            name: class.name.to_string(),
+            label: THUNK,
         });
     }
     candidates
 }
+
+/// A constructor for people: `game::Robot::Robot(int) (complete-object constructor)`, or
+/// `the module's construct thunk for game::Robot`.
+pub(crate) fn describe(name: &str, label: &str) -> String {
+    if label == THUNK {
+        format!("{THUNK} for {name} (`new (p) T`)")
+    } else {
+        format!("{} ({label})", super::demangle(name))
+    }
+}
+
+/// The label of the module's construct thunk (`new (p) T`, usually with the constructor
+/// inlined into it).
+pub(crate) const THUNK: &str = "the module's construct thunk";
 
 /// The VTT symbol of the class with this type name: `_ZTT` + the type's mangling.
 fn vtt_symbol(type_id_name: &str) -> String {
     format!("_ZTT{type_id_name}")
 }
 
-/// Whether a mangled function name is a constructor of some class (`A::B<int>::B(...)`).
+/// Whether a mangled function name is a constructor of some class (`A::B<int>::B(...)`),
+/// read from the nested name without demangling (a call's callee is checked on every call).
 pub(crate) fn is_constructor_symbol(name: &str) -> bool {
-    if !name.starts_with("_ZN") {
-        return false;
-    }
-    let Ok(symbol) = cpp_demangle::Symbol::new(name.as_bytes()) else {
+    let Some(nested) = name.strip_prefix("_ZN") else {
         return false;
     };
-    let text = symbol.to_string();
-    let head = top_level_before(&text, '(').unwrap_or(&text);
-    let parts = split_top_level(head);
-    match parts.as_slice() {
-        [.., class, function] => bare(class) == bare(function) && !function.starts_with('~'),
-        _ => false,
-    }
-}
-
-/// The text before the first `stop` outside template arguments.
-fn top_level_before(text: &str, stop: char) -> Option<&str> {
-    let mut depth = 0i32;
-    for (at, c) in text.char_indices() {
-        match c {
-            '<' => depth += 1,
-            '>' => depth -= 1,
-            c if c == stop && depth == 0 => return Some(&text[..at]),
-            _ => {}
-        }
-    }
-    None
-}
-
-/// `a::B<x::y>::B` -> [`a`, `B<x::y>`, `B`].
-fn split_top_level(text: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut depth, mut start) = (0i32, 0usize);
-    let bytes = text.as_bytes();
+    let bytes = nested.as_bytes();
     let mut at = 0;
-    while at < bytes.len() {
-        match bytes[at] {
-            b'<' => depth += 1,
-            b'>' => depth -= 1,
-            b':' if depth == 0 && bytes.get(at + 1) == Some(&b':') => {
-                parts.push(&text[start..at]);
-                start = at + 2;
-                at += 1;
-            }
-            _ => {}
-        }
+    // the cv- and ref-qualifiers of a member function
+    while matches!(bytes.get(at), Some(b'r' | b'V' | b'K')) {
         at += 1;
     }
-    parts.push(&text[start..]);
-    parts
+    if matches!(bytes.get(at), Some(b'R' | b'O')) {
+        at += 1;
+    }
+    let mut components = 0;
+    loop {
+        let next = match bytes.get(at) {
+            Some(c) if c.is_ascii_digit() => skip_source_name(bytes, at),
+            Some(b'S') => skip_substitution(bytes, at),
+            Some(b'I') if components > 0 => skip_template_arguments(bytes, at),
+            Some(b'C') => {
+                return components > 0
+                    && matches!(bytes.get(at + 1), Some(b'1' | b'2' | b'3' | b'I'))
+            }
+            _ => return false,
+        };
+        let Some(next) = next else {
+            return false;
+        };
+        at = next;
+        components += 1;
+    }
 }
 
-/// A name without template arguments and ABI tags.
-fn bare(name: &str) -> &str {
-    let end = name.find(['<', '[']).unwrap_or(name.len());
-    name[..end].trim()
+/// Past a `<source-name>` (length, then that many characters) at `at`.
+fn skip_source_name(bytes: &[u8], at: usize) -> Option<usize> {
+    let digits = bytes[at..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let length: usize = std::str::from_utf8(&bytes[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()?;
+    let end = at + digits + length;
+    (end <= bytes.len()).then_some(end)
+}
+
+/// Past a `<substitution>` at `at` (`St`, `Sa`, `S_`, `S3_`).
+fn skip_substitution(bytes: &[u8], at: usize) -> Option<usize> {
+    match bytes.get(at + 1)? {
+        c if c.is_ascii_lowercase() => Some(at + 2),
+        _ => Some(at + 1 + bytes[at + 1..].iter().position(|&c| c == b'_')? + 1),
+    }
+}
+
+/// Past `I <template-args> E` at `at`: openers and `E`s balanced, names and substitutions
+/// skipped whole (a letter inside a name is not an opener).
+fn skip_template_arguments(bytes: &[u8], mut at: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    loop {
+        let c = *bytes.get(at)?;
+        at = match c {
+            b'I' | b'N' | b'X' | b'J' | b'F' => {
+                depth += 1;
+                at + 1
+            }
+            b'E' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(at + 1);
+                }
+                at + 1
+            }
+            b'L' if bytes.get(at + 1) == Some(&b'_') => {
+                depth += 1; // `L_Z <encoding> E`
+                at + 3
+            }
+            b'L' => {
+                // `L <builtin type> [n] <digits> E`: a literal, not a name
+                let mut end = at + 2;
+                while bytes
+                    .get(end)
+                    .is_some_and(|c| c.is_ascii_digit() || *c == b'n')
+                {
+                    end += 1;
+                }
+                (bytes.get(end) == Some(&b'E')).then_some(end + 1)?
+            }
+            b'0'..=b'9' => skip_source_name(bytes, at)?,
+            b'S' => skip_substitution(bytes, at)?,
+            b'T' | b'A' => at + 1 + bytes[at + 1..].iter().position(|&c| c == b'_')? + 1,
+            _ => at + 1,
+        };
+    }
 }
 
 #[cfg(test)]
@@ -218,5 +276,13 @@ mod tests {
         assert!(!is_constructor_symbol("_ZN4game6Player6updateEv"));
         assert!(!is_constructor_symbol("_Znwm"));
         assert!(!is_constructor_symbol("malloc"));
+        assert!(is_constructor_symbol("_ZN3BoxILi4EEC2Ev"));
+        assert!(is_constructor_symbol(
+            "_ZNSt8functionIFivEEC2IZN2an11WithLibraryC4EvEUlvE_vvEEOT_"
+        ));
+        assert!(!is_constructor_symbol(
+            "_ZNSt8functionIFivEE9_M_invokeERKSt9_Any_data"
+        ));
+        assert!(!is_constructor_symbol("_ZN4game3BoxIiE5valueEv"));
     }
 }

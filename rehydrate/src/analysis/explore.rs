@@ -66,12 +66,14 @@ fn never_returns(name: &str) -> bool {
 /// What one analysis did besides its result.
 #[derive(Debug, Default)]
 pub(crate) struct Trace {
-    /// The functions it interpreted, in the order first entered (names demangled).
+    /// The functions it interpreted, in the order first entered (mangled names).
     pub followed: Vec<String>,
-    /// Calls it did not follow, with why (outside the build, too deep, or its own analysis
-    /// gave up in a function that is not a constructor).
-    pub not_followed: Vec<String>,
+    /// Calls it did not follow (mangled name, or address) with why: outside the build, too
+    /// deep, or its own analysis gave up in a function that is not a constructor.
+    pub not_followed: Vec<(String, String)>,
     pub steps: usize,
+    /// The start and end of each function it interpreted whose size is known (complemented).
+    pub entered: Vec<(Word, Word)>,
 }
 
 /// One analysis: the budget, the path so far, and the instructions' semantics.
@@ -106,9 +108,12 @@ impl<'p> Explorer<'p> {
         let entry_stack = state.gpr[RSP];
         let name = function
             .as_ref()
-            .map_or_else(|| format!("{entry:#x}"), Place::demangled);
+            .map_or_else(|| format!("{entry:#x}"), |f| f.name.to_string());
         if !self.trace.followed.contains(&name) {
             self.trace.followed.push(name);
+            if let Some(end) = function.as_ref().and_then(|f| f.end) {
+                self.trace.entered.push((Word::new(entry), Word::new(end)));
+            }
         }
         // addresses kept in the heap are complemented (see `value`)
         let mut work = vec![(Word::new(entry), state)];
@@ -123,7 +128,7 @@ impl<'p> Explorer<'p> {
                 self.tick(ip)?;
                 decoder.decode_out(&mut ins);
                 if ins.is_invalid() {
-                    return Err(GiveUp::at(self.process, ip, "bytes it cannot decode"));
+                    return Err(GiveUp::at(ip, "bytes it cannot decode"));
                 }
                 let next = ins.next_ip();
                 match self.semantics.execute(&mut state, &ins)? {
@@ -141,7 +146,6 @@ impl<'p> Explorer<'p> {
                     Flow::JumpTo(target) => {
                         let Some(target) = target.as_const() else {
                             return Err(GiveUp::at(
-                                self.process,
                                 ip,
                                 "an indirect jump through an address it cannot determine",
                             ));
@@ -180,7 +184,6 @@ impl<'p> Explorer<'p> {
                     Flow::Return { extra } => {
                         if state.gpr[RSP] != entry_stack {
                             return Err(GiveUp::at(
-                                self.process,
                                 ip,
                                 "returns with a stack pointer it cannot follow",
                             ));
@@ -197,13 +200,10 @@ impl<'p> Explorer<'p> {
     }
 
     fn decoder(&self, ip: u64) -> Result<Decoder<'p>, GiveUp> {
-        let code = self.process.code(ip).ok_or_else(|| {
-            GiveUp::at(
-                self.process,
-                ip,
-                "execution reaches memory that is not code",
-            )
-        })?;
+        let code = self
+            .process
+            .code(ip)
+            .ok_or_else(|| GiveUp::at(ip, "execution reaches memory that is not code"))?;
         Ok(Decoder::with_ip(64, code, ip, DecoderOptions::NONE))
     }
 
@@ -211,18 +211,16 @@ impl<'p> Explorer<'p> {
         self.trace.steps += 1;
         if self.trace.steps > MAX_STEPS {
             let mut give_up = GiveUp::at(
-                self.process,
                 ip,
-                &format!("more than {MAX_STEPS} instructions: a loop it cannot bound"),
+                format!("more than {MAX_STEPS} instructions: a loop it cannot bound"),
             );
             give_up.fatal = true;
             return Err(give_up);
         }
         if self.trace.steps > self.limit {
             return Err(GiveUp::at(
-                self.process,
                 ip,
-                &format!(
+                format!(
                     "more than {HELPER_STEPS} instructions in a function that is not a constructor"
                 ),
             ));
@@ -263,9 +261,10 @@ impl<'p> Explorer<'p> {
         match target.as_const() {
             Some(target) => self.call(target, state, return_to, depth),
             None => {
-                self.trace
-                    .not_followed
-                    .push("an indirect call through an address it cannot determine".into());
+                self.trace.not_followed.push((
+                    "an indirect call".into(),
+                    "through an address it cannot determine".into(),
+                ));
                 state.clobber_for_call();
                 Ok(Some(state))
             }
@@ -298,13 +297,13 @@ impl<'p> Explorer<'p> {
             }
             state
         };
-        if ALLOCATORS.contains(&name.as_str()) {
+        if ALLOCATORS.contains(&name.as_ref()) {
             return Ok(Some(opaque(self, state, true)));
         }
-        let described = || {
+        let called = || {
             place
                 .as_ref()
-                .map_or_else(|| format!("{target:#x}"), Place::demangled)
+                .map_or_else(|| format!("{target:#x}"), |p| p.name.to_string())
         };
         if !self.process.in_build(target) || depth >= MAX_DEPTH {
             let why = if depth >= MAX_DEPTH {
@@ -312,9 +311,7 @@ impl<'p> Explorer<'p> {
             } else {
                 "outside the build"
             };
-            self.trace
-                .not_followed
-                .push(format!("{} ({why})", described()));
+            self.trace.not_followed.push((called(), why.into()));
             return Ok(Some(opaque(self, state, false)));
         }
         let mut callee = state.clone();
@@ -344,15 +341,13 @@ impl<'p> Explorer<'p> {
             Err(give_up) if !give_up.fatal && !constructor => {
                 // Only constructors and destructors write vptrs (the Itanium ABI): a helper it
                 // cannot follow only clobbers what a call may.
-                self.trace.not_followed.push(format!(
-                    "{} (its analysis gave up {})",
-                    described(),
-                    give_up.reason
-                ));
+                self.trace
+                    .not_followed
+                    .push((called(), format!("its analysis gave up: {}", give_up.what)));
                 Ok(Some(opaque(self, state, false)))
             }
             Err(mut give_up) => {
-                give_up.reason = format!("{}, in {} called", give_up.reason, described());
+                give_up.called_in.push(called());
                 Err(give_up)
             }
         }

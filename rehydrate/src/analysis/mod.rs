@@ -25,6 +25,8 @@ mod explore;
 mod process;
 mod semantics;
 mod state;
+#[cfg(test)]
+mod tests;
 mod value;
 
 use iced_x86::{Decoder, DecoderOptions};
@@ -34,20 +36,37 @@ use crate::module::ModuleClass;
 pub(crate) use process::Process;
 use state::{State, Writer};
 
-/// Why an analysis stopped without a result.
+/// Why an analysis stopped without a result. Named for people only when shown (names are
+/// demangled then: a helper call that gives up is an ordinary event).
 #[derive(Debug, Clone)]
 pub(crate) struct GiveUp {
-    pub reason: String,
+    /// What happened.
+    pub what: String,
+    /// Where (complemented).
+    at: value::Word,
+    /// The functions called on the way there, innermost first (mangled names).
+    called_in: Vec<String>,
     /// Ends the whole analysis (the budget ran out), not only the call it happened in.
     fatal: bool,
 }
 
 impl GiveUp {
-    pub(crate) fn at(process: &Process<'_>, ip: u64, what: &str) -> GiveUp {
+    pub(crate) fn at(ip: u64, what: impl Into<String>) -> GiveUp {
         GiveUp {
-            reason: format!("{what} at {}", process.describe(ip)),
+            what: what.into(),
+            at: value::Word::new(ip),
+            called_in: Vec::new(),
             fatal: false,
         }
+    }
+
+    /// The reason, for people.
+    pub(crate) fn reason(&self, process: &Process<'_>) -> String {
+        let mut reason = format!("{} at {}", self.what, process.describe(self.at.get()));
+        for function in &self.called_in {
+            reason.push_str(&format!(", in {} called", demangle(function)));
+        }
+        reason
     }
 }
 
@@ -56,42 +75,93 @@ impl GiveUp {
 pub struct ImplicitWord {
     /// Byte offset in the object.
     pub offset: usize,
-    /// What it points at, for people (`vtable for game::Robot+0x10`).
-    pub holds: String,
-    /// The vtable group (mangled symbol) and the address point's offset in it, when the word
-    /// points into a vtable.
-    pub vtable: Option<(String, u64)>,
+    /// The symbol it points into (mangled) and how far past the symbol's start; `None` for
+    /// an address in no symbol.
+    pub symbol: Option<(String, u64)>,
 }
 
 impl ImplicitWord {
     /// Describes the word `value` at `offset`.
     pub(crate) fn of(process: &Process<'_>, offset: usize, value: u64) -> ImplicitWord {
-        let place = process.place(value);
         ImplicitWord {
             offset,
-            holds: process.describe(value),
-            vtable: place
-                .filter(|p| p.name.starts_with("_ZTV") || p.name.starts_with("_ZTC"))
-                .map(|p| (p.name.clone(), value - p.start)),
+            symbol: process
+                .place(value)
+                .map(|place| (place.name.into_owned(), value - place.start)),
+        }
+    }
+
+    /// The vtable group (mangled symbol) and the address point's offset in it, when the word
+    /// points into a vtable.
+    pub fn vtable(&self) -> Option<(&str, u64)> {
+        self.symbol
+            .as_ref()
+            .filter(|(name, _)| name.starts_with("_ZTV") || name.starts_with("_ZTC"))
+            .map(|(name, offset)| (name.as_str(), *offset))
+    }
+
+    /// What it points at, for people (`vtable for game::Robot+0x10`).
+    pub fn holds(&self) -> String {
+        match &self.symbol {
+            Some((name, 0)) => demangle(name),
+            Some((name, offset)) => format!("{}+{offset:#x}", demangle(name)),
+            None => "an address in no symbol".into(),
         }
     }
 }
 
-/// What the analysis read from a constructor.
+/// A mangled name as people write it (`vtable for game::Robot`); the name itself when it does
+/// not demangle.
+pub fn demangle(name: &str) -> String {
+    process::Place::named(name).demangled()
+}
+
+/// What the analysis read from a constructor. Names are kept mangled (demangling is for
+/// people, and costs more than the analysis): see [`demangle`].
 #[derive(Debug, Clone)]
 pub struct ConstructorReading {
-    /// The function executed.
-    pub constructor: String,
+    /// The function executed: its mangled name, and what kind of constructor it is.
+    pub constructor: (String, &'static str),
     /// The address-valued words it leaves in the object outside fields (the vptrs), by
     /// offset: what the image copies at a reload.
     pub words: Vec<ImplicitWord>,
-    /// The functions interpreted, in the order first entered.
+    /// The functions interpreted, in the order first entered (mangled names, or addresses).
     pub followed: Vec<String>,
-    /// Calls not followed, with why.
-    pub not_followed: Vec<String>,
+    /// Calls not followed: the function (mangled, or an address) and why.
+    pub not_followed: Vec<(String, String)>,
     /// Instructions executed, over every path.
     pub steps: usize,
     pub(crate) image: ClassImage,
+    /// The functions interpreted whose bounds are known (start, end; complemented).
+    entered: Vec<(value::Word, value::Word)>,
+}
+
+impl ConstructorReading {
+    /// The function executed, for people (`game::Robot::Robot(int) (complete-object
+    /// constructor)`).
+    pub fn describe_constructor(&self) -> String {
+        constructors::describe(&self.constructor.0, self.constructor.1)
+    }
+
+    /// Decodes, with iced-x86 alone, every function this analysis interpreted, once each from
+    /// start to end: the baseline of the analysis benchmark. Returns the instructions decoded.
+    pub(crate) fn decode_entered(&self, process: &Process<'_>) -> usize {
+        let mut decoded = 0;
+        for &(start, end) in &self.entered {
+            let (start, end) = (start.get(), end.get());
+            let Some(code) = process.code(start) else {
+                continue;
+            };
+            let length = ((end - start) as usize).min(code.len());
+            let mut decoder = Decoder::with_ip(64, &code[..length], start, DecoderOptions::NONE);
+            let mut instruction = iced_x86::Instruction::default();
+            while decoder.can_decode() {
+                decoder.decode_out(&mut instruction);
+                decoded += 1;
+            }
+        }
+        decoded
+    }
 }
 
 /// The analysis of one class.
@@ -111,7 +181,7 @@ pub enum Analysis {
 /// Analyses `class`'s constructors in the build `process` views, best candidate first, until
 /// one gives an image.
 pub(crate) fn analyse(class: &ModuleClass, process: &Process<'_>) -> Analysis {
-    let candidates = constructors::candidates(class, process.build());
+    let candidates = constructors::candidates(class, process);
     if candidates.is_empty() {
         return Analysis::GaveUp {
             reason: format!(
@@ -125,12 +195,12 @@ pub(crate) fn analyse(class: &ModuleClass, process: &Process<'_>) -> Analysis {
     for candidate in &candidates {
         match analyse_one(class, process, candidate) {
             Ok(reading) => return Analysis::Found(Box::new(reading)),
-            Err(reason) => failures.push(format!("{}: {reason}", candidate.description)),
+            Err(reason) => failures.push(format!("{}: {reason}", candidate.description())),
         }
     }
     Analysis::GaveUp {
         reason: failures.join("; "),
-        tried: candidates.into_iter().map(|c| c.description).collect(),
+        tried: candidates.iter().map(|c| c.description()).collect(),
     }
 }
 
@@ -143,11 +213,12 @@ fn analyse_one(
     let outcome = explorer.run(candidate.address(), State::at_constructor_entry(), 0);
     let trace = std::mem::take(&mut explorer.trace);
     let exit = outcome
-        .map_err(|give_up| give_up.reason)?
+        .map_err(|give_up| give_up.reason(process))?
         .ok_or("no path returns (every one throws or stops)")?;
     let size = class.size;
     let mut observed = vec![Observed::Untouched; size];
-    let mut writers = vec![None; size];
+    // the cells holding unknown values: (offset, bytes, writer), to name who wrote a byte
+    let mut unknown_cells: Vec<(usize, usize, Writer)> = Vec::new();
     let mut words = Vec::new();
     for (offset, cell) in exit.object.cells() {
         let end = offset + i64::from(cell.bytes);
@@ -173,36 +244,42 @@ fn analyse_one(
                 }
             }
             None => {
-                for at in offset..offset + cell.bytes as usize {
-                    observed[at] = Observed::Varying;
-                    writers[at] = Some(cell.writer);
-                }
+                observed[offset..offset + cell.bytes as usize].fill(Observed::Varying);
+                unknown_cells.push((offset, cell.bytes as usize, cell.writer));
             }
         }
     }
-    if let Some(slot) = class
-        .vptr_offsets
-        .iter()
-        .copied()
-        .find(|&slot| !words.iter().any(|w| w.offset == slot && w.vtable.is_some()))
-    {
+    let writer_of = |byte: usize| {
+        unknown_cells
+            .iter()
+            .find(|&&(at, bytes, _)| (at..at + bytes).contains(&byte))
+            .map(|&(_, _, writer)| writer)
+    };
+    if let Some(slot) = class.vptr_offsets.iter().copied().find(|&slot| {
+        !words
+            .iter()
+            .any(|w| w.offset == slot && w.vtable().is_some())
+    }) {
         let found = match observed.get(slot) {
             Some(Observed::Varying) => format!(
                 "a value it cannot determine ({})",
-                describe_writer(process, writers[slot])
+                describe_writer(process, writer_of(slot))
             ),
-            Some(Observed::Constant(_)) => words
-                .iter()
-                .find(|w| w.offset == slot)
-                .map_or("a constant that is not a vtable address".into(), |w| {
-                    w.holds.clone()
-                }),
+            Some(Observed::Constant(_)) => words.iter().find(|w| w.offset == slot).map_or(
+                "a constant that is not a vtable address".into(),
+                ImplicitWord::holds,
+            ),
             _ => "nothing".into(),
         };
         let not_followed = if trace.not_followed.is_empty() {
             String::new()
         } else {
-            format!("; calls not followed: {}", trace.not_followed.join(", "))
+            let calls: Vec<String> = trace
+                .not_followed
+                .iter()
+                .map(|(function, why)| format!("{} ({why})", demangle(function)))
+                .collect();
+            format!("; calls not followed: {}", calls.join(", "))
         };
         return Err(format!(
             "the table's vptr slot at offset {slot} holds {found} when the constructor returns{not_followed}"
@@ -211,7 +288,7 @@ fn analyse_one(
     let image = classify(class, &observed).map_err(|failure| match failure {
         ImageFailure::Anomalous(offsets) => format!(
             "bytes {offsets:?}, outside every field, hold values it cannot determine ({})",
-            describe_writer(process, writers[offsets[0]])
+            describe_writer(process, writer_of(offsets[0]))
         ),
         other => format!("{other:?}"),
     })?;
@@ -219,12 +296,13 @@ fn analyse_one(
     // a pointer member's default) is the field's
     words.retain(|w| image.byte_map()[w.offset] == ByteClass::Implicit);
     Ok(ConstructorReading {
-        constructor: candidate.description.clone(),
+        constructor: (candidate.name.clone(), candidate.label),
         words,
         followed: trace.followed,
         not_followed: trace.not_followed,
         steps: trace.steps,
         image,
+        entered: trace.entered,
     })
 }
 

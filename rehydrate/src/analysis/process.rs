@@ -1,20 +1,21 @@
-//! The process as the analyser reads it: machine code from executable mappings, constants
-//! from read-only mappings (vtables, VTTs, constant pools) and from the build's GOT (resolved
-//! at load: builds are opened with `RTLD_NOW`), and the names of the functions and objects
-//! addresses lie in (the build's full symbol table, `dladdr` elsewhere).
+//! The build as the analyser reads it: machine code from its code sections, constants from
+//! its read-only ones (vtables, VTTs, constant pools in `.rodata` and `.data.rel.ro`) and its
+//! GOT (resolved at load: builds are opened with `RTLD_NOW`), and the names of the functions
+//! and objects addresses lie in (the build's full symbol table, `dladdr` elsewhere). Code
+//! outside the build is never read: calls into other objects are not followed.
 //!
-//! Nothing here writes memory; reads stay inside mappings listed in `/proc/self/maps` when the
-//! view was made, of objects that stay loaded while the view lives.
+//! Nothing here writes memory; reads stay inside the sections of a build that stays loaded
+//! while the view lives.
 
+use std::borrow::Cow;
 use std::ffi::CStr;
 use std::ops::Range;
 
 use super::value::Word;
-use crate::maps;
 use crate::relocation::elf::{SectionKind, Symbol};
 use crate::relocation::BuildImage;
 
-/// What the analyser may read from a mapping.
+/// What the analyser may read from a region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
     Code,
@@ -23,9 +24,9 @@ enum Access {
 
 /// A function or data object an address lies in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Place {
-    /// The mangled name.
-    pub name: String,
+pub(crate) struct Place<'b> {
+    /// The mangled name (borrowed from the build's symbol table where it lies there).
+    pub name: Cow<'b, str>,
     pub start: u64,
     /// The end, when the symbol's size is known.
     pub end: Option<u64>,
@@ -33,20 +34,27 @@ pub(crate) struct Place {
     pub in_build: bool,
 }
 
-impl Place {
+impl<'b> Place<'b> {
+    /// A place only named (for demangling).
+    pub fn named(name: &'b str) -> Place<'b> {
+        Place {
+            name: Cow::Borrowed(name),
+            start: 0,
+            end: None,
+            in_build: false,
+        }
+    }
+
     /// The name as people write it.
     pub fn demangled(&self) -> String {
-        symbol_named(&self.name).demangled()
-    }
-}
-
-fn symbol_named(name: &str) -> Symbol {
-    Symbol {
-        name: name.into(),
-        key: name.into(),
-        start: 0,
-        size: 0,
-        is_function: false,
+        Symbol {
+            name: self.name.as_ref().into(),
+            key: self.name.as_ref().into(),
+            start: 0,
+            size: 0,
+            is_function: false,
+        }
+        .demangled()
     }
 }
 
@@ -73,103 +81,121 @@ impl Span {
 
 /// A snapshot of what may be read, for one build.
 pub(crate) struct Process<'b> {
-    /// Sorted by start.
-    mappings: Vec<(Span, Access)>,
-    /// The build's GOT.
-    got: Vec<Span>,
-    build: &'b BuildImage,
+    /// What may be read, sorted by start.
+    regions: Vec<(Span, Access)>,
+    /// The build analysed; `None` for bare code (tests), which then counts as the build.
+    build: Option<&'b BuildImage>,
 }
 
 impl<'b> Process<'b> {
-    /// The mappings of the process now, and `build`'s symbols.
+    /// What `build` lets the analyser read: its code sections, and its constants
+    /// (`.rodata`, and `.data.rel.ro` and the GOT: relocated at load, read-only from then on).
     pub fn snapshot(build: &'b BuildImage) -> Process<'b> {
-        let mappings = maps::all()
-            .into_iter()
-            .filter(|m| !m.name.is_empty() && !m.name.starts_with('['))
-            .filter_map(|m| {
-                let perms = m.perms.as_bytes();
-                let range = m.range.start as u64..m.range.end as u64;
-                match (perms.first(), perms.get(1), perms.get(2)) {
-                    (Some(b'r'), _, Some(b'x')) => Some((Span::new(range), Access::Code)),
-                    (Some(b'r'), Some(b'-'), _) => Some((Span::new(range), Access::Constant)),
-                    _ => None,
-                }
-            })
-            .collect();
         let base = build.base() as u64;
-        let got = build
+        let mappings = build
             .index()
             .sections()
             .iter()
-            .filter(|s| s.kind == SectionKind::Loader && s.name.starts_with(".got"))
-            .map(|s| Span::new(base + s.start..base + s.end))
+            .filter_map(|section| {
+                let access = match section.kind {
+                    SectionKind::Code => Access::Code,
+                    SectionKind::ReadOnly => Access::Constant,
+                    SectionKind::Writable if section.name.starts_with(".data.rel.ro") => {
+                        Access::Constant
+                    }
+                    SectionKind::Loader if section.name.starts_with(".got") => Access::Constant,
+                    _ => return None,
+                };
+                let range = base + section.start..base + section.end;
+                Some((Span::new(range), access))
+            })
             .collect();
         Process {
-            mappings,
-            got,
-            build,
+            regions: mappings,
+            build: Some(build),
         }
     }
 
-    fn mapping(&self, address: u64) -> Option<(Range<u64>, Access)> {
+    /// A view of `code` alone, as the build (for testing the analyser on hand-made code).
+    #[cfg(test)]
+    pub fn of_code(code: Range<u64>) -> Process<'static> {
+        Process {
+            regions: vec![(Span::new(code), Access::Code)],
+            build: None,
+        }
+    }
+
+    fn region(&self, address: u64) -> Option<(Range<u64>, Access)> {
         let after = self
-            .mappings
+            .regions
             .partition_point(|(span, _)| span.start.get() <= address);
-        let (span, access) = self.mappings.get(after.checked_sub(1)?)?;
+        let (span, access) = self.regions.get(after.checked_sub(1)?)?;
         let range = span.range();
         range.contains(&address).then_some((range, *access))
     }
 
-    /// The machine code from `ip` to the end of its executable mapping.
+    /// The machine code from `ip` to the end of its code section.
     pub fn code(&self, ip: u64) -> Option<&[u8]> {
-        let (range, access) = self.mapping(ip)?;
+        let (range, access) = self.region(ip)?;
         if access != Access::Code {
             return None;
         }
         let length = (range.end - ip) as usize;
-        // SAFETY: `ip..range.end` lies in a readable mapping of a loaded object, which stays
+        // SAFETY: `ip..range.end` lies in a code section of a loaded build, which stays
         // mapped while the build this view belongs to is loaded (the caller's contract).
         Some(unsafe { std::slice::from_raw_parts(ip as *const u8, length) })
     }
 
-    /// The `bytes`-wide (at most 8) constant at `address`: only in read-only mappings and the
-    /// build's GOT, whose contents do not change while the build is loaded.
+    /// The `bytes`-wide (at most 8) constant at `address`: only in the build's constant
+    /// sections, whose contents do not change while the build is loaded.
     pub fn read(&self, address: u64, bytes: u32) -> Option<u64> {
         let end = address.checked_add(u64::from(bytes))?;
         let readable = self
-            .got
-            .iter()
-            .any(|g| g.range().start <= address && end <= g.range().end)
-            || self
-                .mapping(address)
-                .is_some_and(|(range, access)| access == Access::Constant && end <= range.end);
+            .region(address)
+            .is_some_and(|(range, access)| access == Access::Constant && end <= range.end);
         if !readable {
             return None;
         }
         let mut value = [0u8; 8];
-        // SAFETY: `address..end` lies in one readable mapping (checked just above).
+        // SAFETY: `address..end` lies in one constant section (checked just above).
         let source = unsafe { std::slice::from_raw_parts(address as *const u8, bytes as usize) };
         value[..bytes as usize].copy_from_slice(source);
         Some(u64::from_le_bytes(value))
     }
 
     /// The build analysed.
-    pub fn build(&self) -> &'b BuildImage {
+    pub fn build(&self) -> Option<&'b BuildImage> {
         self.build
+    }
+
+    /// The build's symbols whose names start with `prefix`, in name order.
+    pub fn symbols_starting_with<'s>(
+        &'s self,
+        prefix: &'s str,
+    ) -> impl Iterator<Item = &'s Symbol> + 's {
+        self.build
+            .into_iter()
+            .flat_map(move |build| build.index().symbols_starting_with(prefix))
     }
 
     /// Whether `address` lies in the analysed build.
     pub fn in_build(&self, address: u64) -> bool {
-        self.build.range().contains(&(address as usize))
+        match self.build {
+            Some(build) => build.range().contains(&(address as usize)),
+            None => self
+                .regions
+                .iter()
+                .any(|(span, _)| span.range().contains(&address)),
+        }
     }
 
     /// The function or object `address` lies in.
-    pub fn place(&self, address: u64) -> Option<Place> {
-        if self.in_build(address) {
-            let base = self.build.base() as u64;
-            let symbol = self.build.index().symbol_at(address - base)?;
+    pub fn place(&self, address: u64) -> Option<Place<'b>> {
+        if let Some(build) = self.build.filter(|_| self.in_build(address)) {
+            let base = build.base() as u64;
+            let symbol = build.index().symbol_at(address - base)?;
             return Some(Place {
-                name: symbol.name.to_string(),
+                name: Cow::Borrowed(&symbol.name),
                 start: symbol.start + base,
                 end: (symbol.size > 0).then_some(symbol.start + symbol.size + base),
                 in_build: true,
@@ -189,7 +215,7 @@ impl<'b> Process<'b> {
 }
 
 /// The nearest dynamic symbol at or below `address` in whichever object holds it.
-fn dynamic_place(address: u64) -> Option<Place> {
+fn dynamic_place(address: u64) -> Option<Place<'static>> {
     let mut info = libc::Dl_info {
         dli_fname: std::ptr::null(),
         dli_fbase: std::ptr::null_mut(),
@@ -204,7 +230,7 @@ fn dynamic_place(address: u64) -> Option<Place> {
     // SAFETY: a non-null `dli_sname` is a NUL-terminated name in the object's string table.
     let name = unsafe { CStr::from_ptr(info.dli_sname) };
     Some(Place {
-        name: name.to_string_lossy().into_owned(),
+        name: Cow::Owned(name.to_string_lossy().into_owned()),
         start: info.dli_saddr as u64,
         end: None,
         in_build: false,

@@ -76,11 +76,7 @@ impl<'p> Semantics<'p> {
             FlowControl::Call => return Ok(Flow::Call(Value::constant(ins.near_branch_target()))),
             FlowControl::IndirectCall => return Ok(Flow::Call(self.read(state, ins, 0))),
             FlowControl::Return => {
-                let extra = if ins.op_count() > 0 {
-                    ins.immediate(0)
-                } else {
-                    0
-                };
+                let extra = if ins.op_count() > 0 { imm(ins, 0) } else { 0 };
                 return Ok(Flow::Return { extra });
             }
             FlowControl::Interrupt | FlowControl::Exception | FlowControl::XbeginXabortXend => {
@@ -255,7 +251,6 @@ impl<'p> Semantics<'p> {
             }
             Mnemonic::Loope | Mnemonic::Loopne => {
                 return Err(GiveUp::at(
-                    self.process,
                     ins.ip(),
                     "a `loope`/`loopne`, which it does not model",
                 ))
@@ -392,7 +387,7 @@ impl<'p> Semantics<'p> {
                 if is_vector(ins, 0) {
                     let bytes = self.operand_bytes(ins, 1);
                     let value = if is_vector(ins, 1) {
-                        state.vector[vector_index(ins.op_register(1))][0]
+                        lanes(state, ins.op_register(1))[0]
                     } else {
                         self.read(state, ins, 1)
                     };
@@ -401,7 +396,7 @@ impl<'p> Semantics<'p> {
                     let upper = if vex { [zero, zero] } else { [old[2], old[3]] };
                     [value.truncate(bytes), zero, upper[0], upper[1]]
                 } else {
-                    let value = state.vector[vector_index(ins.op_register(1))][0];
+                    let value = lanes(state, ins.op_register(1))[0];
                     let bytes = self.operand_bytes(ins, 0);
                     self.write(state, ins, 0, value.truncate(bytes), writer)?;
                     return Ok(true);
@@ -450,17 +445,17 @@ impl<'p> Semantics<'p> {
                 let (a, b) = self.two_sources(state, ins);
                 self.widen(state, ins, [a[1], b[1], a[3], b[3]], vex)
             }
-            Mnemonic::Pinsrq | Mnemonic::Vpinsrq => {
+            Mnemonic::Pinsrq | Mnemonic::Vpinsrq if ins.op_count() >= 3 => {
                 let count = ins.op_count();
                 let mut value = lanes_of(self, state, count - 3);
                 let inserted = self.read(state, ins, count - 2);
-                value[(ins.immediate(count - 1) & 1) as usize] = inserted;
+                value[(imm(ins, count - 1) & 1) as usize] = inserted;
                 self.widen(state, ins, value, vex)
             }
             Mnemonic::Vinserti128 | Mnemonic::Vinsertf128 => {
                 let mut value = lanes_of(self, state, 1);
                 let inserted = lanes_of(self, state, 2);
-                let half = (ins.immediate(3) & 1) as usize * 2;
+                let half = (imm(ins, 3) & 1) as usize * 2;
                 value[half] = inserted[0];
                 value[half + 1] = inserted[1];
                 value
@@ -468,13 +463,15 @@ impl<'p> Semantics<'p> {
             Mnemonic::Movhps | Mnemonic::Movhpd | Mnemonic::Movlps | Mnemonic::Movlpd
                 if !is_vector(ins, 0) =>
             {
-                let source = state.vector[vector_index(ins.op_register(1))];
+                let source = lanes(state, ins.op_register(1));
                 let high = matches!(ins.mnemonic(), Mnemonic::Movhps | Mnemonic::Movhpd);
                 let address = self.address(state, ins);
                 self.store(state, address, 8, source[usize::from(high)], writer)?;
                 return Ok(true);
             }
-            Mnemonic::Movhps | Mnemonic::Movhpd | Mnemonic::Movlps | Mnemonic::Movlpd => {
+            Mnemonic::Movhps | Mnemonic::Movhpd | Mnemonic::Movlps | Mnemonic::Movlpd
+                if ins.op_count() == 2 =>
+            {
                 let mut value = lanes_of(self, state, 0);
                 let high = matches!(ins.mnemonic(), Mnemonic::Movhps | Mnemonic::Movhpd);
                 value[usize::from(high)] = self.read(state, ins, 1);
@@ -522,7 +519,7 @@ impl<'p> Semantics<'p> {
             }
             Mnemonic::Pshufd | Mnemonic::Vpshufd => {
                 let source = lanes_of(self, state, 1);
-                let selector = ins.immediate(2);
+                let selector = imm(ins, 2);
                 let mut value = [Value::Unknown; 4];
                 for (quad, lane) in value.iter_mut().enumerate() {
                     let (low, high) = (
@@ -537,7 +534,7 @@ impl<'p> Semantics<'p> {
             }
             Mnemonic::Shufpd | Mnemonic::Vshufpd => {
                 let (a, b) = self.two_sources(state, ins);
-                let selector = ins.immediate(ins.op_count() - 1);
+                let selector = imm(ins, ins.op_count().saturating_sub(1));
                 let pick = |bit: u64| (selector >> bit & 1) as usize;
                 self.widen(
                     state,
@@ -548,7 +545,7 @@ impl<'p> Semantics<'p> {
             }
             Mnemonic::Vextracti128 | Mnemonic::Vextractf128 => {
                 let source = lanes_of(self, state, 1);
-                let half = (ins.immediate(2) & 1) as usize * 2;
+                let half = (imm(ins, 2) & 1) as usize * 2;
                 let value = [
                     source[half],
                     source[half + 1],
@@ -563,12 +560,12 @@ impl<'p> Semantics<'p> {
             }
             Mnemonic::Vpermq | Mnemonic::Vpermpd if ins.op_kind(2) == OpKind::Immediate8 => {
                 let source = lanes_of(self, state, 1);
-                let selector = ins.immediate(2);
+                let selector = imm(ins, 2);
                 [0, 1, 2, 3].map(|lane| source[(selector >> (2 * lane) & 3) as usize])
             }
             Mnemonic::Vperm2i128 | Mnemonic::Vperm2f128 => {
                 let (a, b) = self.two_sources(state, ins);
-                let selector = ins.immediate(3);
+                let selector = imm(ins, 3);
                 let half = |bits: u64| -> [Value; 2] {
                     if bits & 8 != 0 {
                         return [Value::constant(0); 2];
@@ -816,7 +813,7 @@ impl<'p> Semantics<'p> {
             | OpKind::Immediate8to16
             | OpKind::Immediate8to32
             | OpKind::Immediate8to64
-            | OpKind::Immediate32to64 => Value::constant(ins.immediate(op)),
+            | OpKind::Immediate32to64 => Value::constant(imm(ins, op)),
             _ => Value::Unknown,
         }
     }
@@ -880,11 +877,10 @@ impl<'p> Semantics<'p> {
                             Writer::Disagreement => 0,
                         };
                         return Err(GiveUp::at(
-                            self.process,
                             ip,
-                            &format!(
+                            format!(
                                 "stores a vptr ({}) through a pointer it cannot follow",
-                                self.process.describe(value.as_const().unwrap_or(0))
+                                place.demangled()
                             ),
                         ));
                     }
@@ -894,6 +890,20 @@ impl<'p> Semantics<'p> {
         }
         Ok(())
     }
+}
+
+/// Operand `op`'s immediate (0 when it is not one: iced-x86's `immediate` asserts).
+fn imm(ins: &Instruction, op: u32) -> u64 {
+    ins.try_immediate(op).unwrap_or(0)
+}
+
+/// The lanes of a vector register (`xmm16` and up are not tracked: unknown).
+fn lanes(state: &State, register: Register) -> Lanes {
+    state
+        .vector
+        .get(vector_index(register))
+        .copied()
+        .unwrap_or([Value::Unknown; 4])
 }
 
 fn is_vector(ins: &Instruction, op: u32) -> bool {

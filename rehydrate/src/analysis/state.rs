@@ -26,6 +26,9 @@ pub(crate) enum Writer {
     Disagreement,
 }
 
+/// How far from its start a region is followed (objects and frames are far smaller).
+const REACH: i64 = 1 << 32;
+
 /// A memory region: offset -> cell, cells never overlapping.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Memory {
@@ -36,6 +39,9 @@ impl Memory {
     /// Stores `value` (`bytes` wide, at most 8) at `at`; what it overlaps is cut back (the
     /// bytes of a constant outside the store stay known).
     pub fn store(&mut self, at: i64, bytes: u32, value: Value, writer: Writer) {
+        if !(1..=8).contains(&bytes) || !(-REACH..=REACH).contains(&at) {
+            return; // not a place a constructor's object or frame can be
+        }
         let end = at + i64::from(bytes);
         let overlapping: Vec<i64> = self
             .cells
@@ -72,6 +78,9 @@ impl Memory {
     /// The `bytes`-wide value at `at` (at most 8): a cell stored exactly there, or constant
     /// bytes put together; anything else is unknown.
     pub fn load(&self, at: i64, bytes: u32) -> Value {
+        if !(1..=8).contains(&bytes) || !(-REACH..=REACH).contains(&at) {
+            return Value::Unknown;
+        }
         if let Some(cell) = self.cells.get(&at) {
             if cell.bytes == bytes {
                 return cell.value;
@@ -99,7 +108,7 @@ impl Memory {
     /// Marks `bytes` bytes from `at` as written with values it does not know.
     pub fn clobber(&mut self, at: i64, bytes: u64, writer: Writer) {
         let mut offset = at;
-        let end = at + bytes as i64;
+        let end = at.saturating_add(bytes.min(REACH as u64) as i64);
         while offset < end {
             let width = (end - offset).min(8) as u32;
             self.store(offset, width, Value::Unknown, writer);
@@ -123,14 +132,20 @@ impl Memory {
         if self == other {
             return self.clone();
         }
+        // the same value from different instructions is still agreement
+        let same = |a: &Cell, b: &Cell| a.bytes == b.bytes && a.value == b.value;
         let mut joined = Memory::default();
         for (&at, cell) in &self.cells {
-            if other.cells.get(&at) == Some(cell) {
+            if other
+                .cells
+                .get(&at)
+                .is_some_and(|theirs| same(cell, theirs))
+            {
                 joined.cells.insert(at, *cell);
             }
         }
         for (&at, cell) in self.cells.iter().chain(&other.cells) {
-            if joined.cells.get(&at) != Some(cell) {
+            if !joined.cells.get(&at).is_some_and(|kept| same(kept, cell)) {
                 joined.clobber(at, u64::from(cell.bytes), Writer::Disagreement);
             }
         }

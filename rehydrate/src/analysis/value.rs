@@ -213,6 +213,15 @@ impl Flags {
     }
 
     fn bits(self) -> Option<Bits> {
+        let width = match self {
+            Flags::Sub { bytes, .. } | Flags::Add { bytes, .. } | Flags::Logic { bytes, .. } => {
+                bytes
+            }
+            Flags::Unknown => return None,
+        };
+        if !(1..=8).contains(&width) {
+            return None;
+        }
         let sign_of = |value: u64, bytes: u32| value >> (bytes * 8 - 1) & 1 == 1;
         match self {
             Flags::Unknown => None,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rehydrate::analysis::{Analysis, ImplicitWord};
+use rehydrate::analysis::{demangle, Analysis, ConstructorReading, ImplicitWord};
 use rehydrate::{ClassInspection, ProbePolicy, Runtime};
 use serde::Serialize;
 
@@ -107,13 +107,14 @@ fn print_text(inspection: &ClassInspection) {
         Analysis::Found(reading) => {
             println!(
                 "  analysis: {}, {} instructions",
-                reading.constructor, reading.steps
+                reading.describe_constructor(),
+                reading.steps
             );
             print_words(&reading.words);
             if !reading.not_followed.is_empty() {
                 println!(
                     "    calls not followed: {}",
-                    reading.not_followed.join("; ")
+                    not_followed(reading).join("; ")
                 );
             }
         }
@@ -139,12 +140,21 @@ fn print_text(inspection: &ClassInspection) {
     }
 }
 
+/// Each call the analysis did not follow, and why.
+fn not_followed(reading: &ConstructorReading) -> Vec<String> {
+    reading
+        .not_followed
+        .iter()
+        .map(|(function, why)| format!("{} ({why})", demangle(function)))
+        .collect()
+}
+
 fn print_words(words: &[ImplicitWord]) {
     if words.is_empty() {
         println!("    (no address-valued words)");
     }
     for word in words {
-        println!("    {:>4}: {}", word.offset, word.holds);
+        println!("    {:>4}: {}", word.offset, word.holds());
     }
 }
 
@@ -207,9 +217,9 @@ impl WordJson {
     fn of(word: &ImplicitWord) -> WordJson {
         WordJson {
             offset: word.offset,
-            holds: word.holds.clone(),
-            vtable: word.vtable.as_ref().map(|(symbol, _)| symbol.clone()),
-            address_point: word.vtable.as_ref().map(|&(_, point)| point),
+            holds: word.holds(),
+            vtable: word.vtable().map(|(symbol, _)| symbol.to_string()),
+            address_point: word.vtable().map(|(_, point)| point),
         }
     }
 }
@@ -222,10 +232,10 @@ impl ClassJson {
     fn of(inspection: &ClassInspection) -> ClassJson {
         let analysis = match &inspection.analysis {
             Analysis::Found(reading) => AnalysisJson::Found {
-                constructor: reading.constructor.clone(),
+                constructor: reading.describe_constructor(),
                 words: words(&reading.words),
-                followed: reading.followed.clone(),
-                not_followed: reading.not_followed.clone(),
+                followed: reading.followed.iter().map(|f| demangle(f)).collect(),
+                not_followed: not_followed(reading),
                 steps: reading.steps,
             },
             Analysis::GaveUp { reason, tried } => AnalysisJson::GaveUp {

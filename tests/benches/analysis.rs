@@ -1,0 +1,122 @@
+//! The constructor analysis over every class of the 2,000-class benchmark module (layout-gen's
+//! benchmark header, all inline, built with its shim by g++ -O2), against two baselines
+//! measured in the same run on the same one thread:
+//! - iced-x86 decoding, and nothing else, every function the analyses interpreted, each once
+//!   per class (goal: the analysis takes at most 4x as long);
+//! - probing the same classes (three dummies each, constructors and destructors run; goal:
+//!   the analysis is faster).
+//!
+//! Criterion's groups, then the three alternated in one loop (medians of 15), whose ratios
+//! are the ones to report. Run with `cargo bench -p integration-tests --bench analysis`.
+#![allow(missing_docs)] // criterion's macros generate undocumented functions
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use integration_tests::gxx;
+use rehydrate::measure::{analyse_every_class, decode_what_was_analysed, probe_every_class};
+use rehydrate::Runtime;
+
+const CLASSES: usize = 2_000;
+
+/// The benchmark header, its shim, one shared library.
+fn build_module(dir: &Path) -> PathBuf {
+    let header = dir.join("bench_classes.hpp");
+    std::fs::write(&header, layout_gen::benchmark_header(CLASSES)).unwrap();
+    let request = layout_gen::Request {
+        headers: vec![header],
+        clang_args: vec![],
+        selection: layout_gen::Selection {
+            namespaces: vec!["bench".into()],
+            ..Default::default()
+        },
+    };
+    let shim = layout_gen::generate(&request, &dir.join("generated"))
+        .expect("the benchmark header's tables generate")
+        .cpp_shim;
+    let library = dir.join("libbench2000.so");
+    let include = format!("-I{}", rehydrate::include_dir().display());
+    let header_dir = format!("-I{}", dir.display());
+    gxx().compile(
+        &[&shim],
+        &library,
+        &[
+            "-std=c++17",
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-fno-gnu-unique",
+            &include,
+            &header_dir,
+        ],
+    );
+    library
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_module(dir.path());
+    let runtime = Runtime::load(&library).unwrap();
+    let readings = analyse_every_class(&runtime);
+    let probed = probe_every_class(&runtime);
+    let decoded = decode_what_was_analysed(&runtime, &readings);
+    eprintln!(
+        "{} classes: the analysis reads {}, the probe {probed}; the baseline decodes {decoded} instructions",
+        CLASSES + 2,
+        readings.len()
+    );
+    let mut group = c.benchmark_group("analysis_2000_classes");
+    group.sample_size(10);
+    group.bench_function("baseline_iced_decode_only", |b| {
+        b.iter(|| decode_what_was_analysed(&runtime, &readings))
+    });
+    group.bench_function("baseline_probe_every_class", |b| {
+        b.iter(|| probe_every_class(&runtime))
+    });
+    group.bench_function("analyse_every_class", |b| {
+        b.iter(|| analyse_every_class(&runtime))
+    });
+    group.finish();
+    alternating(&runtime, &readings);
+}
+
+/// The three measured alternately, 15 times, and the ratios of the medians: a shared machine
+/// whose speed drifts sees the same machine in all three.
+fn alternating(runtime: &Runtime, readings: &rehydrate::measure::Readings) {
+    let time = |work: &mut dyn FnMut()| {
+        let started = Instant::now();
+        work();
+        started.elapsed()
+    };
+    let (mut decode, mut probe, mut analyse) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..15 {
+        decode.push(time(&mut || {
+            std::hint::black_box(decode_what_was_analysed(runtime, readings));
+        }));
+        probe.push(time(&mut || {
+            std::hint::black_box(probe_every_class(runtime));
+        }));
+        analyse.push(time(&mut || {
+            std::hint::black_box(analyse_every_class(runtime));
+        }));
+    }
+    let median = |mut samples: Vec<Duration>| {
+        samples.sort();
+        samples[samples.len() / 2]
+    };
+    let (decode, probe, analyse) = (median(decode), median(probe), median(analyse));
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    eprintln!(
+        "alternating, medians of 15: decode only {:.2} ms, probe {:.2} ms, analysis {:.2} ms; \
+         analysis / decode {:.2}x (goal <= 4x), analysis / probe {:.2}x (goal < 1x)",
+        ms(decode),
+        ms(probe),
+        ms(analyse),
+        analyse.as_secs_f64() / decode.as_secs_f64(),
+        analyse.as_secs_f64() / probe.as_secs_f64()
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
