@@ -950,8 +950,22 @@ pub mod measure {
         }
     }
 
-    /// Analyses every class of the current build (as a load does).
-    pub fn analyse_every_class(runtime: &Runtime) -> Readings {
+    /// Analyses every class of the current build (as a load does); returns how many gave an
+    /// image.
+    pub fn analyse_every_class(runtime: &Runtime) -> usize {
+        let build = runtime.shared.read();
+        let process = Process::snapshot(&build.elf);
+        build
+            .module
+            .classes
+            .iter()
+            .filter(|class| matches!(analysis::analyse(class, &process), Analysis::Found(_)))
+            .count()
+    }
+
+    /// The analyses of every class of the current build that gave an image (what
+    /// [`decode_what_was_analysed`] decodes).
+    pub fn readings(runtime: &Runtime) -> Readings {
         let build = runtime.shared.read();
         let process = Process::snapshot(&build.elf);
         let readings = build

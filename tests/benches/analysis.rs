@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use integration_tests::gxx;
-use rehydrate::measure::{analyse_every_class, decode_what_was_analysed, probe_every_class};
+use rehydrate::measure::{
+    analyse_every_class, decode_what_was_analysed, probe_every_class, readings,
+};
 use rehydrate::Runtime;
 
 const CLASSES: usize = 2_000;
@@ -58,7 +60,9 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let library = build_module(dir.path());
     let runtime = Runtime::load(&library).unwrap();
-    let readings = analyse_every_class(&runtime);
+    let readings = readings(&runtime);
+    let analysed = analyse_every_class(&runtime);
+    assert_eq!(analysed, readings.len());
     let probed = probe_every_class(&runtime);
     let decoded = decode_what_was_analysed(&runtime, &readings);
     eprintln!(

@@ -3,9 +3,12 @@
 //! whatever their parameters; and the module's own construct thunk (`new (p) T`, with the
 //! constructor usually inlined into it) for classes whose constructors were all inlined.
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
 use super::process::Process;
 use super::value::Word;
 use crate::module::ModuleClass;
+use crate::relocation::elf::Symbol;
 
 /// A function to analyse.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +30,31 @@ impl Candidate {
     /// For people: the demangled name and which kind of constructor it is.
     pub fn description(&self) -> String {
         describe(&self.name, self.label)
+    }
+}
+
+/// A build's constructors by class (the mangled text before `C1`, `C2`...), and its VTTs:
+/// made once per build.
+#[derive(Default)]
+pub(crate) struct ConstructorIndex<'b> {
+    by_class: FxHashMap<&'b str, Vec<&'b Symbol>>,
+    vtts: FxHashSet<&'b str>,
+}
+
+impl<'b> ConstructorIndex<'b> {
+    pub fn of(symbols: &'b [Symbol]) -> ConstructorIndex<'b> {
+        let mut index = ConstructorIndex::default();
+        for symbol in symbols {
+            if symbol.name.starts_with("_ZTT") {
+                index.vtts.insert(&symbol.name);
+            } else if symbol.is_function && symbol.size > 0 {
+                if let Some(marker) = constructor_marker(&symbol.name) {
+                    let class = &symbol.name[..marker];
+                    index.by_class.entry(class).or_default().push(symbol);
+                }
+            }
+        }
+        index
     }
 }
 
@@ -66,16 +94,13 @@ fn constructor_kind(rest: &str) -> Option<(bool, &'static str)> {
 /// then do the same), and the module's construct thunk.
 pub(crate) fn candidates(class: &ModuleClass, process: &Process<'_>) -> Vec<Candidate> {
     let base = process.build().map_or(0, |b| b.base() as u64);
+    let index = process.constructors();
     let mut found: Vec<(u8, Candidate)> = Vec::new();
     if let Some(prefix) = constructor_prefix(&class.type_id_name) {
-        let vtt_name = vtt_symbol(&class.type_id_name);
-        let has_vtt = process
-            .symbols_starting_with(&vtt_name)
-            .any(|s| *s.name == *vtt_name);
-        for symbol in process
-            .symbols_starting_with(&prefix)
-            .filter(|s| s.is_function && s.size > 0)
-        {
+        let has_vtt = index
+            .vtts
+            .contains(vtt_symbol(&class.type_id_name).as_str());
+        for symbol in index.by_class.get(prefix.as_str()).into_iter().flatten() {
             let Some(rest) = symbol.name.strip_prefix(prefix.as_str()) else {
                 continue;
             };
@@ -141,9 +166,13 @@ fn vtt_symbol(type_id_name: &str) -> String {
 /// Whether a mangled function name is a constructor of some class (`A::B<int>::B(...)`),
 /// read from the nested name without demangling (a call's callee is checked on every call).
 pub(crate) fn is_constructor_symbol(name: &str) -> bool {
-    let Some(nested) = name.strip_prefix("_ZN") else {
-        return false;
-    };
+    constructor_marker(name).is_some()
+}
+
+/// Where the constructor name (`C1`, `C2`, `CI1`...) of a mangled constructor starts: the
+/// text before it is the class's prefix ([`constructor_prefix`]).
+fn constructor_marker(name: &str) -> Option<usize> {
+    let nested = name.strip_prefix("_ZN")?;
     let bytes = nested.as_bytes();
     let mut at = 0;
     // the cv- and ref-qualifiers of a member function
@@ -160,15 +189,13 @@ pub(crate) fn is_constructor_symbol(name: &str) -> bool {
             Some(b'S') => skip_substitution(bytes, at),
             Some(b'I') if components > 0 => skip_template_arguments(bytes, at),
             Some(b'C') => {
-                return components > 0
-                    && matches!(bytes.get(at + 1), Some(b'1' | b'2' | b'3' | b'I'))
+                let constructor =
+                    components > 0 && matches!(bytes.get(at + 1), Some(b'1' | b'2' | b'3' | b'I'));
+                return constructor.then_some(3 + at);
             }
-            _ => return false,
+            _ => return None,
         };
-        let Some(next) = next else {
-            return false;
-        };
-        at = next;
+        at = next?;
         components += 1;
     }
 }

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::ffi::CStr;
 use std::ops::Range;
 
+use super::constructors::ConstructorIndex;
 use super::value::Word;
 use crate::relocation::elf::{SectionKind, Symbol};
 use crate::relocation::BuildImage;
@@ -85,6 +86,8 @@ pub(crate) struct Process<'b> {
     regions: Vec<(Span, Access)>,
     /// The build analysed; `None` for bare code (tests), which then counts as the build.
     build: Option<&'b BuildImage>,
+    /// The build's constructors, by class.
+    constructors: ConstructorIndex<'b>,
 }
 
 impl<'b> Process<'b> {
@@ -113,6 +116,7 @@ impl<'b> Process<'b> {
         Process {
             regions: mappings,
             build: Some(build),
+            constructors: ConstructorIndex::of(build.index().symbols()),
         }
     }
 
@@ -122,7 +126,13 @@ impl<'b> Process<'b> {
         Process {
             regions: vec![(Span::new(code), Access::Code)],
             build: None,
+            constructors: ConstructorIndex::default(),
         }
+    }
+
+    /// The build's constructors, by class.
+    pub fn constructors(&self) -> &ConstructorIndex<'b> {
+        &self.constructors
     }
 
     fn region(&self, address: u64) -> Option<(Range<u64>, Access)> {
@@ -166,16 +176,6 @@ impl<'b> Process<'b> {
     /// The build analysed.
     pub fn build(&self) -> Option<&'b BuildImage> {
         self.build
-    }
-
-    /// The build's symbols whose names start with `prefix`, in name order.
-    pub fn symbols_starting_with<'s>(
-        &'s self,
-        prefix: &'s str,
-    ) -> impl Iterator<Item = &'s Symbol> + 's {
-        self.build
-            .into_iter()
-            .flat_map(move |build| build.index().symbols_starting_with(prefix))
     }
 
     /// Whether `address` lies in the analysed build.

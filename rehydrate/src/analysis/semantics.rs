@@ -578,14 +578,14 @@ impl<'p> Semantics<'p> {
                 [low[0], low[1], high[0], high[1]]
             }
             Mnemonic::Vzeroupper => {
-                for register in &mut state.vector {
+                for register in state.vector.iter_mut() {
                     register[2] = Value::constant(0);
                     register[3] = Value::constant(0);
                 }
                 return Ok(true);
             }
             Mnemonic::Vzeroall => {
-                state.vector = [[Value::constant(0); 4]; 16];
+                *state.vector = [[Value::constant(0); 4]; 16];
                 return Ok(true);
             }
             _ => return Ok(false),

@@ -169,8 +169,8 @@ pub(crate) type Lanes = [Value; 4];
 pub(crate) struct State {
     /// `rax` .. `r15`, by register number.
     pub gpr: [Value; 16],
-    /// `xmm0`/`ymm0` .. `xmm15`/`ymm15`.
-    pub vector: [Lanes; 16],
+    /// `xmm0`/`ymm0` .. `xmm15`/`ymm15` (boxed: a state moves often, and this is most of it).
+    pub vector: Box<[Lanes; 16]>,
     pub flags: Flags,
     pub object: Memory,
     pub stack: Memory,
@@ -191,7 +191,7 @@ impl State {
         gpr[RSP] = Value::Stack(0);
         State {
             gpr,
-            vector: [[Value::Unknown; 4]; 16],
+            vector: Box::new([[Value::Unknown; 4]; 16]),
             flags: Flags::Unknown,
             object: Memory::default(),
             stack: Memory::default(),
@@ -204,7 +204,7 @@ impl State {
         for register in CALLER_SAVED {
             self.gpr[register] = Value::Unknown;
         }
-        self.vector = [[Value::Unknown; 4]; 16];
+        *self.vector = [[Value::Unknown; 4]; 16];
         self.flags = Flags::Unknown;
     }
 
@@ -214,8 +214,8 @@ impl State {
         for (mine, theirs) in gpr.iter_mut().zip(&other.gpr) {
             *mine = mine.join(*theirs);
         }
-        let mut vector = self.vector;
-        for (mine, theirs) in vector.iter_mut().zip(&other.vector) {
+        let mut vector = self.vector.clone();
+        for (mine, theirs) in vector.iter_mut().zip(other.vector.iter()) {
             for (lane, other_lane) in mine.iter_mut().zip(theirs) {
                 *lane = lane.join(*other_lane);
             }

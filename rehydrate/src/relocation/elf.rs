@@ -97,8 +97,6 @@ pub(crate) struct ElfIndex {
     symbols: Vec<Symbol>,
     /// Index into `symbols` by key; keys that occur more than once are absent (ambiguous).
     by_key: HashMap<Arc<str>, usize>,
-    /// Indexes into `symbols`, sorted by name (for prefix searches).
-    by_name: Vec<u32>,
     /// The lowest virtual address of a loadable segment, rounded down to its page.
     pub first_segment: u64,
 }
@@ -217,13 +215,10 @@ impl ElfIndex {
         for key in ambiguous {
             by_key.remove(&key);
         }
-        let mut by_name: Vec<u32> = (0..symbols.len() as u32).collect();
-        by_name.sort_unstable_by(|&a, &b| symbols[a as usize].name.cmp(&symbols[b as usize].name));
         Ok(ElfIndex {
             sections,
             symbols,
             by_key,
-            by_name,
             first_segment,
         })
     }
@@ -261,20 +256,6 @@ impl ElfIndex {
     /// The symbol with this key, when exactly one has it.
     pub fn by_key(&self, key: &str) -> Option<&Symbol> {
         self.by_key.get(key).map(|&i| &self.symbols[i])
-    }
-
-    /// The symbols whose names start with `prefix`, in name order.
-    pub fn symbols_starting_with<'s>(
-        &'s self,
-        prefix: &'s str,
-    ) -> impl Iterator<Item = &'s Symbol> + 's {
-        let first = self
-            .by_name
-            .partition_point(|&i| &*self.symbols[i as usize].name < prefix);
-        self.by_name[first..]
-            .iter()
-            .map(|&i| &self.symbols[i as usize])
-            .take_while(move |s| s.name.starts_with(prefix))
     }
 
     /// Every symbol, by address.
