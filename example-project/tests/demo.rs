@@ -83,7 +83,7 @@ fn the_scripted_demo_reloads_every_object_and_leaves_the_tree_alone() {
         "3500 live objects of 3 classes rehydrated"
     );
     let timings = line(&out, "timings: ");
-    for phase in ["load", "probe", "validate", "patch", "unload"] {
+    for phase in ["load", "images", "validate", "patch", "unload"] {
         assert!(timings.contains(&format!("{phase} ")), "{timings}");
     }
 

@@ -47,7 +47,7 @@ impl<'b> ConstructorIndex<'b> {
         for symbol in symbols {
             if symbol.name.starts_with("_ZTT") {
                 index.vtts.insert(&symbol.name);
-            } else if symbol.is_function && symbol.size > 0 {
+            } else if symbol.is_function && symbol.size > 0 && may_be_constructor(&symbol.name) {
                 if let Some(marker) = constructor_marker(&symbol.name) {
                     let class = &symbol.name[..marker];
                     index.by_class.entry(class).or_default().push(symbol);
@@ -167,6 +167,16 @@ fn vtt_symbol(type_id_name: &str) -> String {
 /// read from the nested name without demangling (a call's callee is checked on every call).
 pub(crate) fn is_constructor_symbol(name: &str) -> bool {
     constructor_marker(name).is_some()
+}
+
+/// A quick filter before [`constructor_marker`]: a nested name with `C1`, `C2`, `C3` or `CI`
+/// somewhere.
+fn may_be_constructor(name: &str) -> bool {
+    name.starts_with("_ZN")
+        && name
+            .as_bytes()
+            .windows(2)
+            .any(|pair| pair[0] == b'C' && matches!(pair[1], b'1' | b'2' | b'3' | b'I'))
 }
 
 /// Where the constructor name (`C1`, `C2`, `CI1`...) of a mangled constructor starts: the

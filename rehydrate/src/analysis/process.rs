@@ -151,9 +151,10 @@ impl<'b> Process<'b> {
             return None;
         }
         let length = (range.end - ip) as usize;
-        // SAFETY: `ip..range.end` lies in a code section of a loaded build, which stays
-        // mapped while the build this view belongs to is loaded (the caller's contract).
-        Some(unsafe { std::slice::from_raw_parts(ip as *const u8, length) })
+        // The build stays mapped while this view of it lives (the caller's contract).
+        // SAFETY: `ip..range.end` lies in a code section of that loaded build.
+        let code = unsafe { std::slice::from_raw_parts(ip as *const u8, length) };
+        Some(code)
     }
 
     /// The `bytes`-wide (at most 8) constant at `address`: only in the build's constant

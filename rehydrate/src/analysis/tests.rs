@@ -140,9 +140,9 @@ impl Page {
         let page = unsafe { std::slice::from_raw_parts_mut(start, PAGE) };
         page.fill(0xCC);
         page[..code.len()].copy_from_slice(code);
+        let code_protection = libc::PROT_READ | libc::PROT_EXEC;
         // SAFETY: the mapping made above, now read-only and executable as code is.
-        let protected =
-            unsafe { libc::mprotect(start.cast(), PAGE, libc::PROT_READ | libc::PROT_EXEC) };
+        let protected = unsafe { libc::mprotect(start.cast(), PAGE, code_protection) };
         assert_eq!(protected, 0);
         Page { start }
     }
