@@ -162,12 +162,15 @@ fn check_with_table(
         let found = image
             .writes
             .word_at(slot)
-            .map(|value| ImplicitWord::of(process, slot, value));
+            .map(|value| (value, ImplicitWord::of(process, slot, value)));
         match found {
-            Some(word) if word.vtable().is_some() => {}
-            Some(word) => disagreements.push(format!(
+            Some((_, word)) if word.vtable().is_some() => {}
+            Some((value, word)) => disagreements.push(format!(
                 "offset {slot}: the table has a vptr slot, {source} found {} there",
-                word.holds()
+                match word.symbol {
+                    Some(_) => word.holds(),
+                    None => format!("the constant {value:#x}"),
+                }
             )),
             None => disagreements.push(format!(
                 "offset {slot}: the table has a vptr slot, {source} found no compiler-written word there"

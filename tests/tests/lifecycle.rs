@@ -349,6 +349,63 @@ fn a_descriptor_that_disagrees_with_the_compiler_refuses_the_reload() {
     drop(object);
 }
 
+/// A descriptor whose vptr slots are stale: it says 0 and 8, the compiler put the vptr at 0 and
+/// `s` at 8.
+const WRONG_VPTR_SLOT: &str = r#"
+#include <new>
+#include "rehydrate/module_abi.h"
+namespace tm { struct S { virtual ~S() {} long s = 1; }; }
+static int32_t construct(void* place, char*, size_t) { ::new (place) tm::S; return 0; }
+static int32_t destroy(void* object, char*, size_t) { static_cast<tm::S*>(object)->~S(); return 0; }
+static const rehydrate_field_desc fields[] = {{"s", "tm::S", "long", 8, 8, UINT64_MAX, 0, 0}};
+static const uint64_t vptrs[] = {0, 8};
+static const rehydrate_class_desc classes[] = {{"tm::S", "N2tm1SE", sizeof(tm::S), alignof(tm::S), 0,
+    0, nullptr, 1, fields, 2, vptrs, &construct, &destroy, nullptr}};
+static int32_t attach(const rehydrate_host_api*) { return 0; }
+static const rehydrate_module_desc desc = {REHYDRATE_ABI_VERSION, 0, 1, classes, &attach};
+extern "C" const rehydrate_module_desc* rehydrate_module_descriptor(void) { return &desc; }
+"#;
+
+#[test]
+fn a_class_whose_sources_disagree_refuses_to_reload_and_says_where() {
+    let library = tiny_library(&modules_dir(), "wrong_vptr_slot", WRONG_VPTR_SLOT);
+    let mut runtime = Runtime::load(&library).unwrap();
+    let names_the_slot = |e: &Error| {
+        matches!(e, Error::ImageDisagreement { class, disagreements } if class == "tm::S"
+            && disagreements.iter().any(|d| d == "offset 8: the table has a vptr slot, the probe found the constant 0x1 there"))
+    };
+    let image = runtime.class_image("tm::S").unwrap_err();
+    assert!(names_the_slot(&image), "{image}");
+    let inspection = runtime.inspect().remove(0);
+    assert!(!inspection.agrees());
+    match &inspection.analysis {
+        rehydrate::analysis::Analysis::GaveUp { reason, .. } => assert!(
+            reason.contains(
+                "the table's vptr slot at offset 8 holds a constant that is not a vtable address"
+            ),
+            "{reason}"
+        ),
+        found => panic!("the analysis cannot agree with a stale table: {found:?}"),
+    }
+    assert!(
+        matches!(inspection.probe, Some(Ok(_))),
+        "{:?}",
+        inspection.probe
+    );
+    let object = runtime.create("tm::S").unwrap();
+    // SAFETY: a live tm::S (16 bytes) that nothing else touches meanwhile.
+    let bytes = || unsafe { std::slice::from_raw_parts(object.as_ptr().cast::<u8>(), 16) }.to_vec();
+    let before = bytes();
+    let error = runtime
+        .reload(&library)
+        .unwrap()
+        .rehydrate_all()
+        .unwrap_err();
+    assert!(names_the_slot(&error), "{error}");
+    assert_eq!(bytes(), before, "a refused reload changes nothing");
+    drop(object);
+}
+
 #[test]
 fn several_runtimes_load_and_reload_at_once_each_in_a_private_folder() {
     let dir = modules_dir();
