@@ -12,29 +12,31 @@ use crate::relocation::elf::Symbol;
 
 /// A function to analyse.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Candidate {
+pub(crate) struct Candidate<'a> {
     /// Absolute address, complemented (the runtime's memory must not look like references
     /// into a build).
     address: Word,
     /// The mangled name (or, for the thunk, the class).
-    pub name: String,
+    pub name: &'a str,
     /// Which kind of constructor it is.
     pub label: &'static str,
+    /// Best first: complete-object before base-object, the default constructor first.
+    rank: u8,
 }
 
-impl Candidate {
+impl Candidate<'_> {
     pub fn address(&self) -> u64 {
         self.address.get()
     }
 
     /// For people: the demangled name and which kind of constructor it is.
     pub fn description(&self) -> String {
-        describe(&self.name, self.label)
+        describe(self.name, self.label)
     }
 }
 
-/// A build's constructors by class (the mangled text before `C1`, `C2`...), and its VTTs:
-/// made once per build.
+/// A build's constructors by class (the mangled text between `_ZN` and `C1`, `C2`...: the
+/// class's [`class_key`]), and its VTTs by the type they belong to: made once per build.
 #[derive(Default)]
 pub(crate) struct ConstructorIndex<'b> {
     by_class: FxHashMap<&'b str, Vec<&'b Symbol>>,
@@ -45,11 +47,11 @@ impl<'b> ConstructorIndex<'b> {
     pub fn of(symbols: &'b [Symbol]) -> ConstructorIndex<'b> {
         let mut index = ConstructorIndex::default();
         for symbol in symbols {
-            if symbol.name.starts_with("_ZTT") {
-                index.vtts.insert(&symbol.name);
+            if let Some(type_name) = symbol.name.strip_prefix("_ZTT") {
+                index.vtts.insert(type_name);
             } else if symbol.is_function && symbol.size > 0 && may_be_constructor(&symbol.name) {
                 if let Some(marker) = constructor_marker(&symbol.name) {
-                    let class = &symbol.name[..marker];
+                    let class = &symbol.name[3..marker];
                     index.by_class.entry(class).or_default().push(symbol);
                 }
             }
@@ -58,15 +60,16 @@ impl<'b> ConstructorIndex<'b> {
     }
 }
 
-/// The mangled prefix every constructor of the class with this `typeid(T).name()` starts
-/// with: `N4game6PlayerE` -> `_ZN4game6Player`, `6Player` -> `_ZN6Player`.
-pub(crate) fn constructor_prefix(type_id_name: &str) -> Option<String> {
+/// The part of every constructor's mangled name of the class with this `typeid(T).name()`
+/// between `_ZN` and the constructor's code: `N4game6PlayerE` -> `4game6Player`, `6Player`
+/// -> `6Player` (`_ZN4game6PlayerC1Ev`, `_ZN6PlayerC1Ev`).
+pub(crate) fn class_key(type_id_name: &str) -> Option<&str> {
     if type_id_name.is_empty() {
         return None;
     }
     match type_id_name.strip_prefix('N') {
-        Some(nested) => Some(format!("_ZN{}", nested.strip_suffix('E')?)),
-        None => Some(format!("_ZN{type_id_name}")),
+        Some(nested) => nested.strip_suffix('E'),
+        None => Some(type_id_name),
     }
 }
 
@@ -92,18 +95,17 @@ fn constructor_kind(rest: &str) -> Option<(bool, &'static str)> {
 /// The functions to analyse for `class`, best first: complete-object constructors (the
 /// default one first), base-object constructors when the class has no virtual base (they
 /// then do the same), and the module's construct thunk.
-pub(crate) fn candidates(class: &ModuleClass, process: &Process<'_>) -> Vec<Candidate> {
+pub(crate) fn candidates<'a>(
+    class: &'a ModuleClass,
+    process: &'a Process<'_>,
+) -> Vec<Candidate<'a>> {
     let base = process.build().map_or(0, |b| b.base() as u64);
     let index = process.constructors();
-    let mut found: Vec<(u8, Candidate)> = Vec::new();
-    if let Some(prefix) = constructor_prefix(&class.type_id_name) {
-        let has_vtt = index
-            .vtts
-            .contains(vtt_symbol(&class.type_id_name).as_str());
-        for symbol in index.by_class.get(prefix.as_str()).into_iter().flatten() {
-            let Some(rest) = symbol.name.strip_prefix(prefix.as_str()) else {
-                continue;
-            };
+    let mut candidates: Vec<Candidate<'a>> = Vec::new();
+    if let Some(key) = class_key(&class.type_id_name) {
+        let has_vtt = index.vtts.contains(class.type_id_name.as_str());
+        for symbol in index.by_class.get(key).into_iter().flatten() {
+            let rest = &symbol.name[3 + key.len()..];
             let Some((complete, label)) = constructor_kind(rest) else {
                 continue;
             };
@@ -117,28 +119,23 @@ pub(crate) fn candidates(class: &ModuleClass, process: &Process<'_>) -> Vec<Cand
                 (false, true) => 2,
                 (false, false) => 3,
             };
-            found.push((
+            candidates.push(Candidate {
+                address: Word::new(base + symbol.start),
+                name: &symbol.name,
+                label,
                 rank,
-                Candidate {
-                    address: Word::new(base + symbol.start),
-                    name: symbol.name.to_string(),
-                    label,
-                },
-            ));
+            });
         }
     }
-    found.sort_by_key(|(rank, c)| (*rank, c.address()));
-    let mut candidates: Vec<Candidate> = Vec::new();
-    for (_, candidate) in found {
-        if !candidates.iter().any(|c| c.address == candidate.address) {
-            candidates.push(candidate);
-        }
-    }
+    candidates.sort_by_key(|c| (c.rank, c.address()));
+    // aliases (`C1` and `C2` at one address) are one function
+    candidates.dedup_by_key(|c| c.address);
     if let Some(construct) = class.construct {
         candidates.push(Candidate {
             address: Word::new(construct as usize as u64),
-            name: class.name.to_string(),
+            name: &class.name,
             label: THUNK,
+            rank: 4,
         });
     }
     candidates
@@ -158,11 +155,6 @@ pub(crate) fn describe(name: &str, label: &str) -> String {
 /// inlined into it).
 pub(crate) const THUNK: &str = "the module's construct thunk";
 
-/// The VTT symbol of the class with this type name: `_ZTT` + the type's mangling.
-fn vtt_symbol(type_id_name: &str) -> String {
-    format!("_ZTT{type_id_name}")
-}
-
 /// Whether a mangled function name is a constructor of some class (`A::B<int>::B(...)`),
 /// read from the nested name without demangling (a call's callee is checked on every call).
 pub(crate) fn is_constructor_symbol(name: &str) -> bool {
@@ -180,7 +172,7 @@ fn may_be_constructor(name: &str) -> bool {
 }
 
 /// Where the constructor name (`C1`, `C2`, `CI1`...) of a mangled constructor starts: the
-/// text before it is the class's prefix ([`constructor_prefix`]).
+/// text between `_ZN` and it is the class's key ([`class_key`]).
 fn constructor_marker(name: &str) -> Option<usize> {
     let nested = name.strip_prefix("_ZN")?;
     let bytes = nested.as_bytes();
@@ -278,17 +270,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefixes_follow_the_type_name() {
-        assert_eq!(
-            constructor_prefix("N4game6PlayerE").as_deref(),
-            Some("_ZN4game6Player")
-        );
-        assert_eq!(constructor_prefix("6Player").as_deref(), Some("_ZN6Player"));
-        assert_eq!(
-            constructor_prefix("N4game3BoxIiEE").as_deref(),
-            Some("_ZN4game3BoxIiE")
-        );
-        assert_eq!(constructor_prefix(""), None);
+    fn class_keys_follow_the_type_name() {
+        assert_eq!(class_key("N4game6PlayerE"), Some("4game6Player"));
+        assert_eq!(class_key("6Player"), Some("6Player"));
+        assert_eq!(class_key("N4game3BoxIiEE"), Some("4game3BoxIiE"));
+        assert_eq!(class_key(""), None);
+        let name = "_ZN4game6PlayerC1Ev";
+        assert_eq!(&name[3..constructor_marker(name).unwrap()], "4game6Player");
     }
 
     #[test]

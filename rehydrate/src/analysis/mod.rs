@@ -296,7 +296,7 @@ fn analyse_one(
     // a pointer member's default) is the field's
     words.retain(|w| image.byte_map()[w.offset] == ByteClass::Implicit);
     Ok(ConstructorReading {
-        constructor: (candidate.name.clone(), candidate.label),
+        constructor: (candidate.name.to_string(), candidate.label),
         words,
         followed: trace.followed,
         not_followed: trace.not_followed,
