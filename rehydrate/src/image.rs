@@ -44,7 +44,8 @@ pub struct ClassImage {
     byte_map: Vec<ByteClass>,
     implicit_runs: Vec<Range<usize>>,
     pub(crate) writes: Writes,
-    findings: Vec<String>,
+    /// Implicit bytes outside the table's vptr slots and fields, as runs.
+    outside_slots: Vec<Range<usize>>,
 }
 
 impl ClassImage {
@@ -60,8 +61,11 @@ impl ClassImage {
 
     /// Where the observation and the table differ in ways that need no refusal (implicit
     /// bytes outside vptr slots, such as padding a wide store wrote), for people to read.
-    pub fn findings(&self) -> &[String] {
-        &self.findings
+    pub fn findings(&self) -> Vec<String> {
+        self.outside_slots
+            .iter()
+            .map(|run| format!("implicit bytes {run:?} lie outside the table's vptr slots"))
+            .collect()
     }
 }
 
@@ -218,7 +222,7 @@ pub(crate) fn classify(
             .for_each(|p| *p |= VPTR);
     }
     let mut byte_map = Vec::with_capacity(size);
-    let mut findings = Vec::new();
+    let mut outside_slots: Vec<Range<usize>> = Vec::new();
     let mut anomalous = Vec::new();
     for (byte, &where_) in place.iter().enumerate() {
         let seen = observed.get(byte).copied().unwrap_or(Observed::Untouched);
@@ -234,9 +238,10 @@ pub(crate) fn classify(
             kind
         };
         if kind == ByteClass::Implicit && !in_vptr && !in_field {
-            findings.push(format!(
-                "implicit byte {byte} lies outside the table's vptr slots"
-            ));
+            match outside_slots.last_mut() {
+                Some(run) if run.end == byte => run.end += 1,
+                _ => outside_slots.push(byte..byte + 1),
+            }
         }
         if class_of_byte == ByteClass::Anomalous {
             anomalous.push(byte);
@@ -261,7 +266,7 @@ pub(crate) fn classify(
         byte_map,
         implicit_runs,
         writes,
-        findings,
+        outside_slots,
     })
 }
 
@@ -320,7 +325,7 @@ pub(crate) mod tests {
         assert!(image.byte_map[12..]
             .iter()
             .all(|&b| b == ByteClass::Padding));
-        assert!(image.findings.is_empty());
+        assert!(image.findings().is_empty());
     }
 
     #[test]
@@ -348,6 +353,9 @@ pub(crate) mod tests {
     fn implicit_bytes_outside_vptr_slots_are_reported() {
         let observed = word(8, 9, 16);
         let image = classify(&class(16, vec![], vec![0]), &observed).unwrap();
-        assert!(image.findings.iter().any(|f| f.contains("implicit byte 8")));
+        assert_eq!(
+            image.findings(),
+            vec!["implicit bytes 8..16 lie outside the table's vptr slots"]
+        );
     }
 }

@@ -162,9 +162,8 @@ impl<'p> Explorer<'p> {
                         decoder = self.decoder(ip)?;
                     }
                     Flow::Either { taken, not_taken } => {
-                        for target in [taken, not_taken] {
-                            enqueue(&mut work, &mut seen, &mut joined, target, state.clone());
-                        }
+                        enqueue(&mut work, &mut seen, &mut joined, taken, state.clone());
+                        enqueue(&mut work, &mut seen, &mut joined, not_taken, state);
                         break;
                     }
                     Flow::Call(target) => {

@@ -239,8 +239,11 @@ fn analyse_one(
                 {
                     observed[offset + k] = Observed::Constant(*byte);
                 }
-                if cell.bytes == 8 && process.place(value).is_some() {
-                    words.push(ImplicitWord::of(process, offset, value));
+                if cell.bytes == 8 {
+                    let word = ImplicitWord::of(process, offset, value);
+                    if word.symbol.is_some() {
+                        words.push(word);
+                    }
                 }
             }
             None => {
