@@ -13,7 +13,7 @@
 use std::ops::Range;
 
 use crate::error::{CppOperation, Error};
-use crate::module::ModuleClass;
+use crate::module::{ModuleClass, ModuleField};
 
 /// What one byte of an object is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,27 +200,41 @@ impl ImageFailure {
     }
 }
 
+/// A byte of an object lies in a declared field ([`Placement::FIELD`]), in a vptr slot the
+/// table names ([`Placement::VPTR`]), both, or neither.
+pub(crate) struct Placement;
+
+impl Placement {
+    pub const FIELD: u8 = 1;
+    pub const VPTR: u8 = 2;
+
+    /// Where each byte of an object of `size` bytes lies: made once per class with its
+    /// table (the images of every load read it).
+    pub fn of(size: usize, fields: &[ModuleField], vptr_offsets: &[usize]) -> Box<[u8]> {
+        let mut place = vec![0u8; size];
+        for range in fields.iter().map(|f| f.byte_range()) {
+            let end = range.end.min(size);
+            place[range.start.min(end)..end]
+                .iter_mut()
+                .for_each(|p| *p |= Placement::FIELD);
+        }
+        for &slot in vptr_offsets {
+            let end = (slot + 8).min(size);
+            place[slot.min(end)..end]
+                .iter_mut()
+                .for_each(|p| *p |= Placement::VPTR);
+        }
+        place.into_boxed_slice()
+    }
+}
+
 /// The image of `class` from what a source observed of each of its bytes.
 pub(crate) fn classify(
     class: &ModuleClass,
     observed: &[Observed],
 ) -> Result<ClassImage, ImageFailure> {
     let size = class.size;
-    const FIELD: u8 = 1;
-    const VPTR: u8 = 2;
-    let mut place = vec![0u8; size];
-    for range in class.fields.iter().map(|f| f.byte_range()) {
-        let end = range.end.min(size);
-        place[range.start.min(end)..end]
-            .iter_mut()
-            .for_each(|p| *p |= FIELD);
-    }
-    for &slot in &class.vptr_offsets {
-        let end = (slot + 8).min(size);
-        place[slot.min(end)..end]
-            .iter_mut()
-            .for_each(|p| *p |= VPTR);
-    }
+    let place = &class.placement;
     let mut byte_map = Vec::with_capacity(size);
     let mut outside_slots: Vec<Range<usize>> = Vec::new();
     let mut anomalous = Vec::new();
@@ -231,7 +245,10 @@ pub(crate) fn classify(
             Observed::Constant(_) => ByteClass::Implicit,
             Observed::Varying => ByteClass::Anomalous,
         };
-        let (in_field, in_vptr) = (where_ & FIELD != 0, where_ & VPTR != 0);
+        let (in_field, in_vptr) = (
+            where_ & Placement::FIELD != 0,
+            where_ & Placement::VPTR != 0,
+        );
         let class_of_byte = if in_field && !in_vptr {
             ByteClass::Field
         } else {
@@ -276,22 +293,24 @@ pub(crate) mod tests {
     use std::sync::Arc;
 
     pub(crate) fn class(size: usize, fields: Vec<Range<usize>>, vptrs: Vec<usize>) -> ModuleClass {
+        let fields: Vec<ModuleField> = fields
+            .into_iter()
+            .map(|r| ModuleField {
+                name: "f".into(),
+                owner: "T".into(),
+                type_name: "char".into(),
+                offset: r.start,
+                size: r.len(),
+                bits: None,
+            })
+            .collect();
         ModuleClass {
             name: Arc::from("T"),
             type_id_name: "1T".into(),
             size,
             align: 8,
-            fields: fields
-                .into_iter()
-                .map(|r| crate::module::ModuleField {
-                    name: "f".into(),
-                    owner: "T".into(),
-                    type_name: "char".into(),
-                    offset: r.start,
-                    size: r.len(),
-                    bits: None,
-                })
-                .collect(),
+            placement: Placement::of(size, &fields, &vptrs),
+            fields,
             bases: vec![],
             vptr_offsets: vptrs,
             construct: None,

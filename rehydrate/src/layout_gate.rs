@@ -111,6 +111,7 @@ mod tests {
             name: Arc::from("ns::A"),
             size: 32,
             align: 8,
+            placement: crate::image::Placement::of(32, &fields, &vptrs),
             fields,
             bases,
             vptr_offsets: vptrs,

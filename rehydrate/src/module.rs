@@ -25,6 +25,7 @@ use crate::abi::{
 use crate::address_table::AddressTable;
 use crate::bindings::{Bindings, Owner};
 use crate::error::Error;
+use crate::image::Placement;
 use crate::registry::{ClassSlot, Registry};
 
 /// Prefix of the registry class name of an object whose `typeid` no class describes.
@@ -43,6 +44,8 @@ pub(crate) struct ModuleClass {
     /// Every base subobject, in the descriptor's order (that of `measure_bases`).
     pub bases: Vec<ModuleBase>,
     pub vptr_offsets: Vec<usize>,
+    /// Where each byte lies: in a field, a vptr slot, both or neither (see [`Placement`]).
+    pub placement: Box<[u8]>,
     pub construct: Option<ConstructFn>,
     pub destroy: Option<DestroyFn>,
     pub measure_bases: Option<MeasureBasesFn>,
@@ -297,7 +300,7 @@ impl LoadedModule {
             // SAFETY: as above.
             let type_id = unsafe { owned(class.type_id_name) };
             // SAFETY: as above.
-            let fields = unsafe { table(class.fields, class.field_count) }
+            let fields: Vec<ModuleField> = unsafe { table(class.fields, class.field_count) }
                 .iter()
                 // SAFETY: as above.
                 .map(|f| unsafe { field(f) })
@@ -313,7 +316,7 @@ impl LoadedModule {
                 })
                 .collect();
             // SAFETY: as above.
-            let vptr_offsets = unsafe { table(class.vptr_offsets, class.vptr_count) }
+            let vptr_offsets: Vec<usize> = unsafe { table(class.vptr_offsets, class.vptr_count) }
                 .iter()
                 .map(|&v| v as usize)
                 .collect();
@@ -325,6 +328,7 @@ impl LoadedModule {
                 type_id_name: type_id,
                 size: class.size as usize,
                 align: class.align as usize,
+                placement: Placement::of(class.size as usize, &fields, &vptr_offsets),
                 fields,
                 bases,
                 vptr_offsets,

@@ -3,6 +3,8 @@
 //! whatever their parameters; and the module's own construct thunk (`new (p) T`, with the
 //! constructor usually inlined into it) for classes whose constructors were all inlined.
 
+use std::ops::Range;
+
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::process::Process;
@@ -36,27 +38,52 @@ impl Candidate<'_> {
 }
 
 /// A build's constructors by class (the mangled text between `_ZN` and `C1`, `C2`...: the
-/// class's [`class_key`]), and its VTTs by the type they belong to: made once per build.
-#[derive(Default)]
-pub(crate) struct ConstructorIndex<'b> {
-    by_class: FxHashMap<&'b str, Vec<&'b Symbol>>,
-    vtts: FxHashSet<&'b str>,
+/// class's [`class_key`]), and its VTTs by the type they belong to. Made once per build when
+/// its ELF file is read (the names are read there anyway), as indices into its symbols.
+#[derive(Debug, Default)]
+pub(crate) struct ConstructorIndex {
+    /// Class key -> the range of `constructors` holding its constructors.
+    by_class: FxHashMap<Box<str>, Range<u32>>,
+    /// Indices into the build's symbols, grouped by class.
+    constructors: Vec<u32>,
+    vtts: FxHashSet<Box<str>>,
 }
 
-impl<'b> ConstructorIndex<'b> {
-    pub fn of(symbols: &'b [Symbol]) -> ConstructorIndex<'b> {
-        let mut index = ConstructorIndex::default();
-        for symbol in symbols {
+impl ConstructorIndex {
+    /// The index of `symbols` (a build's, by address).
+    pub fn of(symbols: &[Symbol]) -> ConstructorIndex {
+        let mut vtts = FxHashSet::default();
+        let mut found: Vec<(&str, u32)> = Vec::new();
+        for (at, symbol) in symbols.iter().enumerate() {
             if let Some(type_name) = symbol.name.strip_prefix("_ZTT") {
-                index.vtts.insert(type_name);
-            } else if symbol.is_function && symbol.size > 0 && may_be_constructor(&symbol.name) {
+                vtts.insert(type_name.into());
+            } else if symbol.is_function && symbol.size > 0 {
                 if let Some(marker) = constructor_marker(&symbol.name) {
-                    let class = &symbol.name[3..marker];
-                    index.by_class.entry(class).or_default().push(symbol);
+                    found.push((&symbol.name[3..marker], at as u32));
                 }
             }
         }
-        index
+        found.sort_unstable();
+        let mut by_class = FxHashMap::default();
+        let constructors = found.iter().map(|&(_, at)| at).collect();
+        let mut start = 0;
+        for group in found.chunk_by(|a, b| a.0 == b.0) {
+            let end = start + group.len() as u32;
+            by_class.insert(group[0].0.into(), start..end);
+            start = end;
+        }
+        ConstructorIndex {
+            by_class,
+            constructors,
+            vtts,
+        }
+    }
+
+    /// The constructors of the class with this key, as indices into the build's symbols.
+    fn of_class(&self, key: &str) -> &[u32] {
+        self.by_class.get(key).map_or(&[], |range| {
+            &self.constructors[range.start as usize..range.end as usize]
+        })
     }
 }
 
@@ -99,12 +126,16 @@ pub(crate) fn candidates<'a>(
     class: &'a ModuleClass,
     process: &'a Process<'_>,
 ) -> Vec<Candidate<'a>> {
-    let base = process.build().map_or(0, |b| b.base() as u64);
-    let index = process.constructors();
     let mut candidates: Vec<Candidate<'a>> = Vec::new();
-    if let Some(key) = class_key(&class.type_id_name) {
-        let has_vtt = index.vtts.contains(class.type_id_name.as_str());
-        for symbol in index.by_class.get(key).into_iter().flatten() {
+    if let (Some(build), Some(key)) = (process.build(), class_key(&class.type_id_name)) {
+        let base = build.base() as u64;
+        let index = build.index();
+        let has_vtt = index
+            .constructors()
+            .vtts
+            .contains(class.type_id_name.as_str());
+        for &at in index.constructors().of_class(key) {
+            let symbol = &index.symbols()[at as usize];
             let rest = &symbol.name[3 + key.len()..];
             let Some((complete, label)) = constructor_kind(rest) else {
                 continue;
@@ -161,16 +192,6 @@ pub(crate) fn is_constructor_symbol(name: &str) -> bool {
     constructor_marker(name).is_some()
 }
 
-/// A quick filter before [`constructor_marker`]: a nested name with `C1`, `C2`, `C3` or `CI`
-/// somewhere.
-fn may_be_constructor(name: &str) -> bool {
-    name.starts_with("_ZN")
-        && name
-            .as_bytes()
-            .windows(2)
-            .any(|pair| pair[0] == b'C' && matches!(pair[1], b'1' | b'2' | b'3' | b'I'))
-}
-
 /// Where the constructor name (`C1`, `C2`, `CI1`...) of a mangled constructor starts: the
 /// text between `_ZN` and it is the class's key ([`class_key`]).
 fn constructor_marker(name: &str) -> Option<usize> {
@@ -204,15 +225,15 @@ fn constructor_marker(name: &str) -> Option<usize> {
 
 /// Past a `<source-name>` (length, then that many characters) at `at`.
 fn skip_source_name(bytes: &[u8], at: usize) -> Option<usize> {
-    let digits = bytes[at..]
-        .iter()
-        .take_while(|c| c.is_ascii_digit())
-        .count();
-    let length: usize = std::str::from_utf8(&bytes[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()?;
-    let end = at + digits + length;
+    let mut end = at;
+    let mut length = 0usize;
+    while let Some(&digit) = bytes.get(end).filter(|c| c.is_ascii_digit()) {
+        length = length
+            .checked_mul(10)?
+            .checked_add(usize::from(digit - b'0'))?;
+        end += 1;
+    }
+    let end = end.checked_add(length)?;
     (end <= bytes.len()).then_some(end)
 }
 

@@ -20,7 +20,7 @@
 //! fields and registers but not the object's vptrs. The runtime cross-checks every result
 //! with the table's vptr slots (and, on request, the probe).
 
-mod constructors;
+pub(crate) mod constructors;
 mod explore;
 mod process;
 mod semantics;
@@ -219,7 +219,9 @@ fn analyse_one(
     let mut observed = vec![Observed::Untouched; size];
     // the cells holding unknown values: (offset, bytes, writer), to name who wrote a byte
     let mut unknown_cells: Vec<(usize, usize, Writer)> = Vec::new();
-    let mut words = Vec::new();
+    // the whole words holding constants: (offset, value); named only where the image copies
+    // them (most are fields' initial values)
+    let mut constants: Vec<(usize, u64)> = Vec::new();
     for (offset, cell) in exit.object.cells() {
         let end = offset + i64::from(cell.bytes);
         if offset < 0 || end as usize > size {
@@ -240,10 +242,7 @@ fn analyse_one(
                     observed[offset + k] = Observed::Constant(*byte);
                 }
                 if cell.bytes == 8 {
-                    let word = ImplicitWord::of(process, offset, value);
-                    if word.symbol.is_some() {
-                        words.push(word);
-                    }
+                    constants.push((offset, value));
                 }
             }
             None => {
@@ -258,36 +257,25 @@ fn analyse_one(
             .find(|&&(at, bytes, _)| (at..at + bytes).contains(&byte))
             .map(|&(_, _, writer)| writer)
     };
-    if let Some(slot) = class.vptr_offsets.iter().copied().find(|&slot| {
-        !words
+    let word_at = |offset: usize| {
+        constants
             .iter()
-            .any(|w| w.offset == slot && w.vtable().is_some())
-    }) {
-        let found = match observed.get(slot) {
-            Some(Observed::Varying) => format!(
-                "a value it cannot determine ({})",
-                describe_writer(process, writer_of(slot))
-            ),
-            Some(Observed::Constant(_)) => words.iter().find(|w| w.offset == slot).map_or(
-                "a constant that is not a vtable address".into(),
-                ImplicitWord::holds,
-            ),
-            _ => "nothing".into(),
-        };
-        let not_followed = if trace.not_followed.is_empty() {
-            String::new()
-        } else {
-            let calls: Vec<String> = trace
-                .not_followed
-                .iter()
-                .map(|(function, why)| format!("{} ({why})", demangle(function)))
-                .collect();
-            format!("; calls not followed: {}", calls.join(", "))
-        };
-        return Err(format!(
-            "the table's vptr slot at offset {slot} holds {found} when the constructor returns{not_followed}"
-        ));
+            .find(|&&(at, _)| at == offset)
+            .map(|&(_, value)| ImplicitWord::of(process, offset, value))
+    };
+    let mut words: Vec<ImplicitWord> = Vec::with_capacity(class.vptr_offsets.len());
+    for &slot in &class.vptr_offsets {
+        match word_at(slot) {
+            Some(word) if word.vtable().is_some() => words.push(word),
+            word => {
+                let writer = writer_of(slot);
+                return Err(vptr_slot_failure(
+                    process, slot, word, &observed, writer, &trace,
+                ));
+            }
+        }
     }
+
     let image = classify(class, &observed).map_err(|failure| match failure {
         ImageFailure::Anomalous(offsets) => format!(
             "bytes {offsets:?}, outside every field, hold values it cannot determine ({})",
@@ -295,9 +283,18 @@ fn analyse_one(
         ),
         other => format!("{other:?}"),
     })?;
-    // only the words the image copies: an address in a field (a `std::function`'s manager,
+    // the other words the image copies: an address in a field (a `std::function`'s manager,
     // a pointer member's default) is the field's
-    words.retain(|w| image.byte_map()[w.offset] == ByteClass::Implicit);
+    for &(offset, value) in &constants {
+        let implicit = image.byte_map()[offset] == ByteClass::Implicit;
+        if implicit && !class.vptr_offsets.contains(&offset) {
+            let word = ImplicitWord::of(process, offset, value);
+            if word.symbol.is_some() {
+                words.push(word);
+            }
+        }
+    }
+    words.sort_by_key(|w| w.offset);
     Ok(ConstructorReading {
         constructor: (candidate.name.to_string(), candidate.label),
         words,
@@ -307,6 +304,43 @@ fn analyse_one(
         image,
         entered: trace.entered,
     })
+}
+
+/// Why the table's vptr slot at `slot` holds no vtable address when the constructor returns
+/// (`word`: the constant whole word there, if any; `writer`: who wrote an unknown value there).
+fn vptr_slot_failure(
+    process: &Process<'_>,
+    slot: usize,
+    word: Option<ImplicitWord>,
+    observed: &[Observed],
+    writer: Option<Writer>,
+    trace: &explore::Trace,
+) -> String {
+    let found = match observed.get(slot) {
+        Some(Observed::Varying) => format!(
+            "a value it cannot determine ({})",
+            describe_writer(process, writer)
+        ),
+        Some(Observed::Constant(_)) => word
+            .filter(|w| w.symbol.is_some())
+            .map_or("a constant that is not a vtable address".into(), |w| {
+                w.holds()
+            }),
+        _ => "nothing".into(),
+    };
+    let not_followed = if trace.not_followed.is_empty() {
+        String::new()
+    } else {
+        let calls: Vec<String> = trace
+            .not_followed
+            .iter()
+            .map(|(function, why)| format!("{} ({why})", demangle(function)))
+            .collect();
+        format!("; calls not followed: {}", calls.join(", "))
+    };
+    format!(
+        "the table's vptr slot at offset {slot} holds {found} when the constructor returns{not_followed}"
+    )
 }
 
 /// Who wrote an unknown value, for people.

@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use std::ffi::CStr;
 use std::ops::Range;
 
-use super::constructors::ConstructorIndex;
 use super::value::Word;
 use crate::relocation::elf::{SectionKind, Symbol};
 use crate::relocation::BuildImage;
@@ -86,8 +85,6 @@ pub(crate) struct Process<'b> {
     regions: Vec<(Span, Access)>,
     /// The build analysed; `None` for bare code (tests), which then counts as the build.
     build: Option<&'b BuildImage>,
-    /// The build's constructors, by class.
-    constructors: ConstructorIndex<'b>,
 }
 
 impl<'b> Process<'b> {
@@ -116,7 +113,6 @@ impl<'b> Process<'b> {
         Process {
             regions: mappings,
             build: Some(build),
-            constructors: ConstructorIndex::of(build.index().symbols()),
         }
     }
 
@@ -126,13 +122,7 @@ impl<'b> Process<'b> {
         Process {
             regions: vec![(Span::new(code), Access::Code)],
             build: None,
-            constructors: ConstructorIndex::default(),
         }
-    }
-
-    /// The build's constructors, by class.
-    pub fn constructors(&self) -> &ConstructorIndex<'b> {
-        &self.constructors
     }
 
     fn region(&self, address: u64) -> Option<(Range<u64>, Access)> {

@@ -2,8 +2,6 @@
 //! follows (the object under construction and the stack), each a map of byte offsets to
 //! cells of at most eight bytes.
 
-use std::collections::BTreeMap;
-
 use super::value::{mask, Flags, Value, Word};
 
 /// One stored value.
@@ -29,13 +27,26 @@ pub(crate) enum Writer {
 /// How far from its start a region is followed (objects and frames are far smaller).
 const REACH: i64 = 1 << 32;
 
-/// A memory region: offset -> cell, cells never overlapping.
+/// A memory region: cells by offset, sorted, never overlapping (a constructor's object and
+/// frame hold a few dozen at most: a sorted vector is the cheapest map for them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Memory {
-    cells: BTreeMap<i64, Cell>,
+    cells: Vec<(i64, Cell)>,
 }
 
 impl Memory {
+    /// The index of the first cell starting at or after `at`.
+    fn first_from(&self, at: i64) -> usize {
+        self.cells.partition_point(|&(start, _)| start < at)
+    }
+
+    /// The cell holding byte `at`, if any.
+    fn cell_holding(&self, at: i64) -> Option<(i64, &Cell)> {
+        let after = self.cells.partition_point(|&(start, _)| start <= at);
+        let (start, cell) = self.cells.get(after.checked_sub(1)?)?;
+        (start + i64::from(cell.bytes) > at).then_some((*start, cell))
+    }
+
     /// Stores `value` (`bytes` wide, at most 8) at `at`; what it overlaps is cut back (the
     /// bytes of a constant outside the store stay known).
     pub fn store(&mut self, at: i64, bytes: u32, value: Value, writer: Writer) {
@@ -43,36 +54,40 @@ impl Memory {
             return; // not a place a constructor's object or frame can be
         }
         let end = at + i64::from(bytes);
-        let overlapping: Vec<i64> = self
-            .cells
-            .range(at - 7..end)
-            .filter(|(&start, cell)| start + i64::from(cell.bytes) > at)
-            .map(|(&start, _)| start)
-            .collect();
-        for start in overlapping {
-            let cell = self.cells.remove(&start).expect("found just above");
-            let cell_end = start + i64::from(cell.bytes);
-            for (from, to) in [(start, at), (end, cell_end)] {
-                if from >= to {
-                    continue;
-                }
-                match cell.value.as_const() {
-                    Some(v) => {
-                        for byte in from..to {
-                            let shift = (byte - start) * 8;
-                            let piece = Value::constant(v >> shift & 0xFF);
-                            self.cells.insert(byte, cell_with(1, piece, cell.writer));
-                        }
-                    }
-                    None => {
-                        let rest = (to - from) as u32;
-                        self.cells
-                            .insert(from, cell_with(rest, Value::Unknown, cell.writer));
-                    }
-                }
-            }
+        // cells are at most 8 bytes: only those starting in at-7..end can overlap, and of
+        // those, the ones from the first that ends past `at`
+        let mut first = self.first_from(at - 7);
+        while first < self.cells.len() && {
+            let (start, cell) = &self.cells[first];
+            *start < end && start + i64::from(cell.bytes) <= at
+        } {
+            first += 1;
         }
-        self.cells.insert(at, cell_with(bytes, value, writer));
+        let last = self.first_from(end);
+        let new = (at, cell_with(bytes, value, writer));
+        if first == last {
+            self.cells.insert(first, new);
+            return;
+        }
+        // what is left of the overlapped cells (bytes before `at` of the first, after `end`
+        // of the last) around the new one: at most 7 + 1 + 7 cells
+        let mut cells = [new; 15];
+        let mut count = 0;
+        let (first_start, first_cell) = self.cells[first];
+        remainder(
+            first_start,
+            first_cell,
+            first_start..at,
+            &mut cells,
+            &mut count,
+        );
+        cells[count] = new;
+        count += 1;
+        let (last_start, last_cell) = self.cells[last - 1];
+        let last_end = last_start + i64::from(last_cell.bytes);
+        remainder(last_start, last_cell, end..last_end, &mut cells, &mut count);
+        self.cells
+            .splice(first..last, cells[..count].iter().copied());
     }
 
     /// The `bytes`-wide value at `at` (at most 8): a cell stored exactly there, or constant
@@ -81,7 +96,8 @@ impl Memory {
         if !(1..=8).contains(&bytes) || !(-REACH..=REACH).contains(&at) {
             return Value::Unknown;
         }
-        if let Some(cell) = self.cells.get(&at) {
+        if let Ok(index) = self.cells.binary_search_by_key(&at, |&(start, _)| start) {
+            let cell = &self.cells[index].1;
             if cell.bytes == bytes {
                 return cell.value;
             }
@@ -91,12 +107,9 @@ impl Memory {
         }
         let mut value = 0u64;
         for byte in at..at + i64::from(bytes) {
-            let Some((&start, cell)) = self.cells.range(..=byte).next_back() else {
+            let Some((start, cell)) = self.cell_holding(byte) else {
                 return Value::Unknown;
             };
-            if start + i64::from(cell.bytes) <= byte {
-                return Value::Unknown;
-            }
             let Some(v) = cell.value.as_const() else {
                 return Value::Unknown;
             };
@@ -118,12 +131,22 @@ impl Memory {
 
     /// Forgets every cell below `offset` (a callee's frame after it returned).
     pub fn forget_below(&mut self, offset: i64) {
-        self.cells = self.cells.split_off(&offset);
+        let below = self.first_from(offset);
+        self.cells.drain(..below);
     }
 
     /// The cells, by offset.
     pub fn cells(&self) -> impl Iterator<Item = (i64, &Cell)> {
-        self.cells.iter().map(|(&k, c)| (k, c))
+        self.cells.iter().map(|(k, c)| (*k, c))
+    }
+
+    /// The cell stored exactly at `at`.
+    fn get(&self, at: i64) -> Option<&Cell> {
+        let index = self
+            .cells
+            .binary_search_by_key(&at, |&(start, _)| start)
+            .ok()?;
+        Some(&self.cells[index].1)
     }
 
     /// What two paths agree on: cells equal in both are kept; any other cell of either
@@ -135,21 +158,45 @@ impl Memory {
         // the same value from different instructions is still agreement
         let same = |a: &Cell, b: &Cell| a.bytes == b.bytes && a.value == b.value;
         let mut joined = Memory::default();
-        for (&at, cell) in &self.cells {
-            if other
-                .cells
-                .get(&at)
-                .is_some_and(|theirs| same(cell, theirs))
-            {
-                joined.cells.insert(at, *cell);
+        for &(at, cell) in &self.cells {
+            if other.get(at).is_some_and(|theirs| same(&cell, theirs)) {
+                joined.cells.push((at, cell));
             }
         }
-        for (&at, cell) in self.cells.iter().chain(&other.cells) {
-            if !joined.cells.get(&at).is_some_and(|kept| same(kept, cell)) {
+        for &(at, cell) in self.cells.iter().chain(&other.cells) {
+            if !joined.get(at).is_some_and(|kept| same(kept, &cell)) {
                 joined.clobber(at, u64::from(cell.bytes), Writer::Disagreement);
             }
         }
         joined
+    }
+}
+
+/// Appends to `out` what remains of `cell` (stored at `start`) over `bytes`: a constant's
+/// bytes one by one (they stay known), an unknown value as one cell.
+fn remainder(
+    start: i64,
+    cell: Cell,
+    bytes: std::ops::Range<i64>,
+    out: &mut [(i64, Cell)],
+    count: &mut usize,
+) {
+    if bytes.is_empty() {
+        return;
+    }
+    match cell.value.as_const() {
+        Some(v) => {
+            for byte in bytes {
+                let piece = Value::constant(v >> ((byte - start) * 8) & 0xFF);
+                out[*count] = (byte, cell_with(1, piece, cell.writer));
+                *count += 1;
+            }
+        }
+        None => {
+            let width = (bytes.end - bytes.start) as u32;
+            out[*count] = (bytes.start, cell_with(width, Value::Unknown, cell.writer));
+            *count += 1;
+        }
     }
 }
 
@@ -255,6 +302,47 @@ mod tests {
         memory.store(12, 4, Value::constant(1), W);
         assert_eq!(memory.load(8, 8), Value::Unknown);
         assert_eq!(memory.load(12, 4), Value::constant(1));
+    }
+
+    #[test]
+    fn stores_agree_with_a_byte_by_byte_model() {
+        // a small linear congruential generator: the test is the same on every run
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |bound: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % bound
+        };
+        for _ in 0..200 {
+            let mut memory = Memory::default();
+            let mut model: [Option<Option<u8>>; 40] = [None; 40]; // untouched / unknown / byte
+            for _ in 0..30 {
+                let (at, bytes) = (next(32) as i64, next(8) as u32 + 1);
+                let value = (next(3) > 0).then(|| next(u64::MAX));
+                let stored = value.map_or(Value::Unknown, |v| Value::constant(v & mask(bytes)));
+                memory.store(at, bytes, stored, W);
+                for k in 0..bytes as usize {
+                    model[at as usize + k] = Some(value.map(|v| (v >> (8 * k)) as u8));
+                }
+                let cells: Vec<(i64, Cell)> = memory.cells().map(|(k, c)| (k, *c)).collect();
+                for pair in cells.windows(2) {
+                    assert!(
+                        pair[0].0 + i64::from(pair[0].1.bytes) <= pair[1].0,
+                        "{cells:?}"
+                    );
+                }
+                for (byte, expected) in model.iter().enumerate() {
+                    let loaded = memory.load(byte as i64, 1);
+                    match expected {
+                        Some(Some(v)) => assert_eq!(loaded, Value::constant(u64::from(*v))),
+                        _ => assert_eq!(loaded, Value::Unknown, "byte {byte}"),
+                    }
+                    let held = cells
+                        .iter()
+                        .any(|(k, c)| (*k..*k + i64::from(c.bytes)).contains(&(byte as i64)));
+                    assert_eq!(held, expected.is_some(), "byte {byte}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SectionFlags, SymbolKind};
 
+use crate::analysis::constructors::ConstructorIndex;
+
 /// What a section holds, as far as references into it are concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SectionKind {
@@ -95,8 +97,13 @@ pub(crate) struct ElfIndex {
     sections: Vec<Section>,
     /// Sorted by start, then by size (largest first).
     symbols: Vec<Symbol>,
+    /// Each symbol's start, in the same order: what [`ElfIndex::symbol_at`] searches (dense,
+    /// so a search touches few cache lines).
+    starts: Vec<u64>,
     /// Index into `symbols` by key; keys that occur more than once are absent (ambiguous).
     by_key: HashMap<Arc<str>, usize>,
+    /// The constructors among `symbols`, by class (for the constructor analysis).
+    constructors: ConstructorIndex,
     /// The lowest virtual address of a loadable segment, rounded down to its page.
     pub first_segment: u64,
 }
@@ -215,10 +222,14 @@ impl ElfIndex {
         for key in ambiguous {
             by_key.remove(&key);
         }
+        let constructors = ConstructorIndex::of(&symbols);
+        let starts = symbols.iter().map(|s| s.start).collect();
         Ok(ElfIndex {
             sections,
             symbols,
+            starts,
             by_key,
+            constructors,
             first_segment,
         })
     }
@@ -232,7 +243,7 @@ impl ElfIndex {
 
     /// The symbol holding `address`: of those that do, the one starting last (the innermost).
     pub fn symbol_at(&self, address: u64) -> Option<&Symbol> {
-        let after = self.symbols.partition_point(|s| s.start <= address);
+        let after = self.starts.partition_point(|&start| start <= address);
         self.symbols[..after]
             .iter()
             .rev()
@@ -261,6 +272,11 @@ impl ElfIndex {
     /// Every symbol, by address.
     pub fn symbols(&self) -> &[Symbol] {
         &self.symbols
+    }
+
+    /// The constructors among the symbols, by class.
+    pub fn constructors(&self) -> &ConstructorIndex {
+        &self.constructors
     }
 
     /// Every allocated section, by address.
