@@ -578,14 +578,14 @@ impl<'p> Semantics<'p> {
                 [low[0], low[1], high[0], high[1]]
             }
             Mnemonic::Vzeroupper => {
-                for register in state.vector.iter_mut() {
+                for register in state.vector.registers().iter_mut() {
                     register[2] = Value::constant(0);
                     register[3] = Value::constant(0);
                 }
                 return Ok(true);
             }
             Mnemonic::Vzeroall => {
-                *state.vector = [[Value::constant(0); 4]; 16];
+                *state.vector.registers() = [[Value::constant(0); 4]; 16];
                 return Ok(true);
             }
             _ => return Ok(false),
@@ -616,7 +616,7 @@ impl<'p> Semantics<'p> {
         }
         let zero = Value::constant(0);
         let old = if is_vector(ins, 0) {
-            state.vector.get(vector_index(ins.op_register(0))).copied()
+            state.vector.get(vector_index(ins.op_register(0)))
         } else {
             None
         }
@@ -633,7 +633,6 @@ impl<'p> Semantics<'p> {
             OpKind::Register if ins.op_register(op).is_vector_register() => state
                 .vector
                 .get(vector_index(ins.op_register(op)))
-                .copied()
                 .unwrap_or([Value::Unknown; 4]),
             OpKind::Register => [
                 self.read(state, ins, op),
@@ -659,9 +658,7 @@ impl<'p> Semantics<'p> {
     }
 
     fn write_lanes(&self, state: &mut State, register: Register, value: Lanes) {
-        if let Some(lanes) = state.vector.get_mut(vector_index(register)) {
-            *lanes = value;
-        }
+        state.vector.set(vector_index(register), value);
     }
 
     fn store_lanes(
@@ -902,7 +899,6 @@ fn lanes(state: &State, register: Register) -> Lanes {
     state
         .vector
         .get(vector_index(register))
-        .copied()
         .unwrap_or([Value::Unknown; 4])
 }
 

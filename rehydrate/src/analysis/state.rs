@@ -211,13 +211,73 @@ fn cell_with(bytes: u32, value: Value, writer: Writer) -> Cell {
 /// The vector registers' lanes (64 bits each, four per `ymm`).
 pub(crate) type Lanes = [Value; 4];
 
+/// `xmm0`/`ymm0` .. `xmm15`/`ymm15`: allocated when first written with something known (most
+/// constructors use none; a state moves and forks often, and this would be most of it).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct VectorFile(Option<Box<[Lanes; 16]>>);
+
+/// A register nothing is known of.
+const UNKNOWN_LANES: Lanes = [Value::Unknown; 4];
+
+impl VectorFile {
+    /// The lanes of register `index`; `None` past the 16 tracked (`xmm16` and up).
+    pub fn get(&self, index: usize) -> Option<Lanes> {
+        (index < 16).then(|| self.0.as_ref().map_or(UNKNOWN_LANES, |file| file[index]))
+    }
+
+    /// Sets register `index` (ignored past the 16 tracked).
+    pub fn set(&mut self, index: usize, lanes: Lanes) {
+        if index >= 16 || (self.0.is_none() && lanes == UNKNOWN_LANES) {
+            return;
+        }
+        self.registers()[index] = lanes;
+    }
+
+    /// Every register unknown.
+    pub fn forget(&mut self) {
+        self.0 = None;
+    }
+
+    /// The registers, allocated.
+    pub fn registers(&mut self) -> &mut [Lanes; 16] {
+        self.0.get_or_insert_with(|| Box::new([UNKNOWN_LANES; 16]))
+    }
+
+    /// What two paths agree on.
+    fn join(&self, other: &VectorFile) -> VectorFile {
+        if self.0.is_none() && other.0.is_none() {
+            return VectorFile(None);
+        }
+        let mut joined = VectorFile::default();
+        for index in 0..16 {
+            let (mine, theirs) = (self.get(index), other.get(index));
+            if let (Some(mine), Some(theirs)) = (mine, theirs) {
+                joined.set(index, std::array::from_fn(|lane| mine[lane].join(theirs[lane])));
+            }
+        }
+        joined
+    }
+}
+
+impl PartialEq for VectorFile {
+    /// Unallocated equals all unknown.
+    fn eq(&self, other: &VectorFile) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(mine), Some(theirs)) => mine == theirs,
+            (Some(file), None) | (None, Some(file)) => file.iter().all(|l| *l == UNKNOWN_LANES),
+        }
+    }
+}
+
+impl Eq for VectorFile {}
+
 /// The machine along one path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct State {
     /// `rax` .. `r15`, by register number.
     pub gpr: [Value; 16],
-    /// `xmm0`/`ymm0` .. `xmm15`/`ymm15` (boxed: a state moves often, and this is most of it).
-    pub vector: Box<[Lanes; 16]>,
+    pub vector: VectorFile,
     pub flags: Flags,
     pub object: Memory,
     pub stack: Memory,
@@ -238,7 +298,7 @@ impl State {
         gpr[RSP] = Value::Stack(0);
         State {
             gpr,
-            vector: Box::new([[Value::Unknown; 4]; 16]),
+            vector: VectorFile::default(),
             flags: Flags::Unknown,
             object: Memory::default(),
             stack: Memory::default(),
@@ -251,7 +311,7 @@ impl State {
         for register in CALLER_SAVED {
             self.gpr[register] = Value::Unknown;
         }
-        *self.vector = [[Value::Unknown; 4]; 16];
+        self.vector.forget();
         self.flags = Flags::Unknown;
     }
 
@@ -261,15 +321,9 @@ impl State {
         for (mine, theirs) in gpr.iter_mut().zip(&other.gpr) {
             *mine = mine.join(*theirs);
         }
-        let mut vector = self.vector.clone();
-        for (mine, theirs) in vector.iter_mut().zip(other.vector.iter()) {
-            for (lane, other_lane) in mine.iter_mut().zip(theirs) {
-                *lane = lane.join(*other_lane);
-            }
-        }
         State {
             gpr,
-            vector,
+            vector: self.vector.join(&other.vector),
             flags: if self.flags == other.flags {
                 self.flags
             } else {
