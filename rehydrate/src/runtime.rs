@@ -992,6 +992,13 @@ pub mod measure {
             .sum()
     }
 
+    /// Indexes the current build's constructors by class again, as reading its ELF file does
+    /// once per build (outside the analysis's time); returns how many classes have one.
+    pub fn index_constructors(runtime: &Runtime) -> usize {
+        let build = runtime.shared.read();
+        crate::analysis::constructors::ConstructorIndex::of(build.elf.index().symbols()).classes()
+    }
+
     /// Probes every class of the current build with a usable default constructor; returns how
     /// many gave an image.
     pub fn probe_every_class(runtime: &Runtime) -> usize {

@@ -6,6 +6,9 @@
 //! - probing the same classes (three dummies each, constructors and destructors run; goal:
 //!   the analysis is faster).
 //!
+//! The build's constructor index (class -> its constructors' symbols) is made with its ELF
+//! index when the build is loaded, as the symbol table is, and timed on its own.
+//!
 //! Criterion's groups, then the three alternated in one loop (medians of 15), whose ratios
 //! are the ones to report. Run with `cargo bench -p integration-tests --bench analysis`.
 #![allow(missing_docs)] // criterion's macros generate undocumented functions
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use integration_tests::gxx;
 use rehydrate::measure::{
-    analyse_every_class, decode_what_was_analysed, probe_every_class, readings,
+    analyse_every_class, decode_what_was_analysed, index_constructors, probe_every_class, readings,
 };
 use rehydrate::Runtime;
 
@@ -94,7 +97,11 @@ fn alternating(runtime: &Runtime, readings: &rehydrate::measure::Readings) {
         started.elapsed()
     };
     let (mut decode, mut probe, mut analyse) = (Vec::new(), Vec::new(), Vec::new());
+    let mut index = Vec::new();
     for _ in 0..15 {
+        index.push(time(&mut || {
+            std::hint::black_box(index_constructors(runtime));
+        }));
         decode.push(time(&mut || {
             std::hint::black_box(decode_what_was_analysed(runtime, readings));
         }));
@@ -111,6 +118,11 @@ fn alternating(runtime: &Runtime, readings: &rehydrate::measure::Readings) {
     };
     let (decode, probe, analyse) = (median(decode), median(probe), median(analyse));
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    eprintln!(
+        "the constructor index, made once per build when its ELF file is read (not in the \
+         analysis's time): {:.2} ms",
+        ms(median(index))
+    );
     eprintln!(
         "alternating, medians of 15: decode only {:.2} ms, probe {:.2} ms, analysis {:.2} ms; \
          analysis / decode {:.2}x (goal <= 4x), analysis / probe {:.2}x (goal < 1x)",

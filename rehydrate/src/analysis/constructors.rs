@@ -79,6 +79,11 @@ impl ConstructorIndex {
         }
     }
 
+    /// How many classes have a constructor here.
+    pub fn classes(&self) -> usize {
+        self.by_class.len()
+    }
+
     /// The constructors of the class with this key, as indices into the build's symbols.
     fn of_class(&self, key: &str) -> &[u32] {
         self.by_class.get(key).map_or(&[], |range| {

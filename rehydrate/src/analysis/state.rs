@@ -252,7 +252,10 @@ impl VectorFile {
         for index in 0..16 {
             let (mine, theirs) = (self.get(index), other.get(index));
             if let (Some(mine), Some(theirs)) = (mine, theirs) {
-                joined.set(index, std::array::from_fn(|lane| mine[lane].join(theirs[lane])));
+                joined.set(
+                    index,
+                    std::array::from_fn(|lane| mine[lane].join(theirs[lane])),
+                );
             }
         }
         joined
