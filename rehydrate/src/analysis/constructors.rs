@@ -4,6 +4,7 @@
 //! constructor usually inlined into it) for classes whose constructors were all inlined.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -19,7 +20,7 @@ pub(crate) struct Candidate<'a> {
     /// into a build).
     address: Word,
     /// The mangled name (or, for the thunk, the class).
-    pub name: &'a str,
+    pub name: &'a Arc<str>,
     /// Which kind of constructor it is.
     pub label: &'static str,
     /// Best first: complete-object before base-object, the default constructor first.

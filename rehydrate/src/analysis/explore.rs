@@ -3,6 +3,8 @@
 //! are merged; past a few distinct states a point keeps only what they agree on), calls into
 //! the build interpreted in place, everything else a clobbering call, all within one budget.
 
+use std::sync::Arc;
+
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 use rustc_hash::FxHashMap;
 
@@ -67,7 +69,7 @@ fn never_returns(name: &str) -> bool {
 #[derive(Debug, Default)]
 pub(crate) struct Trace {
     /// The functions it interpreted, in the order first entered (mangled names).
-    pub followed: Vec<String>,
+    pub followed: Vec<Arc<str>>,
     /// Calls it did not follow (mangled name, or address) with why: outside the build, too
     /// deep, or its own analysis gave up in a function that is not a constructor.
     pub not_followed: Vec<(String, String)>,
@@ -108,7 +110,7 @@ impl<'p> Explorer<'p> {
         let entry_stack = state.gpr[RSP];
         let name = function
             .as_ref()
-            .map_or_else(|| format!("{entry:#x}"), |f| f.name.to_string());
+            .map_or_else(|| Arc::from(format!("{entry:#x}")), Place::shared_name);
         if !self.trace.followed.contains(&name) {
             self.trace.followed.push(name);
             if let Some(end) = function.as_ref().and_then(|f| f.end) {

@@ -29,6 +29,8 @@ mod state;
 mod tests;
 mod value;
 
+use std::sync::Arc;
+
 use iced_x86::{Decoder, DecoderOptions};
 
 use crate::image::{classify, ByteClass, ClassImage, ImageFailure, Observed};
@@ -77,7 +79,7 @@ pub struct ImplicitWord {
     pub offset: usize,
     /// The symbol it points into (mangled) and how far past the symbol's start; `None` for
     /// an address in no symbol.
-    pub symbol: Option<(String, u64)>,
+    pub symbol: Option<(Arc<str>, u64)>,
 }
 
 impl ImplicitWord {
@@ -87,7 +89,7 @@ impl ImplicitWord {
             offset,
             symbol: process
                 .place(value)
-                .map(|place| (place.name.into_owned(), value - place.start)),
+                .map(|place| (place.shared_name(), value - place.start)),
         }
     }
 
@@ -97,7 +99,7 @@ impl ImplicitWord {
         self.symbol
             .as_ref()
             .filter(|(name, _)| name.starts_with("_ZTV") || name.starts_with("_ZTC"))
-            .map(|(name, offset)| (name.as_str(), *offset))
+            .map(|(name, offset)| (name.as_ref(), *offset))
     }
 
     /// What it points at, for people (`vtable for game::Robot+0x10`).
@@ -121,12 +123,12 @@ pub fn demangle(name: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct ConstructorReading {
     /// The function executed: its mangled name, and what kind of constructor it is.
-    pub constructor: (String, &'static str),
+    pub constructor: (Arc<str>, &'static str),
     /// The address-valued words it leaves in the object outside fields (the vptrs), by
     /// offset: what the image copies at a reload.
     pub words: Vec<ImplicitWord>,
     /// The functions interpreted, in the order first entered (mangled names, or addresses).
-    pub followed: Vec<String>,
+    pub followed: Vec<Arc<str>>,
     /// Calls not followed: the function (mangled, or an address) and why.
     pub not_followed: Vec<(String, String)>,
     /// Instructions executed, over every path.
@@ -296,7 +298,7 @@ fn analyse_one(
     }
     words.sort_by_key(|w| w.offset);
     Ok(ConstructorReading {
-        constructor: (candidate.name.to_string(), candidate.label),
+        constructor: (Arc::clone(candidate.name), candidate.label),
         words,
         followed: trace.followed,
         not_followed: trace.not_followed,

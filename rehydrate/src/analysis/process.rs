@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::ffi::CStr;
 use std::ops::Range;
+use std::sync::Arc;
 
 use super::value::Word;
 use crate::relocation::elf::{SectionKind, Symbol};
@@ -27,6 +28,9 @@ enum Access {
 pub(crate) struct Place<'b> {
     /// The mangled name (borrowed from the build's symbol table where it lies there).
     pub name: Cow<'b, str>,
+    /// The symbol table's own copy of the name, when it lies in the build (shared, not
+    /// copied, by what keeps it).
+    symbol_name: Option<&'b Arc<str>>,
     pub start: u64,
     /// The end, when the symbol's size is known.
     pub end: Option<u64>,
@@ -39,10 +43,17 @@ impl<'b> Place<'b> {
     pub fn named(name: &'b str) -> Place<'b> {
         Place {
             name: Cow::Borrowed(name),
+            symbol_name: None,
             start: 0,
             end: None,
             in_build: false,
         }
+    }
+
+    /// The mangled name, to keep: the symbol table's (shared) where there is one.
+    pub fn shared_name(&self) -> Arc<str> {
+        self.symbol_name
+            .map_or_else(|| Arc::from(self.name.as_ref()), Arc::clone)
     }
 
     /// The name as people write it.
@@ -187,6 +198,7 @@ impl<'b> Process<'b> {
             let symbol = build.index().symbol_at(address - base)?;
             return Some(Place {
                 name: Cow::Borrowed(&symbol.name),
+                symbol_name: Some(&symbol.name),
                 start: symbol.start + base,
                 end: (symbol.size > 0).then_some(symbol.start + symbol.size + base),
                 in_build: true,
@@ -222,6 +234,7 @@ fn dynamic_place(address: u64) -> Option<Place<'static>> {
     let name = unsafe { CStr::from_ptr(info.dli_sname) };
     Some(Place {
         name: Cow::Owned(name.to_string_lossy().into_owned()),
+        symbol_name: None,
         start: info.dli_saddr as u64,
         end: None,
         in_build: false,

@@ -24,6 +24,10 @@ pub(crate) enum Writer {
     Disagreement,
 }
 
+/// The cells a memory makes room for at its first store (a constructor's object and frame
+/// rarely hold more).
+const CELLS_AT_FIRST: usize = 16;
+
 /// How far from its start a region is followed (objects and frames are far smaller).
 const REACH: i64 = 1 << 32;
 
@@ -66,6 +70,9 @@ impl Memory {
         let last = self.first_from(end);
         let new = (at, cell_with(bytes, value, writer));
         if first == last {
+            if self.cells.capacity() == 0 {
+                self.cells.reserve(CELLS_AT_FIRST); // one allocation, not a growth per store
+            }
             self.cells.insert(first, new);
             return;
         }
