@@ -38,6 +38,21 @@ pub(crate) struct Bindings {
     inner: Mutex<Inner>,
 }
 
+/// The bindings, locked for a reload's commit.
+pub(crate) struct LockedBindings<'b>(MutexGuard<'b, Inner>);
+
+impl LockedBindings<'_> {
+    /// Re-points every forwarder resolved by [`Bindings::resolve`] (bindings made since then
+    /// already point at the new build or are left alone). Allocates nothing.
+    pub fn apply(&self, resolved: &Resolved) {
+        for &(id, target) in &resolved.0 {
+            if let Some(binding) = self.0.entries.iter().find(|b| b.id == id) {
+                binding.forwarder.retarget(target as *const c_void);
+            }
+        }
+    }
+}
+
 /// A new target for every binding, in binding order, ready to apply.
 pub(crate) struct Resolved(Vec<(u64, usize)>);
 
@@ -102,15 +117,10 @@ impl Bindings {
         Ok(Resolved(targets))
     }
 
-    /// Re-points every forwarder resolved by [`Bindings::resolve`] (bindings made since then
-    /// already point at the new build or are left alone).
-    pub fn apply(&self, resolved: &Resolved) {
-        let inner = self.lock();
-        for &(id, target) in &resolved.0 {
-            if let Some(binding) = inner.entries.iter().find(|b| b.id == id) {
-                binding.forwarder.retarget(target as *const c_void);
-            }
-        }
+    /// Locks the bindings for a commit: taken before the world is stopped, since a stopped
+    /// thread must not hold a lock the commit needs.
+    pub fn lock_for_commit(&self) -> LockedBindings<'_> {
+        LockedBindings(self.lock())
     }
 
     /// The current target of a binding.

@@ -174,6 +174,44 @@ pub enum Error {
         /// Each kind of reference: what it points at, why it cannot be mapped, and what holds it.
         problems: Vec<String>,
     },
+    /// Another thread was executing in the old build, or would return into it, every time the
+    /// reload stopped the world until its deadline (see `Reload::deadline`).
+    #[error("the reload is refused: thread `{thread}` (tid {tid}) {place} the old build of {} after {waited:?} of retries", path.display())]
+    ThreadInOldBuild {
+        /// The thread's name (`?` once it is gone).
+        thread: String,
+        /// Its id.
+        tid: u32,
+        /// Where it was: "is executing `game::Enemy::think()`+0x1c in", "will return into ... of".
+        place: String,
+        /// The old module.
+        path: PathBuf,
+        /// How long the reload tried.
+        waited: std::time::Duration,
+    },
+    /// A thread did not stop when signalled (it blocks the stop signal, or is in an
+    /// uninterruptible wait).
+    #[error("the reload is refused: thread `{thread}` (tid {tid}){} did not stop within {waited:?} (does it block signal {signal}?)", if *others > 0 { format!(" and {others} other(s)") } else { String::new() })]
+    ThreadDidNotStop {
+        /// The thread's name.
+        thread: String,
+        /// Its id.
+        tid: u32,
+        /// How many other threads did not stop either.
+        others: usize,
+        /// The stop signal (`rehydrate::stop_signal()`).
+        signal: i32,
+        /// How long the stop waited.
+        waited: std::time::Duration,
+    },
+    /// Threads stayed inside the host's `ModuleGate` until the reload's deadline.
+    #[error("the reload is refused: {threads} thread(s) were still inside the module gate after {waited:?}")]
+    GateBusy {
+        /// Threads inside.
+        threads: usize,
+        /// How long the reload waited.
+        waited: std::time::Duration,
+    },
     /// A reload found several problems; each is listed.
     #[error("the reload is refused: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     ReloadRefused {

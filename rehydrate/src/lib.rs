@@ -30,6 +30,7 @@ mod registry;
 mod relocation;
 mod runtime;
 pub mod tables;
+mod threads;
 
 pub use error::{CppOperation, Error};
 pub use forwarder::Forwarder;
@@ -40,6 +41,7 @@ pub use runtime::measure;
 pub use runtime::{
     BoundForwarder, LiveObject, ModuleSymbol, Reload, ReloadReport, Runtime, UnreloadableClass,
 };
+pub use threads::{stop_signal, GateGuard, ModuleGate, ThreadsReport};
 
 /// Path of the C/C++ include directory holding `rehydrate/module_abi.h`, for build scripts and
 /// tests that compile a module's shim.

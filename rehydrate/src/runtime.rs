@@ -55,6 +55,7 @@ use crate::layout_gate::layout_changes;
 use crate::module::{LoadedModule, ShadowFolder, UNKNOWN_TYPE_PREFIX};
 use crate::registry::{self, ClassSlot, Registry, Stopped};
 use crate::relocation::{self, Audit, BuildImage, GlobalsReport, RelocationCounts};
+use crate::threads::{self, Blocked, InRange, ModuleGate, ThreadsReport};
 
 /// One loaded build, the image of each of its classes (same order as its classes) with what
 /// each source said, and its ELF symbols.
@@ -140,6 +141,8 @@ struct Shared {
     /// When the probe runs, for every build loaded.
     probe_policy: ProbePolicy,
     bindings: Arc<Bindings>,
+    /// The host's gate around calls into the module, closed by every reload.
+    gate: ModuleGate,
     /// The build lock.
     current: RwLock<Build>,
     /// Declared after `current`, so it is removed after the last build's copy is closed.
@@ -195,7 +198,11 @@ pub struct Reload<'rt> {
     load_time: Duration,
     images_time: Duration,
     strict: bool,
+    deadline: Duration,
 }
+
+/// How long a reload waits, by default, for the host's threads to leave the old build.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(2);
 
 /// A class whose live objects a reload would refuse, and why (see
 /// [`Runtime::unreloadable_classes`]).
@@ -245,6 +252,8 @@ pub struct ReloadReport {
     pub audit: Audit,
     /// How long the audit took.
     pub audit_time: Duration,
+    /// How the other threads were stopped for the commit, and for how long.
+    pub threads: ThreadsReport,
 }
 
 /// A symbol of the current build, usable while the runtime is borrowed (a reload needs
@@ -286,6 +295,7 @@ impl Runtime {
                 registry,
                 probe_policy,
                 bindings,
+                gate: ModuleGate::default(),
                 current: RwLock::new(build),
                 shadows,
             }),
@@ -347,11 +357,21 @@ impl Runtime {
         tracing::info!(module = %path.as_ref().display(), load = ?load_time, probe = ?images_time, "new build loaded and its classes read");
         Ok(Reload {
             strict: false,
+            deadline: DEFAULT_DEADLINE,
             runtime: self,
             new,
             load_time,
             images_time,
         })
+    }
+
+    /// The gate the host's threads pass through while they call module code: every reload
+    /// closes it, waits for the threads inside to leave (until its deadline) and opens it when
+    /// done, so the world it stops finds no thread in the old build. Optional: without it a
+    /// reload stops the threads wherever they are and tries again while one is in the old
+    /// build. See [`ModuleGate`].
+    pub fn gate(&self) -> ModuleGate {
+        self.shared.gate.clone()
     }
 
     /// A stable address for the module's exported function `symbol`, for code that is never
@@ -564,6 +584,16 @@ impl Reload<'_> {
         self
     }
 
+    /// How long [`Reload::rehydrate_all`] may wait for the host's threads: to leave the
+    /// [`ModuleGate`], and to be stopped outside the old build (it stops them, and while one
+    /// executes in the old build or will return into it, lets them run and tries again). Past
+    /// it the reload is refused, naming the thread and the function. Default:
+    /// [`DEFAULT_DEADLINE`].
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
     /// Path of the new build's shadow copy.
     pub fn new_shadow_path(&self) -> &Path {
         &self.new.module.shadow
@@ -581,28 +611,53 @@ impl Reload<'_> {
             load_time,
             images_time,
             strict,
+            deadline,
         } = self;
         let shared = runtime.shared.clone();
-        // The lock order: the build lock, then the registry (see the module docs).
-        let mut current = shared.write();
-        let objects = shared.registry.stop();
-
+        let deadline_at = Instant::now() + deadline;
+        // The lock order: the gate, the build lock, the registry (see the module docs).
         let started = Instant::now();
-        let plan = validate(&objects, &current, &new)?;
+        let gate = shared
+            .gate
+            .close(deadline_at)
+            .map_err(|inside| Error::GateBusy {
+                threads: inside,
+                waited: started.elapsed(),
+            })?;
+        let gate_wait = started.elapsed();
+        let mut current = shared.write();
+
+        // The carried globals' fresh values are destroyed by the new build's code, which nothing
+        // uses yet: before the registry is stopped (their destructors may untrack objects) and
+        // before the world is (they may allocate). A refused reload then keeps them from being
+        // destroyed again when the new build is unloaded.
+        let started = Instant::now();
+        let mut globals =
+            relocation::plan_globals(&current.elf, &new.elf, &current.module, &new.module);
+        globals.destroy_fresh_values(&new.module);
+        let mut carry_time = started.elapsed();
+        let refuse = |error: Error| {
+            globals.forget_destroyed_values(&new.module);
+            error
+        };
+
+        let objects = shared.registry.stop();
+        let started = Instant::now();
+        let plan = validate(&objects, &current, &new).map_err(refuse)?;
         let forwarders = shared
             .bindings
             .resolve(|symbol| new.module.symbol_address(symbol))
-            .map_err(|symbol| Error::MissingSymbol {
-                path: new.module.source.clone(),
-                symbol,
+            .map_err(|symbol| {
+                refuse(Error::MissingSymbol {
+                    path: new.module.source.clone(),
+                    symbol,
+                })
             })?;
         let validate_time = started.elapsed();
 
         // Until the audit: no build of any runtime in the process is mapped or unmapped.
         let images = relocation::lock_images();
         let started = Instant::now();
-        let globals =
-            relocation::plan_globals(&current.elf, &new.elf, &current.module, &new.module);
         let relocation = relocation::plan(
             &current.elf,
             &new.elf,
@@ -610,46 +665,55 @@ impl Reload<'_> {
             strict,
             |location| tracked_holder(&objects, &current, location),
         )
-        .map_err(|problems| Error::UnresolvableReferences {
-            path: current.module.source.clone(),
-            problems,
+        .map_err(|problems| {
+            refuse(Error::UnresolvableReferences {
+                path: current.module.source.clone(),
+                problems,
+            })
         })?;
         let scan_time = started.elapsed();
 
-        // Nothing below can fail: from here on every object is written.
+        // Every lock the commit needs is taken before the world stops.
+        let bindings = shared.bindings.lock_for_commit();
+        let (world, attempts) = match threads::stop_outside(&current.elf.range(), deadline_at) {
+            Ok(stopped) => stopped,
+            Err((blocked, _)) => return Err(refuse(thread_error(blocked, &current, deadline))),
+        };
+
+        // The world is stopped: from here until it is released nothing allocates, frees or
+        // takes a lock, and nothing can fail.
         let started = Instant::now();
         for step in &plan {
             for slots in objects.slot_arrays(step.slot) {
-                patch(slots, step.image);
+                patch_stopped(slots, step.image);
             }
         }
         let patch_time = started.elapsed();
-        let classes = plan.len();
-        drop(plan); // it borrows `new`, which becomes current now
-        let object_count = objects.len();
-        // The fresh values' destructors below may untrack objects.
-        drop(objects);
-
         let started = Instant::now();
-        let (old_build, new_build) = (&*current, &new);
-        // SAFETY: both builds are loaded, the plan was made from them just now, and by the threading rule no module code runs.
-        let globals = unsafe {
-            globals.commit(
-                &old_build.elf,
-                &new_build.elf,
-                &old_build.module,
-                &new_build.module,
-            )
-        };
-        let carry_time = started.elapsed();
-
+        // SAFETY: both builds are loaded, the plan was made from them just now with the fresh values destroyed, and every other thread is stopped.
+        unsafe { globals.copy_values(&current.elf, &new.elf) };
+        globals.forget_old_registrations(&current.module);
+        carry_time += started.elapsed();
         let started = Instant::now();
-        // SAFETY: the words were found just now with the registry stopped and, by the threading rule, no module code running; the new build becomes current below and stays loaded while anything can use them.
-        let (references, unresolved) = unsafe { relocation.apply(&current.elf, &new.elf) };
+        // SAFETY: the words were found just now with the registry stopped; every other thread is stopped; the new build becomes current below and stays loaded while anything can use them.
+        unsafe { relocation.apply(&current.elf, &new.elf) };
         let relocate_time = started.elapsed();
+        bindings.apply(&forwarders); // before the old build goes away
+        let stop_latency = world.latency();
+        let stopped = world.len();
+        let pause = world.resume();
 
-        shared.bindings.apply(&forwarders); // before the old build goes away
+        let classes = plan.len();
+        drop(plan); // it borrows the new build, which becomes current now
         let old = std::mem::replace(&mut *current, new);
+
+        let (references, unresolved) = relocation.finish();
+        drop(bindings);
+        // SAFETY: the new build is loaded and the values were copied.
+        let globals = unsafe { globals.hand_over_destructors(&current.elf, &current.module) };
+        let object_count = objects.len();
+        // The old build's static destructors below may untrack objects.
+        drop(objects);
         drop(current);
         let started = Instant::now();
         let old_shadow = old.module.shadow.clone();
@@ -662,6 +726,7 @@ impl Reload<'_> {
         drop(old_images);
         drop(old_module); // dlclose; the module's static destructors may untrack objects
         let unload_time = started.elapsed();
+        drop(gate);
         let old_image_unmapped = crate::maps::mappings_of(&old_shadow).is_empty();
         let old_range_reserved = old_image_unmapped && crate::maps::is_reserved(&old_elf.range());
         let started = Instant::now();
@@ -689,13 +754,84 @@ impl Reload<'_> {
             old_range_reserved,
             audit,
             audit_time,
+            threads: ThreadsReport {
+                stopped,
+                attempts,
+                gate_wait,
+                stop_latency,
+                pause,
+            },
         };
         tracing::info!(
             objects = report.objects, load = ?report.load, images = ?report.images, validate = ?report.validate,
             scan = ?report.scan, patch = ?report.patch, relocate = ?report.relocate, unload = ?report.unload,
-            audit = ?report.audit_time, references = ?report.references, "reload committed"
+            audit = ?report.audit_time, references = ?report.references, threads = ?report.threads,
+            "reload committed"
         );
         Ok(report)
+    }
+}
+
+/// The refusal for a reload whose deadline passed while a thread was in the old build (or
+/// did not stop): names the thread and the function.
+fn thread_error(blocked: Blocked, old: &Build, waited: Duration) -> Error {
+    let function = |address: usize, returning: bool| {
+        let image = &old.elf;
+        // A return address is the instruction after the call: the call is in the function.
+        let looked_up = address - usize::from(returning) - image.base();
+        image
+            .index()
+            .symbol_at(looked_up as u64)
+            .map(|s| {
+                format!(
+                    "`{}`+{:#x}",
+                    s.demangled(),
+                    address - image.base() - s.start as usize
+                )
+            })
+            .unwrap_or_else(|| format!("{address:#x}"))
+    };
+    let path = old.module.source.clone();
+    match blocked {
+        Blocked::InRange(found) => {
+            let (tid, place) = match found {
+                InRange::Executing { tid, address } => {
+                    (tid, format!("is executing {} in", function(address, false)))
+                }
+                InRange::Returning { tid, address } => {
+                    (tid, format!("will return into {} of", function(address, true)))
+                }
+                InRange::Register { tid, register, address } => (
+                    tid,
+                    format!(
+                        "holds {} in register {}, an address of",
+                        function(address, false),
+                        threads::register_name(register)
+                    ),
+                ),
+                InRange::Unknown { tid, address } => (
+                    tid,
+                    format!("has a stack that could not be unwound past {address:#x}, so it may return into"),
+                ),
+            };
+            Error::ThreadInOldBuild {
+                thread: threads::thread_name(tid),
+                tid,
+                place,
+                path,
+                waited,
+            }
+        }
+        Blocked::NotStopped(not_stopped) => {
+            let tid = not_stopped.tids.first().copied().unwrap_or(0);
+            Error::ThreadDidNotStop {
+                thread: threads::thread_name(tid),
+                tid,
+                others: not_stopped.tids.len().saturating_sub(1),
+                signal: threads::stop_signal(),
+                waited: not_stopped.waited,
+            }
+        }
     }
 }
 
@@ -918,15 +1054,16 @@ fn first_stale_object(objects: &[usize], old: &Writes, new: &Writes) -> Option<(
     found.into_iter().flatten().next()
 }
 
-/// Writes the new build's implicit bytes into every object.
-fn patch(objects: &[usize], image: &ClassImage) {
-    for_chunks(objects, |part| {
-        for &address in part.iter().filter(|&&address| registry::is_object(address)) {
-            // The registry is stopped and, by the threading contract, no module code runs.
-            // SAFETY: validated live objects of this class.
-            unsafe { image.writes.apply(address) };
-        }
-    });
+/// Writes the new build's implicit bytes into every object, on this thread: the world is
+/// stopped, so no thread may be started and nothing allocated.
+fn patch_stopped(objects: &[usize], image: &ClassImage) {
+    for &address in objects
+        .iter()
+        .filter(|&&address| registry::is_object(address))
+    {
+        // SAFETY: validated live objects of this class; every other thread is stopped.
+        unsafe { image.writes.apply(address) };
+    }
 }
 
 /// Hooks for the constructor-analysis benchmark (`tests/benches/analysis.rs`); not API.

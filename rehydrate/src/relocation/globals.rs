@@ -308,35 +308,61 @@ pub(crate) fn plan_globals(
 }
 
 impl GlobalsPlan {
-    /// Destroys the fresh values of the carried globals, copies the old values in and hands
-    /// the static-destructor registrations over. Returns the report.
-    ///
-    /// # Safety
-    /// Both builds are loaded, no module code runs meanwhile (the threading rule), and the
-    /// plan was made from these builds with nothing changed since.
-    pub unsafe fn commit(
-        self,
-        old: &BuildImage,
-        new: &BuildImage,
-        old_module: &LoadedModule,
-        new_module: &LoadedModule,
-    ) -> GlobalsReport {
-        let mut report = self.report;
+    /// Destroys the fresh values the new build's initialisers gave the carried globals (module
+    /// code of the new build, which nothing uses yet: run before the world is stopped). Their
+    /// registrations are kept: they destroy the carried values at exit.
+    pub fn destroy_fresh_values(&mut self, new_module: &LoadedModule) {
         for &index in &self.destroy_fresh {
             match new_module.run_exit_entry(index) {
-                Ok(()) => report.fresh_values_destroyed += 1,
+                Ok(()) => self.report.fresh_values_destroyed += 1,
                 Err(message) => tracing::error!(%message, "a fresh global's destructor threw"),
             }
         }
+    }
+
+    /// After [`GlobalsPlan::destroy_fresh_values`], for a reload that is refused: the fresh
+    /// values are gone, so the new build's unload must not destroy them again.
+    pub fn forget_destroyed_values(&self, new_module: &LoadedModule) {
+        for &index in &self.destroy_fresh {
+            new_module.forget_exit_entry(index);
+        }
+    }
+
+    /// Copies the old values into the new build. Allocates nothing (it runs while the world
+    /// is stopped).
+    ///
+    /// # Safety
+    /// Both builds are loaded, no other thread runs, the fresh values were destroyed, and the
+    /// plan was made from these builds with nothing changed since.
+    pub unsafe fn copy_values(&self, old: &BuildImage, new: &BuildImage) {
         for carry in &self.carries {
             let from = (old.base + carry.old as usize) as *const u8;
             let to = (new.base + carry.new as usize) as *mut u8;
             // SAFETY: both are globals of the builds' writable data (`carriable_globals`) of `size` bytes, mapped while both builds are loaded; distinct builds never overlap.
             unsafe { std::ptr::copy_nonoverlapping(from, to, carry.size as usize) };
         }
+    }
+
+    /// Takes the old build's registrations of carried globals away: its unload must not
+    /// destroy what now lives in the new build. Before the relocation is applied: it re-points
+    /// the runtime's own pointers to the old build's shim too. Allocates nothing.
+    pub fn forget_old_registrations(&self, old_module: &LoadedModule) {
         for &index in &self.forget_old {
             old_module.forget_exit_entry(index);
         }
+    }
+
+    /// Hands over the registrations the new build lacks (function-local statics the old build
+    /// had reached), after [`GlobalsPlan::copy_values`]. Returns the report.
+    ///
+    /// # Safety
+    /// The new build is loaded and the values were copied.
+    pub unsafe fn hand_over_destructors(
+        self,
+        new: &BuildImage,
+        new_module: &LoadedModule,
+    ) -> GlobalsReport {
+        let mut report = self.report;
         for (function, argument) in self.hand_over {
             let (function, argument) = (function.absolute(new), argument.absolute(new));
             // SAFETY: `function` is the new build's function of the same symbol as the old registration's (`hand_over_function`), which took one pointer.

@@ -383,31 +383,25 @@ fn holder(region: &Region, location: usize, describe: &impl Fn(usize) -> Option<
 }
 
 impl Relocation {
-    /// Rewrites every resolved word that still holds the value it was found with; returns
-    /// the counts and the values (minus the old base) of the words left alone.
+    /// Rewrites every resolved word that still holds the value it was found with. Allocates
+    /// and frees nothing (it runs while the world is stopped): the counts are taken out by
+    /// [`Relocation::finish`] afterwards.
     ///
     /// # Safety
     /// The words found by [`plan`] are still mapped and writable (the carried globals copied
-    /// into the new build), no other thread writes them meanwhile, and the new build stays
-    /// loaded as long as anything uses the rewritten values.
-    pub unsafe fn apply(self, old: &BuildImage, new: &BuildImage) -> (RelocationCounts, Vec<u64>) {
-        let Relocation {
-            targets,
-            rewrites,
-            carried_rewrites,
-            mut counts,
-            read_only_copy,
-            unresolved_offsets,
-        } = self;
+    /// into the new build), no other thread runs meanwhile, and the new build stays loaded as
+    /// long as anything uses the rewritten values.
+    pub unsafe fn apply(&self, old: &BuildImage, new: &BuildImage) {
         let absolute = |place: Target| match place {
             Target::NewBuild(vaddr) => new.base + vaddr as usize,
             Target::Copy(address) => address,
         };
-        let carried = carried_rewrites
+        let carried = self
+            .carried_rewrites
             .iter()
             .map(|&(vaddr, index)| (absolute(Target::NewBuild(vaddr)), index));
-        for (location, index) in rewrites.iter().copied().chain(carried) {
-            let (old_offset, target) = targets[index as usize];
+        for (location, index) in self.rewrites.iter().copied().chain(carried) {
+            let (old_offset, target) = self.targets[index as usize];
             let location = location as *mut usize;
             let expected = old.base + old_offset as usize;
             let replacement = absolute(target);
@@ -418,8 +412,14 @@ impl Relocation {
                 }
             }
         }
-        counts.read_only_copy_bytes = read_only_copy.map_or(0, ReadOnlyCopy::keep);
-        (counts, unresolved_offsets)
+    }
+
+    /// After [`Relocation::apply`]: keeps the read-only copy the rewritten words point into;
+    /// returns the counts and the values (minus the old base) of the words left alone.
+    pub fn finish(self) -> (RelocationCounts, Vec<u64>) {
+        let mut counts = self.counts;
+        counts.read_only_copy_bytes = self.read_only_copy.map_or(0, ReadOnlyCopy::keep);
+        (counts, self.unresolved_offsets)
     }
 }
 
