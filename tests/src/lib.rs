@@ -179,6 +179,16 @@ pub static UNTRACKED: Fixture = Fixture {
     classes: &["ut::Circle"],
 };
 
+/// The threads fixture: objects other threads call into while the main thread reloads, and
+/// a function that keeps a thread inside the module.
+pub static THREADS: Fixture = Fixture {
+    folder: "threads",
+    header: "threads.hpp",
+    sources: &["threads.cpp"],
+    links_tally: false,
+    classes: &["th::Worker", "th::Busy"],
+};
+
 /// The constructor-analysis fixture: every inheritance shape, polymorphic members and
 /// arrays, templates, standard-library members; classes without a default constructor, with
 /// private constructors, with a loop and with branches in the constructor.

@@ -92,6 +92,8 @@ pub(crate) struct StoppedWorld {
     parked: usize,
     requested: Instant,
     parked_at: Instant,
+    /// The stop's lists of threads: freed after the release (fields drop after `drop`).
+    _lists: [Vec<u32>; 3],
     _one_stop: std::sync::MutexGuard<'static, u32>,
 }
 
@@ -238,6 +240,7 @@ pub(crate) fn stop_world(timeout: Duration) -> Result<StoppedWorld, NotStopped> 
                     parked,
                     requested,
                     parked_at: Instant::now(),
+                    _lists: [probe, listed, signalled],
                     _one_stop: generation,
                 })
             }
