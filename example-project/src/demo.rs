@@ -98,6 +98,14 @@ pub fn run(ticks: usize) -> Result<(), Error> {
         millis(report.unload),
         millis(report.audit_time)
     );
+    let threads = &report.threads;
+    println!(
+        "other threads stopped for the commit: {} (stops tried: {}; stopping took {}, they were paused {})",
+        threads.stopped,
+        threads.attempts,
+        millis(threads.stop_latency),
+        millis(threads.pause)
+    );
     let refs = &report.references;
     println!(
         "references re-pointed: {} vptrs, {} function pointers, {} data pointers, {} into read-only data ({} bytes copied); left alone: {} of the loader, {} on thread stacks, {} unresolved and {} lost in the heap (stale bytes, as a rule)",

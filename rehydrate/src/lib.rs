@@ -40,6 +40,7 @@ pub use relocation::{Audit, FreshGlobal, GlobalsReport, RelocationCounts};
 pub use runtime::measure;
 pub use runtime::{
     BoundForwarder, LiveObject, ModuleSymbol, Reload, ReloadReport, Runtime, UnreloadableClass,
+    DEFAULT_RELOAD_DEADLINE,
 };
 pub use threads::{stop_signal, GateGuard, ModuleGate, ThreadsReport};
 

@@ -452,7 +452,7 @@ impl LoadedModule {
     pub fn forget_exit_entry(&self, index: usize) {
         let (entries, count) = self.exit_array();
         if index < count {
-            // SAFETY: an entry of the shim's array, which only the runtime touches while no module code runs (the threading rule).
+            // SAFETY: an entry of the shim's array; the runtime calls this only for a build no thread runs (a refused new build) or with every other thread stopped outside the old build, so no registration moves the array meanwhile.
             unsafe { (*entries.add(index)).function_complement = !0 };
         }
     }

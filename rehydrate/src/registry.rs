@@ -11,9 +11,9 @@
 //! - A reload (or any reader of the whole set) calls [`Registry::stop`]: it takes the registry
 //!   lock, raises `stopped`, waits until no shard is busy, and then owns every shard until the
 //!   returned [`Stopped`] view is dropped. A thread that tracks meanwhile sees `stopped` and
-//!   waits on the registry lock. (That is the registry's own consistency; whether a thread may
-//!   be in module code during a reload at all is the runtime's threading rule, stated once in
-//!   `crate::runtime`: it may not.)
+//!   waits on the registry lock. (That is the registry's own consistency; where other threads
+//!   may be while a reload commits is stated once in `crate::runtime`: stopped, outside the
+//!   old build.)
 //! - Untracking an object on another thread than the one that tracked it finds it through a
 //!   `stop` (about 0.3 µs instead of about 20 ns, see BENCHMARKS.md); so does tracking from a thread
 //!   whose thread-locals are already destroyed.

@@ -11,23 +11,31 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Threading rule
+//! # Threads
 //!
-//! **No thread may run module code while [`Reload::rehydrate_all`] runs**: no virtual call on
-//! a live object, no call of a module function, no call through a forwarder. The old build's
-//! code is unmapped before `rehydrate_all` returns, and a thread inside it (even one only
-//! waiting in `rehydrate::track`, which would return into the old text) crashes. Nothing
-//! checks this yet; the host must arrange it (for example: reload between frames, while worker
-//! threads wait).
+//! Other threads may run module code while a reload is prepared. Its commit (patching tracked
+//! objects, copying the carried globals, re-pointing every reference and every forwarder) runs
+//! with every other thread of the process stopped (see `threads`), and only when none of them
+//! executes in the old build, will return into it, or holds an address of it in a register;
+//! otherwise the threads run on and the stop is tried again until [`Reload::deadline`], and
+//! then the reload is refused, naming the thread and the function ([`Error::ThreadInOldBuild`]).
+//! Threads blocked in a system call or running host code stop at once. A host that wants no
+//! retries passes its threads through [`Runtime::gate`] while they call module code.
 //!
-//! What the runtime itself guarantees: [`Runtime::reload`] takes `&mut self`, so no other use
-//! of the runtime overlaps a reload; dropping a [`LiveObject`] on another thread during a
-//! reload is safe (its destructor runs entirely before or entirely after the commit, in the
-//! build current at that moment); host threads that do not run module code are not affected.
+//! What is not yet covered: references that other threads *create* into the old build between
+//! the scan (before the stop) and the stop (an object constructed by old code, a function
+//! pointer stored) are not re-pointed; the audit after the unload reports them. Scanning
+//! inside the stopped window is the next step. Threads also must not map or unmap the memory
+//! the scan reads meanwhile.
+//!
+//! [`Runtime::reload`] takes `&mut self`, so no other use of the runtime overlaps a reload;
+//! dropping a [`LiveObject`] on another thread during a reload is safe (its destructor runs
+//! entirely before or entirely after the commit, in the build current at that moment).
 //!
 //! # Lock order
 //!
-//! Two locks, always taken in this order and never the other way round: the **build lock**
+//! First the host's **gate** ([`ModuleGate`], closed by a reload before anything else and
+//! opened after the unload), then two locks, always in this order: the **build lock**
 //! (`Shared::current`, read by anything that runs module code on behalf of the host: creating
 //! and destroying objects; written by the commit), then the **registry** (`Registry::stop` and
 //! the slow paths of tracking and untracking, which module code may take while the host holds
@@ -35,9 +43,11 @@
 //! bindings' lock comes after both, and the forwarder pool's (with its traps) after that.
 //! The process-wide **image lock** (`relocation::lock_images`: held while any runtime maps or
 //! unmaps a build, and from a reload's scan to its audit) comes after the build lock and the
-//! registry; a reload releases the registry before it destroys the fresh values of carried
-//! globals and before it closes the old build, whose static destructors may untrack objects. Reloads of different runtimes in one process therefore
-//! run one after the other.
+//! registry. A reload destroys the fresh values of carried globals before it stops the
+//! registry, and releases the registry before it closes the old build (static destructors may
+//! untrack objects). Every lock the stopped window needs (the bindings') is taken before the
+//! world is stopped: a stopped thread must not hold it. Reloads of different runtimes in one
+//! process run one after the other.
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::marker::PhantomData;
@@ -202,7 +212,7 @@ pub struct Reload<'rt> {
 }
 
 /// How long a reload waits, by default, for the host's threads to leave the old build.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(2);
+pub const DEFAULT_RELOAD_DEADLINE: Duration = Duration::from_secs(2);
 
 /// A class whose live objects a reload would refuse, and why (see
 /// [`Runtime::unreloadable_classes`]).
@@ -357,7 +367,7 @@ impl Runtime {
         tracing::info!(module = %path.as_ref().display(), load = ?load_time, probe = ?images_time, "new build loaded and its classes read");
         Ok(Reload {
             strict: false,
-            deadline: DEFAULT_DEADLINE,
+            deadline: DEFAULT_RELOAD_DEADLINE,
             runtime: self,
             new,
             load_time,
@@ -508,6 +518,7 @@ const _: () = {
     send_and_sync::<Runtime>();
     send_and_sync::<LiveObject>();
     send_and_sync::<BoundForwarder>();
+    send_and_sync::<ModuleGate>();
 };
 
 impl BoundForwarder {
@@ -588,7 +599,7 @@ impl Reload<'_> {
     /// [`ModuleGate`], and to be stopped outside the old build (it stops them, and while one
     /// executes in the old build or will return into it, lets them run and tries again). Past
     /// it the reload is refused, naming the thread and the function. Default:
-    /// [`DEFAULT_DEADLINE`].
+    /// [`DEFAULT_RELOAD_DEADLINE`].
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
         self

@@ -261,6 +261,7 @@ fn parked_thread_refuses_until_it_returns(compiler: Compiler, sleeping: bool) {
         while entered.load(SeqCst) == 0 {
             std::thread::yield_now();
         }
+        // SAFETY: reads the vptr of a live object.
         let vptr_before = unsafe { (worker.as_ptr() as *const usize).read() };
         let started = Instant::now();
         let error = runtime
@@ -293,10 +294,8 @@ fn parked_thread_refuses_until_it_returns(compiler: Compiler, sleeping: bool) {
         );
         // Nothing changed: the old build runs on.
         // SAFETY: reads the vptr of a live object.
-        assert_eq!(
-            unsafe { (worker.as_ptr() as *const usize).read() },
-            vptr_before
-        );
+        let vptr_after = unsafe { (worker.as_ptr() as *const usize).read() };
+        assert_eq!(vptr_after, vptr_before);
         // SAFETY: the old build is still loaded.
         assert_eq!(unsafe { version() }, 1);
         release.store(1, SeqCst);
@@ -305,10 +304,9 @@ fn parked_thread_refuses_until_it_returns(compiler: Compiler, sleeping: bool) {
         assert_eq!(report.threads.attempts, 1, "{:?}", report.threads);
         assert!(report.old_image_unmapped);
         // SAFETY: the fixture exports `long th_version(void)`.
-        assert_eq!(
-            unsafe { (*runtime.symbol::<VersionFn>("th_version").unwrap())() },
-            2
-        );
+        let version = unsafe { *runtime.symbol::<VersionFn>("th_version").unwrap() };
+        // SAFETY: takes nothing; the new build is loaded.
+        assert_eq!(unsafe { version() }, 2);
         assert_vptrs_in_current_build(&runtime);
         drop(worker);
     });
@@ -352,6 +350,7 @@ fn threads_passing_through_the_gate_never_make_a_reload_retry() {
                         // object; the loop stays in the module most of the time.
                         let call: CallFn = unsafe { std::mem::transmute(work_at) };
                         for x in 0..100 {
+                            // SAFETY: as above.
                             let r = unsafe { call(object as *const u8, x) };
                             assert!(r == work_result(false, x, 1) || r == work_result(false, x, 2));
                         }
