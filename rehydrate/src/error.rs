@@ -204,6 +204,17 @@ pub enum Error {
         /// How long the stop waited.
         waited: std::time::Duration,
     },
+    /// Other threads kept writing references into the old build that no scan had resolved,
+    /// until the reload's deadline.
+    #[error("the reload is refused: other threads kept writing references into {} faster than the reload could resolve them ({what}) for {waited:?}", path.display())]
+    ReferencesKeptChanging {
+        /// The old module.
+        path: PathBuf,
+        /// The last one seen.
+        what: String,
+        /// How long the reload tried.
+        waited: std::time::Duration,
+    },
     /// Threads stayed inside the host's `ModuleGate` until the reload's deadline.
     #[error("the reload is refused: {threads} thread(s) were still inside the module gate after {waited:?}")]
     GateBusy {

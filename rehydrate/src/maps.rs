@@ -14,7 +14,36 @@ pub struct Mapping {
     pub name: String,
 }
 
+/// One line of `/proc/self/maps`, borrowing the text it was read from (no allocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappingRef<'t> {
+    pub range: Range<usize>,
+    /// `rwxp`-style permissions.
+    pub perms: &'t str,
+    /// A path, a `[name]` such as `[heap]`, or empty for an anonymous mapping.
+    pub name: &'t str,
+}
+
 impl Mapping {
+    pub fn borrowed(&self) -> MappingRef<'_> {
+        MappingRef {
+            range: self.range.clone(),
+            perms: &self.perms,
+            name: &self.name,
+        }
+    }
+
+    pub fn readable_and_writable(&self) -> bool {
+        self.borrowed().readable_and_writable()
+    }
+
+    /// An anonymous mapping no one may access (a guard page, a reservation).
+    pub fn no_access_anonymous(&self) -> bool {
+        self.borrowed().no_access_anonymous()
+    }
+}
+
+impl MappingRef<'_> {
     pub fn readable_and_writable(&self) -> bool {
         self.perms.starts_with("rw")
     }
@@ -22,6 +51,14 @@ impl Mapping {
     /// An anonymous mapping no one may access (a guard page, a reservation).
     pub fn no_access_anonymous(&self) -> bool {
         self.perms.starts_with("---") && self.name.is_empty()
+    }
+
+    pub fn to_owned(&self) -> Mapping {
+        Mapping {
+            range: self.range.clone(),
+            perms: self.perms.to_string(),
+            name: self.name.to_string(),
+        }
     }
 }
 
@@ -50,16 +87,62 @@ pub fn all() -> Vec<Mapping> {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return Vec::new();
     };
-    maps.lines().filter_map(parse_line).collect()
+    maps.lines()
+        .filter_map(parse_line)
+        .map(|m| m.to_owned())
+        .collect()
+}
+
+/// Reads `/proc/self/maps` into `text` without allocating: false when it does not fit in its
+/// capacity (or cannot be read). For a thread that must not allocate (the world is stopped).
+pub fn read_without_allocating(text: &mut Vec<u8>) -> bool {
+    text.clear();
+    // SAFETY: a valid NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    let complete = loop {
+        let room = text.capacity() - text.len();
+        if room == 0 {
+            break false;
+        }
+        // SAFETY: the kernel writes at most `room` bytes into the vector's spare capacity.
+        let read = unsafe { libc::read(fd, text.as_mut_ptr().add(text.len()).cast(), room) };
+        if read < 0 {
+            break false;
+        }
+        if read == 0 {
+            break true;
+        }
+        // SAFETY: `read` more bytes were initialised by the kernel, within the capacity.
+        unsafe { text.set_len(text.len() + read as usize) };
+    };
+    // SAFETY: the descriptor opened above.
+    unsafe { libc::close(fd) };
+    complete
+}
+
+/// The mappings in text read by [`read_without_allocating`], in address order.
+pub fn lines(text: &[u8]) -> impl Iterator<Item = MappingRef<'_>> {
+    std::str::from_utf8(text)
+        .unwrap_or("")
+        .lines()
+        .filter_map(parse_line)
 }
 
 /// `start-end perms offset device inode [name]`.
-fn parse_line(line: &str) -> Option<Mapping> {
+fn parse_line(line: &str) -> Option<MappingRef<'_>> {
     let mut parts = line.split_whitespace();
     let (start, end) = parts.next()?.split_once('-')?;
-    let perms = parts.next()?.to_string();
-    let name = parts.nth(3).unwrap_or("").to_string();
-    Some(Mapping {
+    let perms = parts.next()?;
+    let name = parts.nth(3).unwrap_or("");
+    Some(MappingRef {
         range: usize::from_str_radix(start, 16).ok()?..usize::from_str_radix(end, 16).ok()?,
         perms,
         name,
@@ -121,6 +204,21 @@ mod tests {
         assert!(anonymous.no_access_anonymous());
         assert_eq!(anonymous.name, "");
         assert!(parse_line("garbage").is_none());
+    }
+
+    #[test]
+    fn the_maps_read_without_allocating_are_those_read_as_text() {
+        let mut text = Vec::with_capacity(1 << 20);
+        assert!(read_without_allocating(&mut text));
+        assert_eq!(text.capacity(), 1 << 20);
+        let raw: Vec<Mapping> = lines(&text).map(|m| m.to_owned()).collect();
+        let here = std::ptr::addr_of!(text) as usize;
+        assert!(raw
+            .iter()
+            .any(|m| m.range.contains(&here) && m.readable_and_writable()));
+        let mut small = Vec::with_capacity(16);
+        assert!(!read_without_allocating(&mut small), "does not fit");
+        assert_eq!(small.capacity(), 16);
     }
 
     #[test]

@@ -13,20 +13,18 @@
 //!
 //! # Threads
 //!
-//! Other threads may run module code while a reload is prepared. Its commit (patching tracked
-//! objects, copying the carried globals, re-pointing every reference and every forwarder) runs
-//! with every other thread of the process stopped (see `threads`), and only when none of them
-//! executes in the old build, will return into it, or holds an address of it in a register;
+//! Other threads may run module code while a reload is prepared. The process's memory is
+//! scanned while they run; then every other thread is stopped (see `threads`), and the commit
+//! goes ahead only when none of them executes in the old build or will return into it;
 //! otherwise the threads run on and the stop is tried again until [`Reload::deadline`], and
 //! then the reload is refused, naming the thread and the function ([`Error::ThreadInOldBuild`]).
-//! Threads blocked in a system call or running host code stop at once. A host that wants no
-//! retries passes its threads through [`Runtime::gate`] while they call module code.
-//!
-//! What is not yet covered: references that other threads *create* into the old build between
-//! the scan (before the stop) and the stop (an object constructed by old code, a function
-//! pointer stored) are not re-pointed; the audit after the unload reports them. Scanning
-//! inside the stopped window is the next step. Threads also must not map or unmap the memory
-//! the scan reads meanwhile.
+//! With the threads stopped, memory is scanned again for references they wrote since the
+//! first scan (an object made by old code meanwhile, a function pointer stored) and their
+//! registers are read: both are re-pointed like any other reference (a value no scan had seen
+//! makes the reload plan again). Then the commit writes (tracked objects, carried globals,
+//! references, registers, forwarders) and the threads are released. Threads blocked in a
+//! system call or running host code stop at once. A host that wants no retries passes its
+//! threads through [`Runtime::gate`] while they call module code.
 //!
 //! [`Runtime::reload`] takes `&mut self`, so no other use of the runtime overlaps a reload;
 //! dropping a [`LiveObject`] on another thread during a reload is safe (its destructor runs
@@ -64,7 +62,9 @@ use crate::images::{images_of, ClassInspection, ProbePolicy};
 use crate::layout_gate::layout_changes;
 use crate::module::{LoadedModule, ShadowFolder, UNKNOWN_TYPE_PREFIX};
 use crate::registry::{self, ClassSlot, Registry, Stopped};
-use crate::relocation::{self, Audit, BuildImage, GlobalsReport, RelocationCounts};
+use crate::relocation::{
+    self, Audit, BuildImage, GlobalsReport, Outdated, RegisterWord, RelocationCounts,
+};
 use crate::threads::{self, Blocked, InRange, ModuleGate, ThreadsReport};
 
 /// One loaded build, the image of each of its classes (same order as its classes) with what
@@ -668,27 +668,68 @@ impl Reload<'_> {
 
         // Until the audit: no build of any runtime in the process is mapped or unmapped.
         let images = relocation::lock_images();
-        let started = Instant::now();
-        let relocation = relocation::plan(
-            &current.elf,
-            &new.elf,
-            &globals.carries,
-            strict,
-            |location| tracked_holder(&objects, &current, location),
-        )
-        .map_err(|problems| {
-            refuse(Error::UnresolvableReferences {
-                path: current.module.source.clone(),
-                problems,
-            })
-        })?;
-        let scan_time = started.elapsed();
-
         // Every lock the commit needs is taken before the world stops.
         let bindings = shared.bindings.lock_for_commit();
-        let (world, attempts) = match threads::stop_outside(&current.elf.range(), deadline_at) {
-            Ok(stopped) => stopped,
-            Err((blocked, _)) => return Err(refuse(thread_error(blocked, &current, deadline))),
+        let (mut scan_time, mut catch_up_time, mut attempts) = (Duration::ZERO, Duration::ZERO, 0);
+        let (relocation, world) = loop {
+            // Scanned while the other threads run, then stopped, then scanned again for what
+            // they wrote meanwhile; a value the plan never saw makes it plan again.
+            let started = Instant::now();
+            let mut relocation = relocation::plan(
+                &current.elf,
+                &new.elf,
+                &globals.carries,
+                strict,
+                |location| tracked_holder(&objects, &current, location),
+            )
+            .map_err(|problems| {
+                refuse(Error::UnresolvableReferences {
+                    path: current.module.source.clone(),
+                    problems,
+                })
+            })?;
+            scan_time += started.elapsed();
+            let (world, tries) = match threads::stop_outside(&current.elf.range(), deadline_at) {
+                Ok(stopped) => stopped,
+                Err((blocked, _)) => return Err(refuse(thread_error(blocked, &current, deadline))),
+            };
+            attempts += tries;
+            let started = Instant::now();
+            // SAFETY: every other thread is stopped; the carried globals' old bytes are in the old build, which is loaded.
+            let caught_up =
+                unsafe { relocation.catch_up(&current.elf, |m| world.holds_stack_pointer(m)) };
+            catch_up_time += started.elapsed();
+            // A register that cannot be re-pointed is a thread still using the old build.
+            let blocking_register = || {
+                world.first_register(|value| {
+                    relocation.register_word(&current.elf, &new.elf, value) == RegisterWord::Blocks
+                })
+            };
+            let retry = match caught_up {
+                Err(outdated) => Retry::Outdated(outdated),
+                Ok(_) => match blocking_register() {
+                    None => break (relocation, world),
+                    Some((tid, register, address)) => {
+                        Retry::Blocked(Blocked::InRange(InRange::Register {
+                            tid,
+                            register,
+                            address,
+                        }))
+                    }
+                },
+            };
+            drop(world);
+            drop(relocation);
+            if Instant::now() >= deadline_at {
+                return Err(refuse(match retry {
+                    Retry::Outdated(outdated) => outdated_error(outdated, &current, deadline),
+                    Retry::Blocked(blocked) => thread_error(blocked, &current, deadline),
+                }));
+            }
+            tracing::debug!(
+                ?retry,
+                "memory or a register changed since the scan: planning again"
+            );
         };
 
         // The world is stopped: from here until it is released nothing allocates, frees or
@@ -708,6 +749,12 @@ impl Reload<'_> {
         let started = Instant::now();
         // SAFETY: the words were found just now with the registry stopped; every other thread is stopped; the new build becomes current below and stays loaded while anything can use them.
         unsafe { relocation.apply(&current.elf, &new.elf) };
+        let registers = world.rewrite_registers(|value| {
+            match relocation.register_word(&current.elf, &new.elf, value) {
+                RegisterWord::Rewrite(to) => Some(to),
+                RegisterWord::Keep | RegisterWord::Blocks => None,
+            }
+        });
         let relocate_time = started.elapsed();
         bindings.apply(&forwarders); // before the old build goes away
         let stop_latency = world.latency();
@@ -770,6 +817,8 @@ impl Reload<'_> {
                 attempts,
                 gate_wait,
                 stop_latency,
+                catch_up: catch_up_time,
+                registers_rewritten: registers,
                 pause,
             },
         };
@@ -780,6 +829,38 @@ impl Reload<'_> {
             "reload committed"
         );
         Ok(report)
+    }
+}
+
+/// Why a stopped world could not commit: the reload plans again.
+#[derive(Debug)]
+enum Retry {
+    /// Memory holds references the plan never saw.
+    Outdated(Outdated),
+    /// A stopped thread holds a register that cannot be re-pointed.
+    Blocked(Blocked),
+}
+
+/// The refusal for a reload whose deadline passed while other threads kept writing references
+/// into the old build that no plan had resolved.
+fn outdated_error(outdated: Outdated, old: &Build, waited: Duration) -> Error {
+    let what = match outdated {
+        Outdated::UnknownValue(location, offset) => {
+            let pointee = old
+                .elf
+                .index()
+                .symbol_at(offset)
+                .map(|s| format!("`{}`+{:#x}", s.demangled(), offset - s.start))
+                .unwrap_or_else(|| format!("virtual address {offset:#x}"));
+            format!("the word at {location:#x} came to point at {pointee}, which no scan had seen")
+        }
+        Outdated::TooManyNewWords => "more words than the catch-up scan had room for".into(),
+        Outdated::TooManyMappings => "more mappings than the catch-up scan had room for".into(),
+    };
+    Error::ReferencesKeptChanging {
+        path: old.module.source.clone(),
+        what,
+        waited,
     }
 }
 

@@ -72,8 +72,9 @@ struct Tally {
 
 /// 8 threads call virtual functions (through forwarders into the module, and straight through
 /// the vtable from Rust), std::function members and forwarders of live objects in a tight loop,
-/// two of them allocating as they go, while this thread reloads `reloads` times between v1 and
-/// v2. Every call returns a v1 or a v2 result; every reload commits or names a thread.
+/// two of them making and destroying objects in the module, two allocating, while this thread
+/// reloads `reloads` times between v1 and v2. Every call returns a v1 or a v2 result; every
+/// reload commits or names a thread.
 fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
     let [v1, v2] = builds(&compiler, optimisation);
     with_deadline(Duration::from_secs(600), move || {
@@ -94,7 +95,9 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
         );
         let work = runtime.forwarder("th_work").unwrap();
         let step = runtime.forwarder("th_step").unwrap();
+        let churn = runtime.forwarder("th_churn").unwrap();
         let (work_at, step_at) = (work.address() as usize, step.address() as usize);
+        let churn_at = churn.address() as usize;
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(Tally::default());
         let threads: Vec<_> = (0..8)
@@ -105,6 +108,7 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
                     .spawn(move || {
                         let mut seed = t as u64;
                         let mut kept = Vec::new();
+                        let mut churns = 0;
                         while !stop.load(SeqCst) {
                             seed = host_work(seed);
                             let (object, busy) = addresses[(seed % 8) as usize];
@@ -125,6 +129,21 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
                                     // SAFETY: as above.
                                     let r = unsafe { call(object as *const u8, x) };
                                     (r, [1, 2].map(|v| step_result(x, v)))
+                                }
+                                // Objects made and destroyed by the module as it runs: those
+                                // made between the scan and the stop are found by the catch-up
+                                // scan (or a virtual call on them would fault in the old range).
+                                3 => {
+                                    type ChurnFn = unsafe extern "C" fn(i32, i64) -> i64;
+                                    // SAFETY: a forwarder of `long th_churn(int, long)`; ring
+                                    // `t / 4` (0 or 1) is this thread's alone.
+                                    let call: ChurnFn = unsafe { std::mem::transmute(churn_at) };
+                                    // SAFETY: as above.
+                                    let r = unsafe { call(t / 4, x) };
+                                    churns += 1;
+                                    let expected = [1, 2].map(|v| 8 * work_result(true, x, v));
+                                    // The first 7 calls find empty places in the ring.
+                                    (if churns < 8 { expected[0] } else { r }, expected)
                                 }
                                 // A virtual call from Rust through the object's vtable (slot 2:
                                 // after the two destructors).
@@ -157,7 +176,8 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
             })
             .collect();
 
-        let (mut commits, mut refusals, mut attempts) = (0, 0, 0u64);
+        let (mut commits, mut refusals, mut attempts, mut written_meanwhile) = (0, 0, 0u64, 0);
+        let mut registers = 0;
         let (mut longest_pause, mut longest_latency) = (Duration::ZERO, Duration::ZERO);
         let mut current = 1;
         for i in 0..reloads {
@@ -176,11 +196,16 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
                         report.old_image_unmapped && report.audit.stale == 0,
                         "{report:?}"
                     );
+                    written_meanwhile += report.references.written_meanwhile;
+                    registers += report.threads.registers_rewritten;
                     longest_pause = longest_pause.max(report.threads.pause);
                     longest_latency = longest_latency.max(report.threads.stop_latency);
                 }
                 Err(Error::ThreadInOldBuild { thread, place, .. }) => {
                     refusals += 1;
+                    if refusals <= 3 {
+                        eprintln!("reload {i} refused: thread {thread} {place}");
+                    }
                     assert!(
                         thread.starts_with("caller-"),
                         "reload {i}: {thread} {place}"
@@ -214,7 +239,7 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
             "a call returned neither a v1 nor a v2 result"
         );
         eprintln!(
-            "{} {optimisation}: {reloads} reloads, {commits} committed ({attempts} stops), {refusals} refused; {} calls; longest pause {longest_pause:?}, longest stop latency {longest_latency:?}",
+            "{} {optimisation}: {reloads} reloads, {commits} committed ({attempts} stops), {refusals} refused; {} calls; {written_meanwhile} words written between scan and stop and {registers} registers re-pointed; longest pause {longest_pause:?}, longest stop latency {longest_latency:?}",
             compiler.name,
             tally.calls.load(SeqCst)
         );

@@ -29,13 +29,17 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 pub(crate) use address_map::ReferenceKind;
+
 use address_map::{AddressMap, BuildView, Resolution, Target};
 pub(crate) use elf::ElfIndex;
+use elf::SectionKind;
 pub(crate) use globals::plan_globals;
 use globals::Carry;
 pub use globals::{FreshGlobal, GlobalsReport};
 use rodata::ReadOnlyCopy;
-use scan::{scan_regions, scan_threads, writable_regions, Region, Scanner};
+use scan::{
+    for_each_scanned_mapping, scan_regions, scan_threads, writable_regions, Region, Scanner,
+};
 
 /// Held while any runtime of the process maps or unmaps a build, or scans, rewrites and audits
 /// memory for a reload: one runtime's scan must not see another's builds come and go (a word
@@ -152,6 +156,10 @@ pub struct RelocationCounts {
     pub lost_in_anonymous_memory: usize,
     /// A few of them, with what each points at.
     pub lost_examples: Vec<String>,
+    /// Words that other threads wrote between the scan and the stop (an object made by old
+    /// code, a function pointer stored), found by the catch-up scan with every thread stopped
+    /// and re-pointed too (counted here, not in the kinds above).
+    pub written_meanwhile: usize,
 }
 
 /// The audit after the old build is unloaded: words still pointing into its former range.
@@ -200,6 +208,57 @@ pub(crate) struct Relocation {
     read_only_copy: Option<ReadOnlyCopy>,
     /// Values (minus the old base) of the words left as they were, for the audit.
     unresolved_offsets: Vec<u64>,
+    /// What the catch-up scan needs, made before the world is stopped.
+    catch_up: CatchUp,
+}
+
+/// Everything the catch-up scan ([`Relocation::catch_up`]) reads and writes, made before the
+/// world is stopped so that it allocates nothing.
+struct CatchUp {
+    /// The mappings the plan took for thread stacks (those of threads gone too).
+    stacks: Vec<Range<usize>>,
+    /// The two builds, never scanned.
+    excluded: [Range<usize>; 2],
+    /// Room for `/proc/self/maps`, read again with the world stopped.
+    maps_text: Vec<u8>,
+    /// The carried globals: (old virtual address, size, new virtual address).
+    carried: Vec<(u64, u64, u64)>,
+    /// Every value (minus the old base) the plan saw, sorted, with the index of its target
+    /// (`LEFT_ALONE`: a word the plan leaves as it is).
+    known: Vec<(u64, u32)>,
+    /// Words found by the catch-up scan that the plan did not find: (address, target index).
+    /// Pushed within its capacity only.
+    extra: Vec<(usize, u32)>,
+    /// The same for carried globals: (virtual address in the new build, target index).
+    extra_carried: Vec<(u64, u32)>,
+    scanner: Scanner,
+}
+
+/// What a commit does with a register of a stopped thread (see [`Relocation::register_word`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RegisterWord {
+    /// Not an address of the old build, or one left alone (like the same value in the heap).
+    Keep,
+    /// Re-pointed to this address.
+    Rewrite(usize),
+    /// An address of the old build that cannot be re-pointed without allocating (a vptr of a
+    /// class no scan saw, a reference the new build lost): the thread must move on first.
+    Blocks,
+}
+
+/// In [`CatchUp::known`]: a value whose words the plan leaves as they are.
+const LEFT_ALONE: u32 = u32::MAX;
+
+/// Why the catch-up scan cannot complete a plan: memory changed more than it can take in
+/// without allocating. The plan is made again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outdated {
+    /// A word holds a value the plan never resolved: (where, value minus the old base).
+    UnknownValue(usize, u64),
+    /// More new words than room was made for.
+    TooManyNewWords,
+    /// The process's mappings outgrew the room made for their list.
+    TooManyMappings,
 }
 
 /// Scans the process and resolves every reference into `old`; every unresolvable one is
@@ -348,6 +407,37 @@ pub(crate) fn plan(
             .collect());
     }
     unresolved_offsets.sort_unstable();
+    carried_rewrites.sort_unstable();
+    debug_assert!(
+        rewrites.windows(2).all(|w| w[0].0 < w[1].0),
+        "found in address order"
+    );
+    // Values the cache in front of `resolved` answered are in `resolved` too.
+    let mut known: Vec<(u64, u32)> = resolved
+        .keys()
+        .map(|offset| {
+            (
+                *offset,
+                target_index.get(offset).copied().unwrap_or(LEFT_ALONE),
+            )
+        })
+        .collect();
+    known.sort_unstable();
+    let maps_size = std::fs::read("/proc/self/maps").map_or(0, |t| t.len());
+    let catch_up = CatchUp {
+        stacks: regions
+            .iter()
+            .filter(|r| r.stack_of.is_some())
+            .map(|r| r.range.clone())
+            .collect(),
+        excluded: [old.range(), new.range()],
+        maps_text: Vec::with_capacity(2 * maps_size + (64 << 10)),
+        carried: carried.iter().map(|c| (c.old, c.size, c.new)).collect(),
+        known,
+        extra: Vec::with_capacity(rewrites.len() / 4 + 4096),
+        extra_carried: Vec::with_capacity(carried_rewrites.len() / 4 + 1024),
+        scanner,
+    };
     Ok(Relocation {
         targets,
         rewrites,
@@ -355,7 +445,22 @@ pub(crate) fn plan(
         counts,
         read_only_copy: map.take_read_only_copy(),
         unresolved_offsets,
+        catch_up,
     })
+}
+
+/// Whether `rewrites` (sorted by place) rewrite the word at `at` from the value `offset`
+/// already: a word the plan found that now holds another value (memory freed and reused)
+/// is new to it.
+fn planned<P: Ord + Copy>(
+    rewrites: &[(P, u32)],
+    targets: &[(u64, Target)],
+    at: P,
+    offset: u64,
+) -> bool {
+    rewrites
+        .binary_search_by_key(&at, |r| r.0)
+        .is_ok_and(|i| targets[rewrites[i].1 as usize].0 == offset)
 }
 
 /// Counts one re-pointed word of `kind`.
@@ -399,8 +504,10 @@ impl Relocation {
         let carried = self
             .carried_rewrites
             .iter()
+            .chain(&self.catch_up.extra_carried)
             .map(|&(vaddr, index)| (absolute(Target::NewBuild(vaddr)), index));
-        for (location, index) in self.rewrites.iter().copied().chain(carried) {
+        let words = self.rewrites.iter().chain(&self.catch_up.extra).copied();
+        for (location, index) in words.chain(carried) {
             let (old_offset, target) = self.targets[index as usize];
             let location = location as *mut usize;
             let expected = old.base + old_offset as usize;
@@ -414,10 +521,152 @@ impl Relocation {
         }
     }
 
+    /// With every other thread stopped, scans the process's writable memory again (its
+    /// mappings read anew) for words that point into the old build and that the plan did not
+    /// find (written since: an object made by old code, a function pointer stored), and adds
+    /// them to the rewrites when the plan resolved their value. Thread stacks are left out:
+    /// those the plan saw and those holding a stopped thread's stack pointer
+    /// (`holds_stack_pointer`). Allocates nothing. Returns how many words it added, or why
+    /// the plan is outdated (nothing is written either way).
+    ///
+    /// # Safety
+    /// Every other thread is stopped, and the carried globals' old bytes are mapped.
+    pub unsafe fn catch_up(
+        &mut self,
+        old: &BuildImage,
+        holds_stack_pointer: impl Fn(&Range<usize>) -> bool,
+    ) -> Result<usize, Outdated> {
+        let catch_up = &mut self.catch_up;
+        catch_up.extra.clear();
+        catch_up.extra_carried.clear();
+        if !crate::maps::read_without_allocating(&mut catch_up.maps_text) {
+            return Err(Outdated::TooManyMappings);
+        }
+        let known = &catch_up.known;
+        let lookup = |offset: u64| {
+            known
+                .binary_search_by_key(&offset, |k| k.0)
+                .ok()
+                .map(|i| known[i].1)
+        };
+        let targets = &self.targets;
+        let mut outdated = None;
+        let range = old.range();
+        let stacks = &catch_up.stacks;
+        let is_stack = |mapping: &Range<usize>| {
+            holds_stack_pointer(mapping)
+                || stacks
+                    .iter()
+                    .any(|s| s.start < mapping.end && mapping.start < s.end)
+        };
+        let (rewrites, extra, scanner) =
+            (&self.rewrites, &mut catch_up.extra, &mut catch_up.scanner);
+        for_each_scanned_mapping(
+            &catch_up.maps_text,
+            &catch_up.excluded,
+            is_stack,
+            |mapping| {
+                scanner.scan(mapping, &range, |word| {
+                    if outdated.is_some() || planned(rewrites, targets, word.location, word.offset)
+                    {
+                        return;
+                    }
+                    match lookup(word.offset) {
+                        Some(LEFT_ALONE) => {}
+                        Some(index) if extra.len() < extra.capacity() => {
+                            extra.push((word.location, index))
+                        }
+                        Some(_) => outdated = Some(Outdated::TooManyNewWords),
+                        None => outdated = Some(Outdated::UnknownValue(word.location, word.offset)),
+                    }
+                });
+            },
+        );
+        for &(old_vaddr, size, new_vaddr) in &catch_up.carried {
+            let (rewrites, extra) = (&self.carried_rewrites, &mut catch_up.extra_carried);
+            let start = old.base + old_vaddr as usize;
+            catch_up
+                .scanner
+                .scan(&(start..start + size as usize), &range, |word| {
+                    let at = new_vaddr + (word.location - start) as u64;
+                    if outdated.is_some() || planned(rewrites, targets, at, word.offset) {
+                        return;
+                    }
+                    match lookup(word.offset) {
+                        Some(LEFT_ALONE) => {}
+                        Some(index) if extra.len() < extra.capacity() => extra.push((at, index)),
+                        Some(_) => outdated = Some(Outdated::TooManyNewWords),
+                        None => outdated = Some(Outdated::UnknownValue(word.location, word.offset)),
+                    }
+                });
+        }
+        match outdated {
+            Some(reason) => {
+                catch_up.extra.clear();
+                catch_up.extra_carried.clear();
+                Err(reason)
+            }
+            None => Ok(catch_up.extra.len() + catch_up.extra_carried.len()),
+        }
+    }
+
+    /// What the commit does with a register of a stopped thread that holds `value`: a value
+    /// the plan resolved is re-pointed like a word in memory; one it never saw is re-pointed
+    /// when a symbol of the old build names it (a function's start, a place in a global or
+    /// constant), a code address inside a function is left alone (a stale return address,
+    /// as a rule: the thread does not execute in the old build), and the rest blocks.
+    /// Allocates nothing.
+    pub fn register_word(&self, old: &BuildImage, new: &BuildImage, value: usize) -> RegisterWord {
+        if !old.range().contains(&value) {
+            return RegisterWord::Keep;
+        }
+        let offset = (value - old.base) as u64;
+        let known = &self.catch_up.known;
+        if let Ok(i) = known.binary_search_by_key(&offset, |k| k.0) {
+            return match known[i].1 {
+                LEFT_ALONE => RegisterWord::Keep,
+                index => RegisterWord::Rewrite(match self.targets[index as usize].1 {
+                    Target::NewBuild(vaddr) => new.base + vaddr as usize,
+                    Target::Copy(address) => address,
+                }),
+            };
+        }
+        let index = old.index();
+        if index.is_loader(offset) {
+            return RegisterWord::Keep;
+        }
+        let Some(section) = index.section_at(offset) else {
+            return RegisterWord::Keep;
+        };
+        let symbol = index.symbol_at(offset);
+        let same = |symbol: &elf::Symbol, within: u64| match new.index().by_key(&symbol.key) {
+            Some(n) if n.is_function == symbol.is_function && (within == 0 || within < n.size) => {
+                RegisterWord::Rewrite(new.base + (n.start + within) as usize)
+            }
+            _ => RegisterWord::Blocks,
+        };
+        match (section.kind, symbol) {
+            (SectionKind::Code, Some(symbol)) if symbol.start == offset => same(symbol, 0),
+            (SectionKind::Code, _) => RegisterWord::Keep,
+            (_, Some(symbol)) if symbol.is_vtable_group() => RegisterWord::Blocks,
+            (_, Some(symbol)) => same(symbol, offset - symbol.start),
+            (SectionKind::Writable, None) => RegisterWord::Keep,
+            (_, None) => match self
+                .read_only_copy
+                .as_ref()
+                .and_then(|c| c.translate(value))
+            {
+                Some(copied) => RegisterWord::Rewrite(copied),
+                None => RegisterWord::Blocks,
+            },
+        }
+    }
+
     /// After [`Relocation::apply`]: keeps the read-only copy the rewritten words point into;
     /// returns the counts and the values (minus the old base) of the words left alone.
     pub fn finish(self) -> (RelocationCounts, Vec<u64>) {
         let mut counts = self.counts;
+        counts.written_meanwhile = self.catch_up.extra.len() + self.catch_up.extra_carried.len();
         counts.read_only_copy_bytes = self.read_only_copy.map_or(0, ReadOnlyCopy::keep);
         (counts, self.unresolved_offsets)
     }

@@ -39,16 +39,8 @@ pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
     let mut regions = Vec::new();
     for (i, mapping) in mappings.iter().enumerate() {
         let (start, end) = (mapping.range.start, mapping.range.end);
-        // Writable and executable memory is generated code (a JIT's), not data; but valgrind
-        // gives the program's heap that protection too.
-        let executable = mapping.perms.as_bytes().get(2) == Some(&b'x') && !valgrind;
-        if !mapping.readable_and_writable() || executable || mapping.name.starts_with("/dev/") {
-            continue;
-        }
-        if valgrind && is_valgrinds(&mappings, i) {
-            continue;
-        }
-        if excluded.iter().any(|e| e.start < end && start < e.end) {
+        let previous = i.checked_sub(1).map(|p| mappings[p].borrowed());
+        if !scanned(&mapping.borrowed(), previous.as_ref(), valgrind, excluded) {
             continue;
         }
         // A thread stack made by pthreads is an anonymous mapping right above its no-access
@@ -56,12 +48,11 @@ pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
         // tail, which the next arena follows, is megabytes), with the thread's descriptor at
         // its top. The guard can merge with a neighbouring reservation, so the descriptor
         // alone also tells.
-        let follows_guard = i > 0 && {
-            let below = &mappings[i - 1];
+        let follows_guard = previous.is_some_and(|below| {
             below.range.end == start
                 && below.no_access_anonymous()
                 && below.range.len() <= MAX_GUARD
-        };
+        });
         let anonymous = mapping.name.is_empty();
         let stack_of = stacks
             .iter()
@@ -81,17 +72,59 @@ pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
     regions
 }
 
-/// Whether mapping `i` is valgrind's own (its tool's image and the memory right after it,
-/// where its segment tables live): its tables hold the process's addresses, and rewriting them
-/// would corrupt valgrind.
-fn is_valgrinds(mappings: &[crate::maps::Mapping], i: usize) -> bool {
-    let tool =
-        |m: &crate::maps::Mapping| m.name.contains("/valgrind/") && !m.name.contains("vgpreload");
-    tool(&mappings[i])
-        || (i > 0
-            && mappings[i].name.is_empty()
-            && mappings[i - 1].range.end == mappings[i].range.start
-            && tool(&mappings[i - 1]))
+/// Every mapping in `maps_text` (read by `maps::read_without_allocating`) that a scan reads,
+/// except thread stacks (`is_stack`); allocates nothing.
+pub(crate) fn for_each_scanned_mapping(
+    maps_text: &[u8],
+    excluded: &[Range<usize>],
+    is_stack: impl Fn(&Range<usize>) -> bool,
+    mut each: impl FnMut(&Range<usize>),
+) {
+    let valgrind = crate::module::under_valgrind();
+    let mut previous: Option<crate::maps::MappingRef<'_>> = None;
+    for mapping in crate::maps::lines(maps_text) {
+        if scanned(&mapping, previous.as_ref(), valgrind, excluded)
+            && !is_stack(&mapping.range)
+            && mapping.name != "[stack]"
+        {
+            each(&mapping.range);
+        }
+        previous = Some(mapping);
+    }
+}
+
+/// Whether a scan reads `mapping` (`previous`: the mapping before it): readable and writable,
+/// not generated code, not a device, not valgrind's own, not in `excluded` (the builds).
+fn scanned(
+    mapping: &crate::maps::MappingRef<'_>,
+    previous: Option<&crate::maps::MappingRef<'_>>,
+    valgrind: bool,
+    excluded: &[Range<usize>],
+) -> bool {
+    let (start, end) = (mapping.range.start, mapping.range.end);
+    // Writable and executable memory is generated code (a JIT's), not data; but valgrind
+    // gives the program's heap that protection too.
+    let generated_code = mapping.perms.as_bytes().get(2) == Some(&b'x') && !valgrind;
+    let valgrinds = valgrind && is_valgrinds(mapping, previous);
+    let in_a_build = excluded.iter().any(|e| e.start < end && start < e.end);
+    let device = mapping.name.starts_with("/dev/");
+    mapping.readable_and_writable() && !(generated_code || valgrinds || in_a_build || device)
+}
+
+/// Whether `mapping` is valgrind's own (its tool's image and the memory right after it, where
+/// its segment tables live): its tables hold the process's addresses, and rewriting them would
+/// corrupt valgrind.
+fn is_valgrinds(
+    mapping: &crate::maps::MappingRef<'_>,
+    previous: Option<&crate::maps::MappingRef<'_>>,
+) -> bool {
+    let tool = |m: &crate::maps::MappingRef<'_>| {
+        m.name.contains("/valgrind/") && !m.name.contains("vgpreload")
+    };
+    tool(mapping)
+        || previous.is_some_and(|p| {
+            mapping.name.is_empty() && p.range.end == mapping.range.start && tool(p)
+        })
 }
 
 /// How far below its end a mapping is searched for a thread descriptor (glibc puts it in the

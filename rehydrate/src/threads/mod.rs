@@ -33,8 +33,14 @@ pub struct ThreadsReport {
     pub gate_wait: Duration,
     /// From the last stop's request until every thread was parked.
     pub stop_latency: Duration,
-    /// How long the other threads were stopped for the commit (the writes, from the last
-    /// thread parked until their release).
+    /// With the threads stopped, scanning again for references they wrote since the scan
+    /// (every stop tried; part of `pause` for the one that committed).
+    pub catch_up: Duration,
+    /// Registers of stopped threads that held an address of the old build and were
+    /// re-pointed (a vptr or function pointer loaded and about to be used, or a stale value).
+    pub registers_rewritten: usize,
+    /// How long the other threads were stopped for the commit (from the last thread parked
+    /// until their release: the catch-up scan and the writes).
     pub pause: Duration,
 }
 

@@ -28,11 +28,19 @@ const MAX_FRAMES: usize = 512;
 /// Words of registers a slot keeps: 16 general registers, 16 XMM registers of two words.
 const REGISTERS: usize = 16 + 32;
 
+/// Where RSP is among the kept registers.
+const STACK_POINTER: usize = 15;
+
 /// The names of the kept registers, for messages.
 const REGISTER_NAMES: [&str; 16] = [
     "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx", "rax",
     "rcx", "rsp",
 ];
+
+/// The indices of the register words a relocation may rewrite: all but the stack pointer.
+fn rewritable(registers: &[usize; REGISTERS]) -> impl Iterator<Item = usize> + '_ {
+    (0..registers.len()).filter(|&i| i != STACK_POINTER)
+}
 
 /// The name of kept register word `index`.
 pub(crate) fn register_name(index: usize) -> String {
@@ -49,6 +57,9 @@ struct Slot {
     tid: u32,
     /// Whether the unwinding reached the outermost frame.
     complete: bool,
+    /// The interrupted context the kernel saved on the thread's stack (restored when the
+    /// handler returns): rewriting a register here rewrites the thread's register.
+    context: *mut libc::ucontext_t,
     pc: usize,
     /// The general registers but the program counter (R8-R15, RDI, RSI, RBP, RBX, RDX, RAX,
     /// RCX, RSP) and the low 128 bits of XMM0-15, as two words each.
@@ -153,6 +164,58 @@ impl StoppedWorld {
         })
     }
 
+    /// Whether `range` holds the stack pointer of a parked thread or of this one (it is a
+    /// thread's stack). Allocates nothing.
+    pub fn holds_stack_pointer(&self, range: &Range<usize>) -> bool {
+        let here = 0u8;
+        range.contains(&(std::ptr::addr_of!(here) as usize))
+            || self
+                .threads()
+                .any(|t| range.contains(&t.registers[STACK_POINTER]))
+    }
+
+    /// The first register word of a parked thread (tid, register index, value) for which
+    /// `blocks` is true. Allocates nothing.
+    pub fn first_register(&self, blocks: impl Fn(usize) -> bool) -> Option<(u32, usize, usize)> {
+        self.threads().find_map(|t| {
+            let register = rewritable(t.registers).find(|&i| blocks(t.registers[i]))?;
+            Some((t.tid, register, t.registers[register]))
+        })
+    }
+
+    /// Rewrites the saved registers of every parked thread: each word for which `map` gives a
+    /// new value takes it when the thread is released (the stack pointer is left alone).
+    /// Returns how many were rewritten. Allocates nothing.
+    pub fn rewrite_registers(&self, map: impl Fn(usize) -> Option<usize>) -> usize {
+        let mut rewritten = 0;
+        for i in 0..self.parked {
+            // SAFETY: a slot of a parked handler (see `threads`); its context lies on that
+            // thread's stack, which is not used until the thread is released.
+            let slot = unsafe { &*self.slots.add(i) };
+            // SAFETY: as above: the saved context of a parked thread, written by no one else.
+            let context = unsafe { &mut *slot.context };
+            for register in rewritable(&slot.registers) {
+                let Some(value) = map(slot.registers[register]) else {
+                    continue;
+                };
+                rewritten += 1;
+                if register < 16 {
+                    context.uc_mcontext.gregs[register] = value as i64;
+                    continue;
+                }
+                // SAFETY: the kernel's saved floating-point state: the register was read from it.
+                let Some(vector) = (unsafe { context.uc_mcontext.fpregs.as_mut() }) else {
+                    continue;
+                };
+                let (xmm, half) = ((register - 16) / 2, (register - 16) % 2);
+                let elements = &mut vector._xmm[xmm].element;
+                elements[2 * half] = value as u32;
+                elements[2 * half + 1] = (value >> 32) as u32;
+            }
+        }
+        rewritten
+    }
+
     /// How many threads are parked.
     pub fn len(&self) -> usize {
         self.parked
@@ -163,8 +226,8 @@ impl StoppedWorld {
         self.parked_at - self.requested
     }
 
-    /// The first thread that executes in `code`, returns into it, holds an address in it in
-    /// a register, or cannot be read. Allocates nothing.
+    /// The first thread that executes in `code`, returns into it, or cannot be read.
+    /// Allocates nothing.
     pub fn first_in(&self, code: &Range<usize>) -> Option<InRange> {
         for thread in self.threads() {
             let tid = thread.tid;
@@ -176,14 +239,6 @@ impl StoppedWorld {
             }
             if let Some(&address) = thread.frames.iter().find(|a| code.contains(a)) {
                 return Some(InRange::Returning { tid, address });
-            }
-            if let Some(register) = thread.registers.iter().position(|a| code.contains(a)) {
-                let address = thread.registers[register];
-                return Some(InRange::Register {
-                    tid,
-                    register,
-                    address,
-                });
             }
             if !thread.complete {
                 let address = thread.frames.last().copied().unwrap_or(thread.pc);
@@ -447,6 +502,7 @@ fn park(generation: u32, context: *mut libc::c_void) {
         let slot = unsafe { &mut *SLOTS.load(SeqCst).add(index) };
         // SAFETY: the kernel passes the interrupted context as a ucontext_t.
         let registers = unsafe { &(*context.cast::<libc::ucontext_t>()).uc_mcontext.gregs };
+        slot.context = context.cast();
         slot.pc = registers[libc::REG_RIP as usize] as usize;
         for (word, &register) in slot.registers.iter_mut().zip(&registers[..16]) {
             *word = register as usize;
