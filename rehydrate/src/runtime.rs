@@ -695,9 +695,13 @@ impl Reload<'_> {
             };
             attempts += tries;
             let started = Instant::now();
-            // SAFETY: every other thread is stopped; the carried globals' old bytes are in the old build, which is loaded.
-            let caught_up =
-                unsafe { relocation.catch_up(&current.elf, |m| world.holds_stack_pointer(m)) };
+            // Only other threads can have written references since the scan.
+            let caught_up = if world.len() == 0 {
+                Ok(0)
+            } else {
+                // SAFETY: every other thread is stopped; the carried globals' old bytes are in the old build, which is loaded.
+                unsafe { relocation.catch_up(&current.elf, |m| world.holds_stack_pointer(m)) }
+            };
             catch_up_time += started.elapsed();
             // A register that cannot be re-pointed is a thread still using the old build.
             let blocking_register = || {
