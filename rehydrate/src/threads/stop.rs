@@ -522,7 +522,12 @@ fn park(generation: u32, context: *mut libc::c_void) {
             }
         }
         slot.frame_count = 0;
-        slot.complete = unwind_into(&mut slot.frames, &mut slot.frame_count);
+        let reached_end = unwind_into(&mut slot.frames, &mut slot.frame_count);
+        // Complete only if the unwinding went through the signal frame into the interrupted
+        // code: an unwinder that stops at a trampoline it does not know (valgrind's) reports
+        // the end of the stack too early.
+        let frames = &slot.frames[..slot.frame_count.min(MAX_FRAMES)];
+        slot.complete = reached_end && frames.contains(&slot.pc);
         // SAFETY: as above; published by the SeqCst increment below.
         unsafe { std::ptr::addr_of_mut!(slot.tid).write_volatile(current_tid()) };
     } else {
