@@ -497,3 +497,24 @@ pub fn shapes_request() -> layout_gen::Request {
         },
     }
 }
+
+/// Runs `work` on a thread and fails the test if it has not finished after `deadline` (a hang).
+pub fn with_deadline(deadline: std::time::Duration, work: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        work();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(deadline) {
+        Ok(()) => worker.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            // The worker panicked: report its panic.
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("no progress after {deadline:?}: deadlock")
+        }
+    }
+}

@@ -9,8 +9,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use integration_tests::{
-    assert_vptrs_in_current_build, clangxx, gxx, object_bytes, tiny_library, Compiler, ModuleBuild,
-    LIFECYCLE, RELOAD_CLASSES,
+    assert_vptrs_in_current_build, clangxx, gxx, object_bytes, tiny_library, with_deadline,
+    Compiler, ModuleBuild, LIFECYCLE, RELOAD_CLASSES,
 };
 use rehydrate::{Error, LiveObject, Runtime};
 
@@ -39,27 +39,6 @@ fn version(runtime: &Runtime) -> i32 {
     let current = unsafe { runtime.symbol::<VersionFn>("lc_version") }.unwrap();
     // SAFETY: takes nothing.
     unsafe { current() }
-}
-
-/// Runs `work` on a thread and fails the test if it has not finished after `deadline` (a hang).
-fn with_deadline(deadline: Duration, work: impl FnOnce() + Send + 'static) {
-    let (done, finished) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        work();
-        let _ = done.send(());
-    });
-    match finished.recv_timeout(deadline) {
-        Ok(()) => worker.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            // The worker panicked: report its panic.
-            if let Err(panic) = worker.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("no progress after {deadline:?}: deadlock")
-        }
-    }
 }
 
 fn destructors_untracking_children_while_another_thread_reloads(compiler: Compiler) {

@@ -5,11 +5,11 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use integration_tests::{
-    assert_vptrs_in_current_build, clangxx, gxx, Compiler, ModuleBuild, THREADS,
+    assert_vptrs_in_current_build, clangxx, gxx, with_deadline, Compiler, ModuleBuild, THREADS,
 };
 use rehydrate::{Error, Runtime};
 
@@ -26,25 +26,6 @@ fn modules_dir() -> PathBuf {
 fn builds(compiler: &Compiler, optimisation: &'static str) -> [PathBuf; 2] {
     [1, 2]
         .map(|v| ModuleBuild::of(&THREADS, compiler.clone(), optimisation, v).build(&modules_dir()))
-}
-
-/// Runs `work` on a thread and fails if it has not finished within `deadline` (a hang is a
-/// deadlock).
-fn with_deadline(deadline: Duration, work: impl FnOnce() + Send + 'static) {
-    let (done, finished) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        work();
-        let _ = done.send(());
-    });
-    match finished.recv_timeout(deadline) {
-        Ok(()) => worker.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(panic) = worker.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("no progress after {deadline:?}: deadlock"),
-    }
 }
 
 /// `th::Worker::work` / `th::Busy::work` / the std::function `step` with build `v` loaded.
