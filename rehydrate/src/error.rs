@@ -215,6 +215,13 @@ pub enum Error {
         /// How long the reload tried.
         waited: std::time::Duration,
     },
+    /// The signal the runtime stops threads with already has a handler that is not the
+    /// runtime's (the host's or a library's); the runtime does not take it over.
+    #[error("the reload is refused: signal {signal} (SIGRTMIN+6), which stops the other threads for the commit, already has another handler")]
+    StopSignalTaken {
+        /// The signal (`rehydrate::stop_signal()`).
+        signal: i32,
+    },
     /// Threads stayed inside the host's `ModuleGate` until the reload's deadline.
     #[error("the reload is refused: {threads} thread(s) were still inside the module gate after {waited:?}")]
     GateBusy {

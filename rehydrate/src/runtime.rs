@@ -918,6 +918,9 @@ fn thread_error(blocked: Blocked, old: &Build, waited: Duration) -> Error {
                 waited,
             }
         }
+        Blocked::NotStopped(not_stopped) if not_stopped.signal_taken => Error::StopSignalTaken {
+            signal: threads::stop_signal(),
+        },
         Blocked::NotStopped(not_stopped) => {
             let tid = not_stopped.tids.first().copied().unwrap_or(0);
             Error::ThreadDidNotStop {

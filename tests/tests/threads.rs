@@ -459,3 +459,55 @@ fn a_thread_holding_the_allocator_lock_at_the_stop_is_no_deadlock() {
     assert!(status.success(), "{status}: {output}");
     assert!(output.contains("50 reloads committed"), "{output}");
 }
+
+/// The child-process half of the next test: the stop signal has a handler of the host's before
+/// the first reload.
+#[test]
+#[ignore = "run in a child process by a_stop_signal_the_host_uses_refuses_the_reload"]
+fn stop_signal_taken_child() {
+    extern "C" fn host_handler(_: libc::c_int) {}
+    // SAFETY: installs a handler that does nothing, for a signal nothing else in this process sends.
+    unsafe { libc::signal(rehydrate::stop_signal(), host_handler as *const () as usize) };
+    let [v1, v2] = builds(&gxx(), "-O2");
+    let mut runtime = Runtime::load(&v1).unwrap();
+    let worker = runtime.create("th::Worker").unwrap();
+    let spinning = Arc::new(AtomicBool::new(true));
+    let other = {
+        let spinning = spinning.clone();
+        std::thread::spawn(move || while spinning.load(SeqCst) {})
+    };
+    let error = runtime.reload(&v2).unwrap().rehydrate_all().unwrap_err();
+    assert!(
+        matches!(error, Error::StopSignalTaken { signal } if signal == rehydrate::stop_signal()),
+        "{error}"
+    );
+    // SAFETY: the fixture exports `long th_version(void)`; the old build is still current.
+    let version = unsafe { *runtime.symbol::<VersionFn>("th_version").unwrap() };
+    // SAFETY: takes nothing.
+    assert_eq!(unsafe { version() }, 1);
+    spinning.store(false, SeqCst);
+    other.join().unwrap();
+    drop(worker);
+    println!("refused: {error}");
+}
+
+#[test]
+fn a_stop_signal_the_host_uses_refuses_the_reload() {
+    builds(&gxx(), "-O2");
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "stop_signal_taken_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("already has another handler"), "{stdout}");
+}

@@ -75,6 +75,9 @@ pub(crate) fn stop_outside(
                         Blocked::InRange(found)
                     }
                 },
+                Err(not_stopped) if not_stopped.signal_taken => {
+                    return Err((Blocked::NotStopped(not_stopped), attempts))
+                }
                 Err(not_stopped) => Blocked::NotStopped(not_stopped),
             };
         if Instant::now() >= deadline {

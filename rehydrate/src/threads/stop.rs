@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::tasks::{current_tid, list_tids};
@@ -139,11 +139,13 @@ pub(crate) enum InRange {
     Unknown { tid: u32, address: usize },
 }
 
-/// Why the world could not be stopped: threads that did not park in time.
+/// Why the world could not be stopped: threads that did not park in time (none listed: the
+/// stop signal has a handler that is not the runtime's).
 #[derive(Debug, Clone)]
 pub(crate) struct NotStopped {
     pub tids: Vec<u32>,
     pub waited: Duration,
+    pub signal_taken: bool,
 }
 
 impl StoppedWorld {
@@ -263,7 +265,8 @@ impl Drop for StoppedWorld {
 
 /// Stops every other thread of the process, waiting at most `timeout` for all of them to park.
 pub(crate) fn stop_world(timeout: Duration) -> Result<StoppedWorld, NotStopped> {
-    install_handler();
+    // Without the handler no signal is sent: a lone thread stops nothing.
+    let installed = install_handler();
     let mut generation = STOPPER
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -286,7 +289,8 @@ pub(crate) fn stop_world(timeout: Duration) -> Result<StoppedWorld, NotStopped> 
         ACTIVE.store(this, SeqCst);
 
         // From here until released: no allocation.
-        let outcome = park_all(this, me, &mut listed, &mut signalled, requested, timeout);
+        let lists = (&mut listed, &mut signalled);
+        let outcome = park_all(this, me, lists, installed, requested, timeout);
         match outcome {
             Parked::All { parked } => {
                 return Ok(StoppedWorld {
@@ -302,6 +306,14 @@ pub(crate) fn stop_world(timeout: Duration) -> Result<StoppedWorld, NotStopped> 
             Parked::Overflow => {
                 release(this);
                 capacity *= 2;
+            }
+            Parked::SignalTaken => {
+                release(this);
+                return Err(NotStopped {
+                    tids: Vec::new(),
+                    waited: requested.elapsed(),
+                    signal_taken: true,
+                });
             }
             Parked::TimedOut => {
                 release(this);
@@ -320,6 +332,7 @@ pub(crate) fn stop_world(timeout: Duration) -> Result<StoppedWorld, NotStopped> 
                 return Err(NotStopped {
                     tids,
                     waited: requested.elapsed(),
+                    signal_taken: false,
                 });
             }
         }
@@ -327,18 +340,23 @@ pub(crate) fn stop_world(timeout: Duration) -> Result<StoppedWorld, NotStopped> 
 }
 
 enum Parked {
-    All { parked: usize },
+    All {
+        parked: usize,
+    },
     Overflow,
     TimedOut,
+    /// Another thread exists, and the stop signal is not the runtime's to send.
+    SignalTaken,
 }
 
 /// Signals every listed thread until all have parked; allocates nothing (`listed` and
-/// `signalled` have the capacity they need).
+/// `signalled` have the capacity they need). `installed`: whether the signal's handler is the
+/// runtime's (without it, another thread cannot be stopped).
 fn park_all(
     generation: u32,
     me: u32,
-    listed: &mut Vec<u32>,
-    signalled: &mut Vec<u32>,
+    (listed, signalled): (&mut Vec<u32>, &mut Vec<u32>),
+    installed: bool,
     requested: Instant,
     timeout: Duration,
 ) -> Parked {
@@ -350,6 +368,9 @@ fn park_all(
         for &tid in listed.iter() {
             if tid == me || signalled.contains(&tid) {
                 continue;
+            }
+            if !installed {
+                return Parked::SignalTaken;
             }
             if signalled.len() == signalled.capacity() {
                 return Parked::Overflow;
@@ -452,24 +473,32 @@ fn ensure_slots(capacity: usize) -> *const Slot {
 }
 
 /// Installs the stop signal's handler once, and runs the unwinder once on this thread (its
-/// first use initialises tables, which a handler must not do).
-fn install_handler() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        // SAFETY: an all-zero sigaction is valid; the handler is async-signal-safe (see
-        // `on_stop_signal`).
+/// first use initialises tables, which a handler must not do). False when another handler
+/// holds the signal (the host's or a library's): the runtime does not take it over.
+fn install_handler() -> bool {
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        // SAFETY: all-zero sigactions are valid; the first call only reads the current one;
+        // the handler installed is async-signal-safe (see `on_stop_signal`).
         unsafe {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(stop_signal(), std::ptr::null(), &mut current);
+            if current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN {
+                return false;
+            }
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_stop_signal as *const () as usize;
             action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
             libc::sigemptyset(&mut action.sa_mask);
-            let installed = libc::sigaction(stop_signal(), &action, std::ptr::null_mut());
-            assert_eq!(installed, 0, "installing the stop signal's handler");
+            if libc::sigaction(stop_signal(), &action, std::ptr::null_mut()) != 0 {
+                return false;
+            }
         }
         let mut frames = [0usize; 8];
         let mut count = 0;
         unwind_into(&mut frames, &mut count);
-    });
+        true
+    })
 }
 
 /// The signal handler: records this thread's position in a slot, counts itself parked and
