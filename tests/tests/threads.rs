@@ -116,8 +116,7 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
                                 // scan (or a virtual call on them would fault in the old range).
                                 3 => {
                                     type ChurnFn = unsafe extern "C" fn(i32, i64) -> i64;
-                                    // SAFETY: a forwarder of `long th_churn(int, long)`; ring
-                                    // `t / 4` (0 or 1) is this thread's alone.
+                                    // SAFETY: a forwarder of `long th_churn(int, long)`; ring `t / 4` (0 or 1) is this thread's alone.
                                     let call: ChurnFn = unsafe { std::mem::transmute(churn_at) };
                                     // SAFETY: as above.
                                     let r = unsafe { call(t / 4, x) };
@@ -129,8 +128,7 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
                                 // A virtual call from Rust through the object's vtable (slot 2:
                                 // after the two destructors).
                                 _ => {
-                                    // SAFETY: the object's first word is its vptr; slot 2 of its
-                                    // vtable is `work`, called with `this` first.
+                                    // SAFETY: the object's first word is its vptr; slot 2 of its vtable is `work`, called with `this` first.
                                     let r = unsafe {
                                         let vtable = *(object as *const *const CallFn);
                                         (*vtable.add(2))(object as *const u8, x)
@@ -259,8 +257,7 @@ fn parked_thread_refuses_until_it_returns(compiler: Compiler, sleeping: bool) {
             let (release, entered) = (release.clone(), entered.clone());
             std::thread::Builder::new()
                 .name("parked-worker".into())
-                // SAFETY: `th_park` of the loaded build, which stays loaded while it runs (the
-                // reload below is refused).
+                // SAFETY: `th_park` of the loaded build, which stays loaded while it runs (the reload below is refused).
                 .spawn(move || unsafe { park(&*release, &*entered, i32::from(sleeping)) })
                 .unwrap()
         };
@@ -352,8 +349,7 @@ fn threads_passing_through_the_gate_never_make_a_reload_retry() {
                     let mut calls = 0u64;
                     while !stop.load(SeqCst) {
                         let _inside = gate.enter();
-                        // SAFETY: a forwarder of `long th_work(const Worker*, long)` and a live
-                        // object; the loop stays in the module most of the time.
+                        // SAFETY: a forwarder of `long th_work(const Worker*, long)` and a live object; the loop stays in the module most of the time.
                         let call: CallFn = unsafe { std::mem::transmute(work_at) };
                         for x in 0..100 {
                             // SAFETY: as above.

@@ -152,9 +152,7 @@ impl StoppedWorld {
     /// Every parked thread's position.
     pub fn threads(&self) -> impl Iterator<Item = ThreadPosition<'_>> {
         (0..self.parked).map(move |i| {
-            // SAFETY: slots below `parked` were written by handlers that then parked (the
-            // counter's SeqCst increment orders their writes before our read), and stay mapped
-            // and unwritten until this world is released.
+            // SAFETY: slots below `parked` were written by handlers that then parked (the counter's SeqCst increment orders their writes before our read), and stay mapped and unwritten until this world is released.
             let slot = unsafe { &*self.slots.add(i) };
             ThreadPosition {
                 tid: slot.tid,
@@ -191,8 +189,7 @@ impl StoppedWorld {
     pub fn rewrite_registers(&self, map: impl Fn(usize) -> Option<usize>) -> usize {
         let mut rewritten = 0;
         for i in 0..self.parked {
-            // SAFETY: a slot of a parked handler (see `threads`); its context lies on that
-            // thread's stack, which is not used until the thread is released.
+            // SAFETY: a slot of a parked handler (see `threads`); its context lies on that thread's stack, which is not used until the thread is released.
             let slot = unsafe { &*self.slots.add(i) };
             // SAFETY: as above: the saved context of a parked thread, written by no one else.
             let context = unsafe { &mut *slot.context };
@@ -387,10 +384,11 @@ fn park_all(
         let slots = SLOTS.load(SeqCst);
         let claimed = CLAIMED.load(SeqCst).min(CAPACITY.load(SeqCst));
         let is_parked = |tid: u32| {
-            // SAFETY: claimed slots are written before the handler counts itself parked; a
-            // slot not yet written reads as tid 0, which no thread has.
-            (0..claimed)
-                .any(|i| unsafe { std::ptr::addr_of!((*slots.add(i)).tid).read_volatile() } == tid)
+            (0..claimed).any(|i| {
+                // SAFETY: claimed slots are written before the handler counts itself parked; a slot not yet written reads as tid 0, which no thread has.
+                let parked = unsafe { std::ptr::addr_of!((*slots.add(i)).tid).read_volatile() };
+                parked == tid
+            })
         };
         let all = listed.iter().all(|&t| t == me || is_parked(t));
         if all && !sent && parked as usize == claimed {
@@ -478,8 +476,7 @@ fn ensure_slots(capacity: usize) -> *const Slot {
 fn install_handler() -> bool {
     static INSTALLED: OnceLock<bool> = OnceLock::new();
     *INSTALLED.get_or_init(|| {
-        // SAFETY: all-zero sigactions are valid; the first call only reads the current one;
-        // the handler installed is async-signal-safe (see `on_stop_signal`).
+        // SAFETY: all-zero sigactions are valid; the first call only reads the current one; the handler installed is async-signal-safe (see `on_stop_signal`).
         unsafe {
             let mut current: libc::sigaction = std::mem::zeroed();
             libc::sigaction(stop_signal(), std::ptr::null(), &mut current);
@@ -526,8 +523,7 @@ extern "C" fn on_stop_signal(
 fn park(generation: u32, context: *mut libc::c_void) {
     let index = CLAIMED.fetch_add(1, SeqCst);
     if index < CAPACITY.load(SeqCst) {
-        // SAFETY: slot `index` is this handler's alone (claimed above) and mapped until the
-        // stopper releases this generation and every handler has returned.
+        // SAFETY: slot `index` is this handler's alone (claimed above) and mapped until the stopper releases this generation and every handler has returned.
         let slot = unsafe { &mut *SLOTS.load(SeqCst).add(index) };
         // SAFETY: the kernel passes the interrupted context as a ucontext_t.
         let registers = unsafe { &(*context.cast::<libc::ucontext_t>()).uc_mcontext.gregs };

@@ -40,9 +40,9 @@ pub(crate) fn list_tids(into: &mut Vec<u32>) -> bool {
             complete &= read == 0;
             break;
         }
+        let start = buffer.as_ptr().cast::<u8>();
         // SAFETY: the first `read` bytes of the buffer, which the kernel wrote.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), read as usize) };
+        let bytes = unsafe { std::slice::from_raw_parts(start, read as usize) };
         let mut at = 0;
         // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
         while at + 19 < bytes.len() {
