@@ -3,7 +3,8 @@
 //!
 //! [`FileUpdate`] takes a file's new contents as they are generated: while they match what the
 //! file holds, nothing is written; from the first difference on, they go to a temporary sibling
-//! that is renamed into place at the end, so a reader never sees half a file.
+//! that is renamed into place at the end, so a reader never sees half a file, and two writers
+//! of one file never mix their contents.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -52,8 +53,12 @@ impl FileUpdate {
         }
     }
 
+    /// The temporary sibling, named after this process so that two generators writing the
+    /// same file at once (two builds sharing a folder) never write into one temporary.
     fn temporary_path(&self) -> PathBuf {
-        self.path.with_extension("tmp-layout-gen")
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{}.tmp-layout-gen", std::process::id()));
+        self.path.with_file_name(name)
     }
 
     /// `source` as an error that names the file.

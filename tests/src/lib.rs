@@ -56,13 +56,18 @@ fn find_program(candidates: &[&str]) -> PathBuf {
 
 impl Compiler {
     /// Compiles `sources` into `output` with `args`, panicking with the compiler's own output
-    /// (file:line diagnostics) on failure.
+    /// (file:line diagnostics) on failure. The output is written beside and renamed into
+    /// place: a test's child process builds the same library while the parent's tests load
+    /// it, and a reader must never see half a file.
     pub fn compile(&self, sources: &[&Path], output: &Path, args: &[&str]) {
+        let mut partial = output.file_name().unwrap_or_default().to_os_string();
+        partial.push(format!(".{}.partial", std::process::id()));
+        let partial = output.with_file_name(partial);
         let result = Command::new(&self.program)
             .args(args)
             .args(sources)
             .arg("-o")
-            .arg(output)
+            .arg(&partial)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.program.display()));
         assert!(
@@ -79,6 +84,8 @@ impl Compiler {
             self.name,
             sources
         );
+        std::fs::rename(&partial, output)
+            .unwrap_or_else(|e| panic!("cannot rename {} into place: {e}", partial.display()));
     }
 }
 
