@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Error;
 
@@ -28,6 +29,9 @@ pub(crate) fn write_streamed_if_changed(
     update.finish()
 }
 
+/// How many updates this process has begun.
+static UPDATES: AtomicU64 = AtomicU64::new(0);
+
 /// New contents for one file, taken as they are generated (it is an [`io::Write`]); see the
 /// module documentation.
 struct FileUpdate {
@@ -39,6 +43,8 @@ struct FileUpdate {
     matched: usize,
     /// The temporary file, once the new contents differ from the old.
     temporary: Option<File>,
+    /// Which update of this process this is (part of the temporary's name).
+    id: u64,
 }
 
 impl FileUpdate {
@@ -50,14 +56,19 @@ impl FileUpdate {
             old: old.unwrap_or_default(),
             matched: 0,
             temporary: None,
+            id: UPDATES.fetch_add(1, Ordering::Relaxed),
         }
     }
 
-    /// The temporary sibling, named after this process so that two generators writing the
-    /// same file at once (two builds sharing a folder) never write into one temporary.
+    /// The temporary sibling, named after this process and update so that two generators
+    /// writing the same file at once (two builds sharing a folder) never share one temporary.
     fn temporary_path(&self) -> PathBuf {
         let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".{}.tmp-layout-gen", std::process::id()));
+        name.push(format!(
+            ".{}-{}.tmp-layout-gen",
+            std::process::id(),
+            self.id
+        ));
         self.path.with_file_name(name)
     }
 

@@ -57,11 +57,14 @@ fn find_program(candidates: &[&str]) -> PathBuf {
 impl Compiler {
     /// Compiles `sources` into `output` with `args`, panicking with the compiler's own output
     /// (file:line diagnostics) on failure. The output is written beside and renamed into
-    /// place: a test's child process builds the same library while the parent's tests load
-    /// it, and a reader must never see half a file.
+    /// place under a name no other compilation shares: a test's child process builds the same
+    /// library while the parent's tests load it, two tests of one process may build the same
+    /// object, and a reader must never see half a file.
     pub fn compile(&self, sources: &[&Path], output: &Path, args: &[&str]) {
+        static COMPILATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let compilation = COMPILATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut partial = output.file_name().unwrap_or_default().to_os_string();
-        partial.push(format!(".{}.partial", std::process::id()));
+        partial.push(format!(".{}-{compilation}.partial", std::process::id()));
         let partial = output.with_file_name(partial);
         let result = Command::new(&self.program)
             .args(args)
