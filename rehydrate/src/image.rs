@@ -17,6 +17,7 @@ use crate::module::{ModuleClass, ModuleField};
 
 /// What one byte of an object is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum ByteClass {
     /// Part of a declared data member.
     Field,
@@ -233,50 +234,35 @@ pub(crate) fn classify(
     class: &ModuleClass,
     observed: &[Observed],
 ) -> Result<ClassImage, ImageFailure> {
-    let size = class.size;
-    let place = &class.placement;
-    let mut byte_map = Vec::with_capacity(size);
+    let unobserved = std::iter::repeat(&Observed::Untouched);
+    let byte_map: Vec<ByteClass> = class
+        .placement
+        .iter()
+        .zip(observed.iter().chain(unobserved))
+        .map(|(&where_, &seen)| byte_class(where_, seen))
+        .collect();
+    // most bytes are fields or padding: the others are found, then looked at one by one
+    let mut implicit_runs: Vec<Range<usize>> = Vec::new();
     let mut outside_slots: Vec<Range<usize>> = Vec::new();
     let mut anomalous = Vec::new();
-    for (byte, &where_) in place.iter().enumerate() {
-        let seen = observed.get(byte).copied().unwrap_or(Observed::Untouched);
-        let kind = match seen {
-            Observed::Untouched => ByteClass::Padding,
-            Observed::Constant(_) => ByteClass::Implicit,
-            Observed::Varying => ByteClass::Anomalous,
-        };
-        let (in_field, in_vptr) = (
-            where_ & Placement::FIELD != 0,
-            where_ & Placement::VPTR != 0,
-        );
-        let class_of_byte = if in_field && !in_vptr {
-            ByteClass::Field
+    let mut byte = 0;
+    while let Some(skipped) = byte_map[byte..]
+        .iter()
+        .position(|&kind| matches!(kind, ByteClass::Implicit | ByteClass::Anomalous))
+    {
+        byte += skipped;
+        if byte_map[byte] == ByteClass::Anomalous {
+            anomalous.push(byte);
         } else {
-            kind
-        };
-        if kind == ByteClass::Implicit && !in_vptr && !in_field {
-            match outside_slots.last_mut() {
-                Some(run) if run.end == byte => run.end += 1,
-                _ => outside_slots.push(byte..byte + 1),
+            extend_runs(&mut implicit_runs, byte);
+            if class.placement[byte] == 0 {
+                extend_runs(&mut outside_slots, byte);
             }
         }
-        if class_of_byte == ByteClass::Anomalous {
-            anomalous.push(byte);
-        }
-        byte_map.push(class_of_byte);
+        byte += 1;
     }
     if !anomalous.is_empty() {
         return Err(ImageFailure::Anomalous(anomalous));
-    }
-    let mut implicit_runs: Vec<Range<usize>> = Vec::new();
-    for (byte, kind) in byte_map.iter().enumerate() {
-        if *kind != ByteClass::Implicit {
-            continue;
-        }
-        match implicit_runs.last_mut() {
-            Some(run) if run.end == byte => run.end += 1,
-            _ => implicit_runs.push(byte..byte + 1),
-        }
     }
     let writes = Writes::from_runs(&implicit_runs, observed);
     Ok(ClassImage {
@@ -285,6 +271,27 @@ pub(crate) fn classify(
         writes,
         outside_slots,
     })
+}
+
+/// What a byte is, from where it lies ([`Placement`]) and what was seen of it: a declared
+/// field's byte is the field's (unless a vptr slot lies there too: polymorphic members).
+fn byte_class(where_: u8, seen: Observed) -> ByteClass {
+    if where_ & (Placement::FIELD | Placement::VPTR) == Placement::FIELD {
+        return ByteClass::Field;
+    }
+    match seen {
+        Observed::Untouched => ByteClass::Padding,
+        Observed::Constant(_) => ByteClass::Implicit,
+        Observed::Varying => ByteClass::Anomalous,
+    }
+}
+
+/// Adds `byte` to ascending runs: to the last one when it ends there, else as a new run.
+fn extend_runs(runs: &mut Vec<Range<usize>>, byte: usize) {
+    match runs.last_mut() {
+        Some(run) if run.end == byte => run.end = byte + 1,
+        _ => runs.push(byte..byte + 1),
+    }
 }
 
 #[cfg(test)]

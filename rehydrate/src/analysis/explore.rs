@@ -118,11 +118,13 @@ impl<'p> Explorer<'p> {
             }
         }
         // addresses kept in the heap are complemented (see `value`)
-        let mut work = vec![(Word::new(entry), state)];
+        // the entry's path, then the branches queued (most functions have none: no allocation)
+        let mut first = Some((Word::new(entry), state));
+        let mut work = Vec::new();
         let mut seen: FxHashMap<Word, Vec<State>> = FxHashMap::default();
         let mut joined: FxHashMap<Word, State> = FxHashMap::default();
         let mut exit: Option<State> = None;
-        while let Some((start, mut state)) = work.pop() {
+        while let Some((start, mut state)) = first.take().or_else(|| work.pop()) {
             let mut ip = start.get();
             let mut decoder = self.decoder(ip)?;
             let mut ins = Instruction::default();

@@ -219,11 +219,6 @@ fn analyse_one(
         .ok_or("no path returns (every one throws or stops)")?;
     let size = class.size;
     let mut observed = vec![Observed::Untouched; size];
-    // the cells holding unknown values: (offset, bytes, writer), to name who wrote a byte
-    let mut unknown_cells: Vec<(usize, usize, Writer)> = Vec::new();
-    // the whole words holding constants: (offset, value); named only where the image copies
-    // them (most are fields' initial values)
-    let mut constants: Vec<(usize, u64)> = Vec::new();
     for (offset, cell) in exit.object.cells() {
         let end = offset + i64::from(cell.bytes);
         if offset < 0 || end as usize > size {
@@ -232,38 +227,38 @@ fn analyse_one(
                 cell.bytes
             ));
         }
-        let offset = offset as usize;
+        let bytes = &mut observed[offset as usize..end as usize];
         match cell.value.as_const() {
             Some(value) => {
-                for (k, byte) in value
-                    .to_le_bytes()
-                    .iter()
-                    .take(cell.bytes as usize)
-                    .enumerate()
-                {
-                    observed[offset + k] = Observed::Constant(*byte);
-                }
-                if cell.bytes == 8 {
-                    constants.push((offset, value));
+                for (byte, value) in bytes.iter_mut().zip(value.to_le_bytes()) {
+                    *byte = Observed::Constant(value);
                 }
             }
-            None => {
-                observed[offset..offset + cell.bytes as usize].fill(Observed::Varying);
-                unknown_cells.push((offset, cell.bytes as usize, cell.writer));
-            }
+            None => bytes.fill(Observed::Varying),
         }
     }
+    // who wrote an unknown value at a byte, to name them
     let writer_of = |byte: usize| {
-        unknown_cells
-            .iter()
-            .find(|&&(at, bytes, _)| (at..at + bytes).contains(&byte))
-            .map(|&(_, _, writer)| writer)
+        exit.object
+            .cells()
+            .find(|&(at, cell)| {
+                cell.value.as_const().is_none()
+                    && (at..at + i64::from(cell.bytes)).contains(&(byte as i64))
+            })
+            .map(|(_, cell)| cell.writer)
+    };
+    // the whole words holding constants: named only where the image copies them (most are
+    // fields' initial values)
+    let constants = || {
+        exit.object.cells().filter_map(|(at, cell)| {
+            let value = cell.value.as_const().filter(|_| cell.bytes == 8)?;
+            Some((at as usize, value))
+        })
     };
     let word_at = |offset: usize| {
-        constants
-            .iter()
-            .find(|&&(at, _)| at == offset)
-            .map(|&(_, value)| ImplicitWord::of(process, offset, value))
+        constants()
+            .find(|&(at, _)| at == offset)
+            .map(|(_, value)| ImplicitWord::of(process, offset, value))
     };
     let mut words: Vec<ImplicitWord> = Vec::with_capacity(class.vptr_offsets.len());
     for &slot in &class.vptr_offsets {
@@ -287,7 +282,7 @@ fn analyse_one(
     })?;
     // the other words the image copies: an address in a field (a `std::function`'s manager,
     // a pointer member's default) is the field's
-    for &(offset, value) in &constants {
+    for (offset, value) in constants() {
         let implicit = image.byte_map()[offset] == ByteClass::Implicit;
         if implicit && !class.vptr_offsets.contains(&offset) {
             let word = ImplicitWord::of(process, offset, value);

@@ -42,7 +42,9 @@ pub(crate) struct Semantics<'p> {
     process: &'p Process<'p>,
     /// `sizeof` the class: how far a store of unknown extent into the object may reach.
     object_size: u64,
-    info: InstructionInfoFactory,
+    /// For instructions it does not model; made at the first (it allocates, and most
+    /// constructors have none).
+    info: Option<InstructionInfoFactory>,
 }
 
 const RAX: usize = 0;
@@ -56,7 +58,7 @@ impl<'p> Semantics<'p> {
         Semantics {
             process,
             object_size,
-            info: InstructionInfoFactory::new(),
+            info: None,
         }
     }
 
@@ -685,7 +687,10 @@ impl<'p> Semantics<'p> {
     /// An instruction not modelled: every register and memory location it writes becomes
     /// unknown.
     fn unmodeled(&mut self, state: &mut State, ins: &Instruction, writer: Writer) {
-        let info = self.info.info(ins);
+        let info = self
+            .info
+            .get_or_insert_with(InstructionInfoFactory::new)
+            .info(ins);
         let writes = |access: OpAccess| {
             matches!(
                 access,

@@ -100,12 +100,33 @@ pub(crate) struct ElfIndex {
     /// Each symbol's start, in the same order: what [`ElfIndex::symbol_at`] searches (dense,
     /// so a search touches few cache lines).
     starts: Vec<u64>,
+    /// For each 4 KiB page of addresses from 0, how many symbols start below it: a search
+    /// for an address looks only at the symbols starting in its page.
+    symbols_below_page: Vec<u32>,
     /// Index into `symbols` by key; keys that occur more than once are absent (ambiguous).
     by_key: HashMap<Arc<str>, usize>,
     /// The constructors among `symbols`, by class (for the constructor analysis).
     constructors: ConstructorIndex,
     /// The lowest virtual address of a loadable segment, rounded down to its page.
     pub first_segment: u64,
+}
+
+/// The page size of [`ElfIndex::symbol_at`]'s page table.
+const PAGE_BITS: u32 = 12;
+/// The most pages that table covers (4 GiB of addresses); symbols past it are found by a
+/// search of them all.
+const MOST_PAGES: u64 = 1 << 20;
+
+/// For each page up to the one after the last symbol's start (at most [`MOST_PAGES`]), how
+/// many of `starts` (ascending) lie below it.
+fn symbols_below_each_page(starts: &[u64]) -> Vec<u32> {
+    let Some(&last) = starts.last() else {
+        return Vec::new();
+    };
+    let pages = ((last >> PAGE_BITS) + 2).min(MOST_PAGES);
+    (0..pages)
+        .map(|page| starts.partition_point(|&start| start < page << PAGE_BITS) as u32)
+        .collect()
 }
 
 /// Sections whose contents belong to the loader and the unwinder (see [`SectionKind::Loader`]).
@@ -223,11 +244,13 @@ impl ElfIndex {
             by_key.remove(&key);
         }
         let constructors = ConstructorIndex::of(&symbols);
-        let starts = symbols.iter().map(|s| s.start).collect();
+        let starts: Vec<u64> = symbols.iter().map(|s| s.start).collect();
+        let symbols_below_page = symbols_below_each_page(&starts);
         Ok(ElfIndex {
             sections,
             symbols,
             starts,
+            symbols_below_page,
             by_key,
             constructors,
             first_segment,
@@ -243,7 +266,14 @@ impl ElfIndex {
 
     /// The symbol holding `address`: of those that do, the one starting last (the innermost).
     pub fn symbol_at(&self, address: u64) -> Option<&Symbol> {
-        let after = self.starts.partition_point(|&start| start <= address);
+        let page = (address >> PAGE_BITS) as usize;
+        let after = match self.symbols_below_page.get(page..=page + 1) {
+            Some(&[from, to]) => {
+                let (from, to) = (from as usize, to as usize);
+                from + self.starts[from..to].partition_point(|&start| start <= address)
+            }
+            _ => self.starts.partition_point(|&start| start <= address),
+        };
         self.symbols[..after]
             .iter()
             .rev()
