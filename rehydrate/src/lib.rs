@@ -31,6 +31,7 @@ mod relocation;
 mod runtime;
 pub mod tables;
 mod threads;
+mod valgrind;
 
 pub use error::{CppOperation, Error};
 pub use forwarder::Forwarder;

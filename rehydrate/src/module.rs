@@ -580,11 +580,6 @@ fn loaded_span(path: &Path) -> Option<Range<usize>> {
     search.span
 }
 
-/// Whether the process runs under valgrind (which preloads its `vgpreload` libraries).
-pub(crate) fn under_valgrind() -> bool {
-    std::env::var_os("LD_PRELOAD").is_some_and(|p| p.to_string_lossy().contains("vgpreload"))
-}
-
 /// Reserves `range`, where an unloaded build lay, for the rest of the process (no access,
 /// address space only): no later mapping takes it, so a stale value in it (in freed memory,
 /// in a dead stack frame) is never mistaken for a reference into another build, and a stale

@@ -92,6 +92,13 @@ impl Compiler {
     }
 }
 
+/// Whether this test process runs under valgrind, which maps all of the program's memory
+/// writable and executable: a test's "no writable+executable mapping" check means nothing
+/// there (it still runs natively).
+pub fn under_valgrind() -> bool {
+    std::env::var_os("LD_PRELOAD").is_some_and(|p| p.to_string_lossy().contains("vgpreload"))
+}
+
 /// Runs a program and returns its standard output, panicking when it fails.
 pub fn run(program: &Path) -> String {
     let out = Command::new(program)

@@ -394,7 +394,10 @@ fn forwarders_keep_a_never_reloaded_library_calling_the_current_build() {
     // SAFETY: as above.
     let still = unsafe { call_stored(5) };
     assert_eq!(still, 1005, "the forwarder still reaches the current build");
-    assert!(rehydrate::maps::writable_and_executable_mappings().is_empty());
+    assert!(
+        integration_tests::under_valgrind()
+            || rehydrate::maps::writable_and_executable_mappings().is_empty()
+    );
     drop(host_bound);
     destroy(&runtime, world);
 }

@@ -253,11 +253,13 @@ fn reload_untracked_world(compiler: Compiler, optimisation: &'static str) {
         // 3 effects, and each std::function's manager and invoker.
         assert!(report.references.functions >= 3 + 6, "{context}");
         assert!(report.references.data >= 3, "{context}");
-        assert!(report.references.read_only_data >= 3, "{context}");
-        // The literals' old bytes are copied at the first reload; later reloads find them in
-        // the copy, outside any build.
+        // The three literals' old bytes are copied at the first reload; later reloads find
+        // them in the copy, outside any build (other words counted then are freed memory's,
+        // which memcheck hides from the scan).
         assert!(
-            step > 0 || report.references.read_only_copy_bytes > 0,
+            step > 0
+                || (report.references.read_only_data >= 3
+                    && report.references.read_only_copy_bytes > 0),
             "{context}"
         );
         let new_ranges = runtime.image_ranges();

@@ -35,7 +35,7 @@ const MAX_GUARD: usize = 1 << 20;
 pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
     let stacks = thread_stack_pointers();
     let mappings = crate::maps::all();
-    let valgrind = crate::module::under_valgrind();
+    let valgrind = crate::valgrind::running();
     let mut regions = Vec::new();
     for (i, mapping) in mappings.iter().enumerate() {
         let (start, end) = (mapping.range.start, mapping.range.end);
@@ -80,7 +80,7 @@ pub(crate) fn for_each_scanned_mapping(
     is_stack: impl Fn(&Range<usize>) -> bool,
     mut each: impl FnMut(&Range<usize>),
 ) {
-    let valgrind = crate::module::under_valgrind();
+    let valgrind = crate::valgrind::running();
     let mut previous: Option<crate::maps::MappingRef<'_>> = None;
     for mapping in crate::maps::lines(maps_text) {
         if scanned(&mapping, previous.as_ref(), valgrind, excluded)
@@ -254,7 +254,7 @@ pub(crate) fn scan_regions(
 /// How many threads a scan uses: every core the process may run on (one under valgrind,
 /// which runs one thread at a time anyway).
 pub(crate) fn scan_threads() -> usize {
-    if crate::module::under_valgrind() {
+    if crate::valgrind::running() {
         return 1;
     }
     std::thread::available_parallelism().map_or(1, usize::from)
@@ -290,9 +290,12 @@ impl Scanner {
                 continue;
             }
             for (i, &word) in self.buffer[..read / 8].iter().enumerate() {
-                if word.wrapping_sub(target.start) < target.end - target.start {
+                let location = at + 8 * i;
+                if word.wrapping_sub(target.start) < target.end - target.start
+                    && crate::valgrind::program_can_address(location)
+                {
                     found(Found {
-                        location: at + 8 * i,
+                        location,
                         offset: (word - target.start) as u64,
                     });
                 }
