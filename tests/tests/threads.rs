@@ -164,7 +164,8 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
             let reload = runtime
                 .reload(next)
                 .unwrap()
-                .deadline(Duration::from_secs(2));
+                // Longer than the default: in CI both compilers' stress tests share two cores.
+                .deadline(Duration::from_secs(5));
             match reload.rehydrate_all() {
                 Ok(report) => {
                     commits += 1;

@@ -56,16 +56,20 @@ pub(crate) enum Blocked {
 
 /// Stops the world until no thread executes in `code`, returns into it or cannot be read,
 /// trying again until `deadline` (the threads run between attempts); the stopped world and the
-/// number of attempts, or the last attempt's reason and their number.
+/// number of attempts, or the reason and their number: the last attempt's, unless the
+/// deadline cut that stop short and an earlier one saw a thread in `code` (a loaded machine
+/// parks threads slowly; the thread in the old build is what the caller needs to know).
 pub(crate) fn stop_outside(
     code: &Range<usize>,
     deadline: Instant,
 ) -> Result<(StoppedWorld, u32), (Blocked, u32)> {
     let mut attempts = 0;
     let mut between = Duration::from_micros(100);
+    let mut seen_in_range: Option<InRange> = None;
     loop {
         attempts += 1;
         let left = deadline.saturating_duration_since(Instant::now());
+        let cut_short = left < stop::PARK_TIMEOUT;
         let blocked =
             match stop::stop_world(left.clamp(Duration::from_millis(10), stop::PARK_TIMEOUT)) {
                 Ok(world) => match world.first_in(code) {
@@ -81,7 +85,14 @@ pub(crate) fn stop_outside(
                 Err(not_stopped) => Blocked::NotStopped(not_stopped),
             };
         if Instant::now() >= deadline {
+            let blocked = match (blocked, seen_in_range) {
+                (Blocked::NotStopped(_), Some(found)) if cut_short => Blocked::InRange(found),
+                (blocked, _) => blocked,
+            };
             return Err((blocked, attempts));
+        }
+        if let Blocked::InRange(found) = &blocked {
+            seen_in_range = Some(found.clone());
         }
         std::thread::sleep(between);
         between = (between * 2).min(Duration::from_millis(5));
