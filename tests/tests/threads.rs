@@ -154,6 +154,13 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
                     .unwrap()
             })
             .collect();
+        // Dropped before the forwarders and the runtime, also when an assertion below fails:
+        // callers still running would then call released forwarders, which abort the process
+        // (and the failure's message with it).
+        let mut callers = Callers {
+            stop: stop.clone(),
+            threads,
+        };
 
         let (mut commits, mut refusals, mut attempts, mut written_meanwhile) = (0, 0, 0u64, 0);
         let mut registers = 0;
@@ -200,7 +207,7 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
         let v2_before = tally.v2.load(SeqCst);
         std::thread::sleep(Duration::from_millis(50));
         stop.store(true, SeqCst);
-        for thread in threads {
+        for thread in callers.threads.drain(..) {
             thread.join().expect("a calling thread did not crash");
         }
         let (calls, v2_calls) = (
@@ -226,6 +233,21 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
         assert!(commits > reloads / 2, "{commits} of {reloads} committed");
         drop(objects);
     });
+}
+
+/// The stress test's calling threads: stopped and joined when dropped.
+struct Callers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Callers {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[test]

@@ -92,7 +92,7 @@ pub(crate) fn stop_outside(
             return Err((blocked, attempts));
         }
         if let Blocked::InRange(found) = &blocked {
-            seen_in_range = Some(found.clone());
+            seen_in_range = Some(*found);
         }
         std::thread::sleep(between);
         between = (between * 2).min(Duration::from_millis(5));
