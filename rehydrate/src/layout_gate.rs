@@ -5,7 +5,24 @@
 //! The layout hash both builds carry is only a quick check (host tables against the module);
 //! two different layouts are never taken as equal because their hashes agree.
 
-use crate::module::{ModuleBase, ModuleClass, ModuleField};
+use std::collections::HashMap;
+
+use crate::module::{LoadedModule, ModuleBase, ModuleClass, ModuleField};
+
+/// The classes both modules describe whose layouts differ, by mangled type name (what
+/// follows `_ZTV` in their vtable's symbol): their changes, for people. Objects of these
+/// classes that the runtime does not track cannot be kept: their vptrs are not re-pointed,
+/// and globals holding one start fresh.
+pub(crate) fn changed_layouts(old: &LoadedModule, new: &LoadedModule) -> HashMap<String, String> {
+    old.classes
+        .iter()
+        .filter(|class| !class.type_id_name.is_empty())
+        .filter_map(|class| {
+            let changes = layout_changes(class, new.class(&class.name)?);
+            (!changes.is_empty()).then(|| (class.type_id_name.clone(), changes.join(", ")))
+        })
+        .collect()
+}
 
 /// Every difference between two builds' layouts of one class, for people to read; empty when
 /// the layouts are identical.

@@ -59,7 +59,7 @@ use crate::bindings::{Bindings, Owner};
 use crate::error::{CppOperation, Error};
 use crate::image::{ClassImage, ImageFailure, Writes};
 use crate::images::{images_of, ClassInspection, ProbePolicy};
-use crate::layout_gate::layout_changes;
+use crate::layout_gate::{changed_layouts, layout_changes};
 use crate::module::{LoadedModule, ShadowFolder, UNKNOWN_TYPE_PREFIX};
 use crate::registry::{self, ClassSlot, Registry, Stopped};
 use crate::relocation::{
@@ -643,8 +643,14 @@ impl Reload<'_> {
         // before the world is (they may allocate). A refused reload then keeps them from being
         // destroyed again when the new build is unloaded.
         let started = Instant::now();
-        let mut globals =
-            relocation::plan_globals(&current.elf, &new.elf, &current.module, &new.module);
+        let changed_layouts = changed_layouts(&current.module, &new.module);
+        let mut globals = relocation::plan_globals(
+            &current.elf,
+            &new.elf,
+            &current.module,
+            &new.module,
+            &changed_layouts,
+        );
         globals.destroy_fresh_values(&new.module);
         let mut carry_time = started.elapsed();
         let refuse = |error: Error| {
@@ -679,6 +685,7 @@ impl Reload<'_> {
                 &current.elf,
                 &new.elf,
                 &globals.carries,
+                &changed_layouts,
                 strict,
                 |location| tracked_holder(&objects, &current, location),
             )

@@ -223,7 +223,13 @@ fn reload_untracked_world(compiler: Compiler, optimisation: &'static str) {
             "{context}: each Noisy destroyed exactly once"
         );
         let globals = &report.globals;
-        for name in ["ut::touches", "ut::picked", "ut::scores", "ut::noisy_row"] {
+        for name in [
+            "ut::touches",
+            "ut::picked",
+            "ut::scores",
+            "ut::noisy_row",
+            "ut::spare_circle",
+        ] {
             assert!(
                 globals.carried.iter().any(|c| c.starts_with(name)),
                 "{context}: {name}"
@@ -458,6 +464,56 @@ fn a_vptr_of_a_class_whose_subobjects_moved_refuses_the_reload() {
             "the global `ut::mixed`",
         ],
     );
+}
+
+/// v2 adds a field to `ut::Circle` in its padding (the size stays): objects of it that nothing
+/// tracks (in the heap, in the module's pool) cannot be kept, whatever memory holds them.
+#[test]
+fn an_untracked_object_of_a_class_whose_layout_changed_refuses_the_reload() {
+    refuses(
+        "FAULT_CIRCLE_LAYOUT",
+        false,
+        "",
+        &[
+            "vtable for ut::Circle",
+            "layout changed",
+            "field ut::Circle::shine added",
+            "in an anonymous mapping",
+        ],
+    );
+}
+
+/// The same change with no `ut::Circle` in the heap: the global one starts fresh (its bytes
+/// would be read with the new layout), named with the reason; everything else is carried.
+#[test]
+fn a_global_object_of_a_class_whose_layout_changed_starts_fresh() {
+    let compiler = integration_tests::gxx();
+    let v1 = build(&compiler, "-O2", 1);
+    let faulty = ModuleBuild {
+        fault: Some("FAULT_CIRCLE_LAYOUT"),
+        ..ModuleBuild::of(&UNTRACKED, compiler, "-O2", 2)
+    }
+    .build(&modules_dir());
+    let mut runtime = Runtime::load(&v1).unwrap();
+    let report = runtime.reload(&faulty).unwrap().rehydrate_all().unwrap();
+    let globals = &report.globals;
+    let fresh = globals
+        .fresh
+        .iter()
+        .find(|f| f.name == "ut::spare_circle")
+        .unwrap_or_else(|| panic!("ut::spare_circle is not fresh: {globals:#?}"));
+    assert!(
+        fresh.reason.contains("layout changed") && fresh.reason.contains("vtable for ut::Circle"),
+        "{}",
+        fresh.reason
+    );
+    assert!(!globals
+        .carried
+        .iter()
+        .any(|c| c.starts_with("ut::spare_circle")));
+    assert!(globals.carried.iter().any(|c| c.starts_with("ut::touches")));
+    assert!(report.old_image_unmapped);
+    assert_eq!(report.audit.stale, 0, "{report:#?}");
 }
 
 #[test]

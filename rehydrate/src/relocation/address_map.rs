@@ -66,6 +66,11 @@ pub(crate) enum Resolution {
     /// A well-formed reference (a function's start, a vtable address point, a place in a
     /// global) whose target the new build lacks or changed: what it points at and why.
     Lost(String),
+    /// A vptr of an object whose class's layout changed (the tables of both builds say so):
+    /// re-pointing it would let the new build read the object with the wrong layout. It
+    /// refuses the reload wherever it lies (a heap block's first words are overwritten when it
+    /// is freed: a vptr there belongs to a live object far more often than to a dead one).
+    LayoutChanged(String),
     /// Not a reference anything can map (inside a function, between a vtable's address
     /// points, where no symbol is): what it points at. A live one refuses the reload; in the
     /// heap it is as likely a stale byte of freed memory or a dead stack frame.
@@ -93,13 +98,23 @@ pub(crate) struct AddressMap<'a> {
     pub new: BuildView<'a>,
     groups: HashMap<(bool, Arc<str>), Result<Group, String>>,
     read_only_copy: Option<ReadOnlyCopy>,
+    /// Mangled type name -> how its layout changed, for the classes whose objects cannot be
+    /// kept untracked.
+    changed_layouts: &'a HashMap<String, String>,
 }
 
 impl<'a> AddressMap<'a> {
-    pub fn new(old: BuildView<'a>, new: BuildView<'a>) -> AddressMap<'a> {
+    /// The map from `old` to `new`; `changed_layouts`: the classes whose layouts differ
+    /// between them ([`crate::layout_gate::changed_layouts`]).
+    pub fn new(
+        old: BuildView<'a>,
+        new: BuildView<'a>,
+        changed_layouts: &'a HashMap<String, String>,
+    ) -> AddressMap<'a> {
         AddressMap {
             old,
             new,
+            changed_layouts,
             groups: HashMap::new(),
             read_only_copy: None,
         }
@@ -198,6 +213,17 @@ impl<'a> AddressMap<'a> {
                 old.demangled()
             ));
         };
+        if let Some(changes) = old
+            .name
+            .strip_prefix("_ZTV")
+            .and_then(|type_name| self.changed_layouts.get(type_name))
+        {
+            return Resolution::LayoutChanged(format!(
+                "is a vptr to `{}`, whose class's layout changed ({changes}): an object the \
+                 runtime does not track cannot be kept",
+                old.demangled()
+            ));
+        }
         let Some(new) = self.new.index.by_key(&old.key).cloned() else {
             return Resolution::Lost(format!(
                 "a vptr to `{}`, which the new build does not define",

@@ -118,12 +118,43 @@ pub(crate) struct GlobalsPlan {
     hand_over: Vec<(Place, Place)>,
 }
 
+/// Why `global` of the loaded build `old` cannot be carried although its size is the same: it
+/// holds an object (its vptr says which) of a class whose layout changed.
+fn holds_changed_class(
+    old: &BuildImage,
+    global: &Symbol,
+    changed_layouts: &HashMap<String, String>,
+) -> Option<String> {
+    if changed_layouts.is_empty() {
+        return None;
+    }
+    let start = old.base + global.start as usize;
+    let end = start + global.size as usize;
+    (start.next_multiple_of(8)..end.saturating_sub(7))
+        .step_by(8)
+        .find_map(|at| {
+            // SAFETY: an aligned word inside a global of the loaded build `old`, mapped during the reload.
+            let word = unsafe { (at as *const usize).read() };
+            let vaddr = (word.checked_sub(old.base)?) as u64;
+            let vtable = old.index().symbol_at(vaddr)?;
+            let changes = changed_layouts.get(vtable.name.strip_prefix("_ZTV")?)?;
+            Some(format!(
+                "it holds an object whose class's layout changed (`{}` at byte {}: {changes})",
+                vtable.demangled(),
+                at - start
+            ))
+        })
+}
+
 /// Decides which globals of `old` move into `new`. Reads both builds; writes nothing.
+/// `changed_layouts`: the classes whose layouts differ between them (a global holding one of
+/// their objects starts fresh).
 pub(crate) fn plan_globals(
     old: &BuildImage,
     new: &BuildImage,
     old_module: &LoadedModule,
     new_module: &LoadedModule,
+    changed_layouts: &HashMap<String, String>,
 ) -> GlobalsPlan {
     let mut report = GlobalsReport::default();
     let old_globals: Vec<&Symbol> = carriable_globals(old).collect();
@@ -162,10 +193,13 @@ pub(crate) fn plan_globals(
                     "its size changed from {} to {} bytes",
                     global.size, n.size
                 )),
-                Some(&n) => {
-                    carried.insert(global.key.clone(), (global, n));
-                    None
-                }
+                Some(&n) => match holds_changed_class(old, global, changed_layouts) {
+                    Some(reason) => Some(reason),
+                    None => {
+                        carried.insert(global.key.clone(), (global, n));
+                        None
+                    }
+                },
             }
         };
         if let Some(reason) = reason {

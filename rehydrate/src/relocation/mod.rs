@@ -22,6 +22,7 @@ mod rodata;
 mod scan;
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::ops::Range;
 
 use rustc_hash::FxHashMap;
@@ -265,16 +266,19 @@ pub(crate) enum Outdated {
 /// described (what holds it, what it points at) in the error, and nothing is written.
 ///
 /// `carried` are the old build's globals moving into the new build: their bytes are scanned
-/// too, and their words rewritten where the copy will lie. `strict`: a lost reference in the
-/// heap or an anonymous mapping refuses too (see `Reload::refusing_lost_heap_words`).
+/// too, and their words rewritten where the copy will lie. `changed_layouts`: the classes
+/// whose layouts differ between the builds (a vptr of one refuses the reload). `strict`: a
+/// lost reference in the heap or an anonymous mapping refuses too (see
+/// `Reload::refusing_lost_heap_words`).
 pub(crate) fn plan(
     old: &BuildImage,
     new: &BuildImage,
     carried: &[Carry],
+    changed_layouts: &HashMap<String, String>,
     strict: bool,
     describe_holder: impl Fn(usize) -> Option<String>,
 ) -> Result<Relocation, Vec<String>> {
-    let mut map = AddressMap::new(old.view(), new.view());
+    let mut map = AddressMap::new(old.view(), new.view(), changed_layouts);
     let regions = writable_regions(&[old.range(), new.range()]);
     let old_start = old.base;
     let mut found: Vec<(Location, u64)> = Vec::new(); // (where, value minus the old base)
@@ -351,7 +355,9 @@ pub(crate) fn plan(
                 record(location, index);
             }
             Resolution::Loader => counts.loader += 1,
-            Resolution::Lost(what) | Resolution::Unresolvable(what) => {
+            Resolution::Lost(what)
+            | Resolution::Unresolvable(what)
+            | Resolution::LayoutChanged(what) => {
                 // Words in the data of a loaded object, a carried global or a tracked object
                 // are live: anything there that cannot be mapped refuses the reload. In the
                 // heap or an anonymous mapping a word may as well be freed memory or a dead
@@ -359,6 +365,7 @@ pub(crate) fn plan(
                 // stale addresses): it is left as it is and reported, unless `strict` and it
                 // is a well-formed reference the new build lost.
                 let live = match location {
+                    _ if matches!(resolution, Resolution::LayoutChanged(_)) => true,
                     Location::Carried(..) => true,
                     Location::Region(region, address) => {
                         regions[region].name.starts_with('/')
