@@ -1,6 +1,6 @@
-//! Running under valgrind: whether the process is, and, under memcheck, whether the program
-//! itself may address a word (valgrind's own memory, and memory the program freed, it may
-//! not).
+//! Running under valgrind: whether the process is, and, under memcheck, whether a word is a
+//! value the program holds (not valgrind's own memory, not a freed block, not bytes it never
+//! wrote).
 //!
 //! A reload reads every writable mapping; under valgrind some of them are valgrind's own (its
 //! translations and tables, which hold the program's addresses, code addresses of the old build
@@ -20,13 +20,17 @@ pub(crate) fn running() -> bool {
 
 /// memcheck's `VG_USERREQ__GET_VBITS` (`VG_USERREQ_TOOL_BASE('M','C') + 8`, memcheck.h).
 const MEMCHECK_GET_VBITS: usize = (b'M' as usize) << 24 | (b'C' as usize) << 16 | 8;
+/// What it answers when it filled in the validity bits.
+const GOT_VBITS: usize = 1;
 /// What it answers when some byte is not addressable by the program.
 const NOT_ADDRESSABLE: usize = 3;
 
-/// Whether the program may address the word at `address`: false only when memcheck says it
-/// may not (valgrind's own memory, freed blocks, dead stack frames); true when not under
-/// valgrind, or under another tool, which answers nothing.
-pub(crate) fn program_can_address(address: usize) -> bool {
+/// Whether the word at `address` is a value the program holds: false only when memcheck says
+/// the program may not address it (valgrind's own memory, freed blocks, dead stack frames) or
+/// never wrote it (the stale bytes of a fresh allocation, which were a freed block's a moment
+/// before: a scan must judge them the same both times); true when not under valgrind, or
+/// under another tool, which answers nothing.
+pub(crate) fn program_holds(address: usize) -> bool {
     if !running() {
         return true;
     }
@@ -39,7 +43,31 @@ pub(crate) fn program_can_address(address: usize) -> bool {
         0,
         0,
     ];
-    client_request(&request, 0) != NOT_ADDRESSABLE
+    match client_request(&request, 0) {
+        NOT_ADDRESSABLE => false,
+        GOT_VBITS => vbits == [0; 8], // a set bit is an undefined bit
+        _ => true,
+    }
+}
+
+/// Whether memcheck answers client requests (valgrind runs with memcheck, not another tool):
+/// then [`program_holds`] tells valgrind's own memory from the program's.
+pub(crate) fn memcheck_answers() -> bool {
+    static ANSWERS: OnceLock<bool> = OnceLock::new();
+    *ANSWERS.get_or_init(|| {
+        let word = 0u64;
+        let mut vbits = [0u8; 8];
+        let address = std::ptr::addr_of!(word) as usize;
+        let request = [
+            MEMCHECK_GET_VBITS,
+            address,
+            vbits.as_mut_ptr() as usize,
+            8,
+            0,
+            0,
+        ];
+        running() && client_request(&request, 0) != 0
+    })
 }
 
 /// A valgrind client request (valgrind.h, amd64: `rdi` rotated by 128 bits in all, a no-op on
@@ -71,7 +99,7 @@ mod tests {
     #[test]
     fn outside_valgrind_every_word_counts_as_the_programs() {
         let word = 0u64;
-        assert!(running() || program_can_address(std::ptr::addr_of!(word) as usize));
+        assert!(running() || program_holds(std::ptr::addr_of!(word) as usize));
         // The request itself is a no-op on a real CPU: the default comes back.
         if !running() {
             assert_eq!(client_request(&[MEMCHECK_GET_VBITS, 0, 0, 8, 0, 0], 77), 77);

@@ -13,7 +13,7 @@ pub(crate) struct Region {
     /// The mapping's name in `/proc/self/maps` (a path, `[heap]`, or empty).
     pub name: String,
     /// The thread whose stack this is (0: a thread stack whose thread is unknown, found by its
-    /// guard page): words here are reported, never rewritten.
+    /// glibc descriptor): words here are reported, never rewritten.
     pub stack_of: Option<u32>,
 }
 
@@ -26,9 +26,6 @@ pub(crate) struct Found {
     /// that look like references into the old build while it scans.
     pub offset: u64,
 }
-
-/// The largest no-access mapping taken for a thread stack's guard.
-const MAX_GUARD: usize = 1 << 20;
 
 /// Every readable and writable mapping except `excluded` (the builds' own images) and device
 /// mappings; thread stacks are marked.
@@ -43,26 +40,18 @@ pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
         if !scanned(&mapping.borrowed(), previous.as_ref(), valgrind, excluded) {
             continue;
         }
-        // A thread stack made by pthreads is an anonymous mapping right above its no-access
-        // guard (glibc: one page unless the thread asked for more; a malloc arena's unused
-        // tail, which the next arena follows, is megabytes), with the thread's descriptor at
-        // its top. The guard can merge with a neighbouring reservation, so the descriptor
-        // alone also tells.
-        let follows_guard = previous.is_some_and(|below| {
-            below.range.end == start
-                && below.no_access_anonymous()
-                && below.range.len() <= MAX_GUARD
-        });
+        // A thread stack made by glibc holds the thread's descriptor at its top (a thread in
+        // a system call also shows its stack pointer). Its no-access guard below does not
+        // tell: any anonymous mapping may follow a small no-access one (an allocator's guard,
+        // an unloaded build's reserved range, valgrind's reservations), and a heap taken for a
+        // stack would have its references reported instead of re-pointed.
         let anonymous = mapping.name.is_empty();
         let stack_of = stacks
             .iter()
             .find(|(_, sp)| (start..end).contains(sp))
             .map(|&(tid, _)| tid)
             .or_else(|| (mapping.name == "[stack]").then(std::process::id))
-            .or_else(|| {
-                (anonymous && (follows_guard || holds_thread_descriptor(&mapping.range)))
-                    .then_some(0)
-            });
+            .or_else(|| (anonymous && holds_thread_descriptor(&mapping.range)).then_some(0));
         regions.push(Region {
             range: mapping.range.clone(),
             name: mapping.name.clone(),
@@ -121,10 +110,13 @@ fn is_valgrinds(
     let tool = |m: &crate::maps::MappingRef<'_>| {
         m.name.contains("/valgrind/") && !m.name.contains("vgpreload")
     };
+    // Under memcheck, valgrind's other memory is told word by word (see `crate::valgrind`):
+    // the anonymous mapping after the tool's image may then be the program's heap.
     tool(mapping)
-        || previous.is_some_and(|p| {
-            mapping.name.is_empty() && p.range.end == mapping.range.start && tool(p)
-        })
+        || (!crate::valgrind::memcheck_answers()
+            && previous.is_some_and(|p| {
+                mapping.name.is_empty() && p.range.end == mapping.range.start && tool(p)
+            }))
 }
 
 /// How far below its end a mapping is searched for a thread descriptor (glibc puts it in the
@@ -292,7 +284,7 @@ impl Scanner {
             for (i, &word) in self.buffer[..read / 8].iter().enumerate() {
                 let location = at + 8 * i;
                 if word.wrapping_sub(target.start) < target.end - target.start
-                    && crate::valgrind::program_can_address(location)
+                    && crate::valgrind::program_holds(location)
                 {
                     found(Found {
                         location,
