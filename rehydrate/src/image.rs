@@ -234,13 +234,18 @@ pub(crate) fn classify(
     class: &ModuleClass,
     observed: &[Observed],
 ) -> Result<ClassImage, ImageFailure> {
-    let unobserved = std::iter::repeat(&Observed::Untouched);
-    let byte_map: Vec<ByteClass> = class
+    let mut byte_map: Vec<ByteClass> = class
         .placement
         .iter()
-        .zip(observed.iter().chain(unobserved))
+        .zip(observed)
         .map(|(&where_, &seen)| byte_class(where_, seen))
         .collect();
+    let unobserved = &class.placement[byte_map.len()..];
+    byte_map.extend(
+        unobserved
+            .iter()
+            .map(|&where_| byte_class(where_, Observed::Untouched)),
+    );
     // most bytes are fields or padding: the others are found, then looked at one by one
     let mut implicit_runs: Vec<Range<usize>> = Vec::new();
     let mut outside_slots: Vec<Range<usize>> = Vec::new();
