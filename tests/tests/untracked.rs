@@ -246,6 +246,10 @@ fn reload_untracked_world(compiler: Compiler, optimisation: &'static str) {
             "{context}"
         );
         assert!(fresh("ut::resized", "size changed from"), "{context}");
+        assert!(
+            fresh("ut::touches_on_this_thread", "thread_local"),
+            "{context}"
+        );
         // The new build's own first_noisy, noisy_row and two strings at least (the compilers
         // differ on the rest); noisy_alive above shows none was missed or destroyed twice.
         assert!(globals.fresh_values_destroyed >= 4, "{context}");

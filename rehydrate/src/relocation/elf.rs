@@ -97,6 +97,9 @@ pub(crate) struct ElfIndex {
     sections: Vec<Section>,
     /// Sorted by start, then by size (largest first).
     symbols: Vec<Symbol>,
+    /// The mangled names of the `thread_local` variables the build defines (their symbols'
+    /// values are offsets in each thread's block, so they are not in `symbols`).
+    thread_locals: Vec<Arc<str>>,
     /// Each symbol's start, in the same order: what [`ElfIndex::symbol_at`] searches (dense,
     /// so a search touches few cache lines).
     starts: Vec<u64>,
@@ -197,6 +200,7 @@ impl ElfIndex {
         sections.sort_by_key(|s| s.start);
 
         let mut symbols = Vec::new();
+        let mut thread_locals: Vec<Arc<str>> = Vec::new();
         let mut file_name: Arc<str> = Arc::from("");
         for symbol in file.symbols().chain(file.dynamic_symbols()) {
             if symbol.kind() == SymbolKind::File {
@@ -207,6 +211,16 @@ impl ElfIndex {
                 continue;
             }
             let Ok(name) = symbol.name() else { continue };
+            if symbol.kind() == SymbolKind::Tls && !name.is_empty() {
+                // An offset in each thread's block, not an address: kept apart.
+                if !thread_locals
+                    .iter()
+                    .any(|known: &Arc<str>| &**known == name)
+                {
+                    thread_locals.push(Arc::from(name));
+                }
+                continue;
+            }
             if name.is_empty() || !matches!(symbol.kind(), SymbolKind::Text | SymbolKind::Data) {
                 continue;
             }
@@ -249,6 +263,7 @@ impl ElfIndex {
         Ok(ElfIndex {
             sections,
             symbols,
+            thread_locals,
             starts,
             symbols_below_page,
             by_key,
@@ -312,6 +327,11 @@ impl ElfIndex {
     /// Every allocated section, by address.
     pub fn sections(&self) -> &[Section] {
         &self.sections
+    }
+
+    /// The `thread_local` variables the build defines (mangled names).
+    pub fn thread_locals(&self) -> &[Arc<str>] {
+        &self.thread_locals
     }
 }
 

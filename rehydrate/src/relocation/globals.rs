@@ -336,9 +336,23 @@ pub(crate) fn plan_globals(
             reason,
         })
         .collect();
+    plan.report.fresh.extend(thread_locals_left_behind(old));
     plan.report.fresh.sort_by(|a, b| a.name.cmp(&b.name));
     plan.carries = carries;
     plan
+}
+
+/// The `thread_local` variables of `old`, which no reload carries: every thread's value
+/// starts fresh in the new build (their guard variables are not named).
+fn thread_locals_left_behind(old: &BuildImage) -> impl Iterator<Item = FreshGlobal> + '_ {
+    old.index()
+        .thread_locals()
+        .iter()
+        .filter(|name| !name.starts_with("_ZGV") && !name.starts_with("__"))
+        .map(|name| FreshGlobal {
+            name: demangle(name),
+            reason: "thread_local: each thread's value starts fresh (not carried)".into(),
+        })
 }
 
 impl GlobalsPlan {
