@@ -35,15 +35,7 @@ pub(crate) fn program_holds(address: usize) -> bool {
         return true;
     }
     let mut vbits = [0u8; 8];
-    let request = [
-        MEMCHECK_GET_VBITS,
-        address,
-        vbits.as_mut_ptr() as usize,
-        8,
-        0,
-        0,
-    ];
-    match client_request(&request, 0) {
+    match get_vbits(address, &mut vbits) {
         NOT_ADDRESSABLE => false,
         GOT_VBITS => vbits == [0; 8], // a set bit is an undefined bit
         _ => true,
@@ -56,18 +48,22 @@ pub(crate) fn memcheck_answers() -> bool {
     static ANSWERS: OnceLock<bool> = OnceLock::new();
     *ANSWERS.get_or_init(|| {
         let word = 0u64;
-        let mut vbits = [0u8; 8];
-        let address = std::ptr::addr_of!(word) as usize;
-        let request = [
-            MEMCHECK_GET_VBITS,
-            address,
-            vbits.as_mut_ptr() as usize,
-            8,
-            0,
-            0,
-        ];
-        running() && client_request(&request, 0) != 0
+        running() && get_vbits(std::ptr::addr_of!(word) as usize, &mut [0; 8]) != 0
     })
+}
+
+/// memcheck's validity bits of the word at `address`, into `vbits`; what it answers (0 when
+/// nothing does).
+fn get_vbits(address: usize, vbits: &mut [u8; 8]) -> usize {
+    let request = [
+        MEMCHECK_GET_VBITS,
+        address,
+        vbits.as_mut_ptr() as usize,
+        8,
+        0,
+        0,
+    ];
+    client_request(&request, 0)
 }
 
 /// A valgrind client request (valgrind.h, amd64: `rdi` rotated by 128 bits in all, a no-op on
