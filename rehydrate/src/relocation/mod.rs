@@ -281,23 +281,22 @@ pub(crate) fn plan(
     let mut map = AddressMap::new(old.view(), new.view(), changed_layouts);
     let regions = writable_regions(&[old.range(), new.range()]);
     let old_start = old.base;
-    let mut found: Vec<(Location, u64)> = Vec::new(); // (where, value minus the old base)
     let mut counts = RelocationCounts::default();
     let mut on_stacks: Vec<(u32, usize)> = Vec::new();
-    for (i, words) in scan_regions(&regions, &old.range(), scan_threads()) {
-        match regions[i].stack_of {
-            Some(thread) => match on_stacks.iter_mut().find(|(t, _)| *t == thread) {
+    let mut scanned = scan_regions(&regions, &old.range(), scan_threads());
+    scanned.retain(|(i, words)| match regions[*i].stack_of {
+        Some(thread) => {
+            match on_stacks.iter_mut().find(|(t, _)| *t == thread) {
                 Some((_, count)) => *count += words.len(),
                 None => on_stacks.push((thread, words.len())),
-            },
-            None => found.extend(
-                words
-                    .into_iter()
-                    .map(|word| (Location::Region(i, word.location), word.offset)),
-            ),
+            }
+            false
         }
-    }
+        None => true,
+    });
     counts.stack_words = on_stacks;
+    // (where, value minus the old base) of carried globals' words
+    let mut found_carried: Vec<(Location, u64)> = Vec::new();
     let mut scanner = Scanner::new();
     for (i, carry) in carried.iter().enumerate() {
         let start = old.base + carry.old as usize;
@@ -306,7 +305,7 @@ pub(crate) fn plan(
             &old.range(),
             |word| {
                 let offset = (word.location - start) as u64;
-                found.push((Location::Carried(i, offset), word.offset));
+                found_carried.push((Location::Carried(i, offset), word.offset));
             },
         );
     }
@@ -322,7 +321,8 @@ pub(crate) fn plan(
     let mut resolved: FxHashMap<u64, Resolution> = FxHashMap::default();
     let mut targets: Vec<(u64, Target)> = Vec::new();
     let mut target_index: FxHashMap<u64, u32> = FxHashMap::default();
-    let mut rewrites: Vec<(usize, u32)> = Vec::with_capacity(found.len());
+    let found_in_regions: usize = scanned.iter().map(|(_, words)| words.len()).sum();
+    let mut rewrites: Vec<(usize, u32)> = Vec::with_capacity(found_in_regions);
     let mut carried_rewrites: Vec<(u64, u32)> = Vec::new();
     let mut problems: Vec<(String, Vec<Location>)> = Vec::new();
     let mut unresolved_offsets = Vec::new();
@@ -333,7 +333,16 @@ pub(crate) fn plan(
         Location::Region(_, address) => rewrites.push((address, index)),
         Location::Carried(i, at) => carried_rewrites.push((carried[i].new + at, index)),
     };
-    for &(location, offset) in &found {
+    // In address order, the carried globals' words last; read where the scan left them.
+    let found = scanned
+        .iter()
+        .flat_map(|(i, words)| {
+            words
+                .iter()
+                .map(move |word| (Location::Region(*i, word.location), word.offset))
+        })
+        .chain(found_carried.iter().copied());
+    for (location, offset) in found {
         let slot = &mut recent[(offset as usize >> 3) & 1023];
         if slot.0 == offset {
             bump(&mut counts, slot.2);
