@@ -49,6 +49,12 @@ struct Tally {
     calls: AtomicU64,
     wrong: AtomicU64,
     v2: AtomicU64,
+    /// Set once the last reload has committed.
+    reloads_done: AtomicBool,
+    /// Calls begun after that (a call that returned before it may be counted after it, by a
+    /// thread stopped between the call and its count), and those of them that ran v2.
+    calls_after: AtomicU64,
+    v2_after: AtomicU64,
 }
 
 /// 8 threads call virtual functions (through forwarders into the module, and straight through
@@ -91,6 +97,7 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
                         let mut kept = Vec::new();
                         let mut churns = 0;
                         while !stop.load(SeqCst) {
+                            let after_reloads = tally.reloads_done.load(SeqCst);
                             seed = host_work(seed);
                             let (object, busy) = addresses[(seed % 8) as usize];
                             let x = (seed % 1000) as i64;
@@ -144,6 +151,12 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
                                 }
                             }
                             tally.calls.fetch_add(1, SeqCst);
+                            if after_reloads {
+                                tally.calls_after.fetch_add(1, SeqCst);
+                                if result == expected[1] {
+                                    tally.v2_after.fetch_add(1, SeqCst);
+                                }
+                            }
                             if result == expected[1] {
                                 tally.v2.fetch_add(1, SeqCst);
                             } else if result != expected[0] {
@@ -203,17 +216,13 @@ fn stress(compiler: Compiler, optimisation: &'static str, reloads: usize) {
             assert_vptrs_in_current_build(&runtime);
         }
         // After the last reload every call returns the current build's result.
-        let before = tally.calls.load(SeqCst);
-        let v2_before = tally.v2.load(SeqCst);
+        tally.reloads_done.store(true, SeqCst);
         std::thread::sleep(Duration::from_millis(50));
         stop.store(true, SeqCst);
         for thread in callers.threads.drain(..) {
             thread.join().expect("a calling thread did not crash");
         }
-        let (calls, v2_calls) = (
-            tally.calls.load(SeqCst) - before,
-            tally.v2.load(SeqCst) - v2_before,
-        );
+        let (calls, v2_calls) = (tally.calls_after.load(SeqCst), tally.v2_after.load(SeqCst));
         assert!(calls > 0);
         if current == 2 {
             assert_eq!(v2_calls, calls, "every call after the last reload ran v2");
