@@ -218,7 +218,7 @@ pub(crate) struct Relocation {
 struct CatchUp {
     /// The mappings the plan took for thread stacks (those of threads gone too).
     stacks: Vec<Range<usize>>,
-    /// The two builds, never scanned.
+    /// The two builds, never scanned (nor the stop's slots, wherever the stop put them).
     excluded: [Range<usize>; 2],
     /// Room for `/proc/self/maps`, read again with the world stopped.
     maps_text: Vec<u8>,
@@ -279,7 +279,7 @@ pub(crate) fn plan(
     describe_holder: impl Fn(usize) -> Option<String>,
 ) -> Result<Relocation, Vec<String>> {
     let mut map = AddressMap::new(old.view(), new.view(), changed_layouts);
-    let regions = writable_regions(&[old.range(), new.range()]);
+    let regions = writable_regions(&[old.range(), new.range(), crate::threads::slots_range()]);
     let old_start = old.base;
     let mut counts = RelocationCounts::default();
     let mut on_stacks: Vec<(u32, usize)> = Vec::new();
@@ -577,27 +577,23 @@ impl Relocation {
         };
         let (rewrites, extra, scanner) =
             (&self.rewrites, &mut catch_up.extra, &mut catch_up.scanner);
-        for_each_scanned_mapping(
-            &catch_up.maps_text,
-            &catch_up.excluded,
-            is_stack,
-            |mapping| {
-                scanner.scan(mapping, &range, |word| {
-                    if outdated.is_some() || planned(rewrites, targets, word.location, word.offset)
-                    {
-                        return;
+        let [old_build, new_build] = catch_up.excluded.clone();
+        let excluded = [old_build, new_build, crate::threads::slots_range()];
+        for_each_scanned_mapping(&catch_up.maps_text, &excluded, is_stack, |mapping| {
+            scanner.scan(mapping, &range, |word| {
+                if outdated.is_some() || planned(rewrites, targets, word.location, word.offset) {
+                    return;
+                }
+                match lookup(word.offset) {
+                    Some(LEFT_ALONE) => {}
+                    Some(index) if extra.len() < extra.capacity() => {
+                        extra.push((word.location, index))
                     }
-                    match lookup(word.offset) {
-                        Some(LEFT_ALONE) => {}
-                        Some(index) if extra.len() < extra.capacity() => {
-                            extra.push((word.location, index))
-                        }
-                        Some(_) => outdated = Some(Outdated::TooManyNewWords),
-                        None => outdated = Some(Outdated::UnknownValue(word.location, word.offset)),
-                    }
-                });
-            },
-        );
+                    Some(_) => outdated = Some(Outdated::TooManyNewWords),
+                    None => outdated = Some(Outdated::UnknownValue(word.location, word.offset)),
+                }
+            });
+        });
         for &(old_vaddr, size, new_vaddr) in &catch_up.carried {
             let (rewrites, extra) = (&self.carried_rewrites, &mut catch_up.extra_carried);
             let start = old.base + old_vaddr as usize;
@@ -693,7 +689,7 @@ impl Relocation {
 /// relocation reported as unresolved (`unresolved`, sorted offsets) are counted apart.
 pub(crate) fn audit(old: &BuildImage, unresolved: &[u64]) -> Audit {
     let mut audit = Audit::default();
-    let regions = writable_regions(&[]);
+    let regions = writable_regions(&[crate::threads::slots_range()]);
     let found = scan_regions(&regions, &old.range(), scan_threads());
     let regions = &regions;
     for (region, word) in found

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 pub use gate::{GateGuard, ModuleGate};
 pub use stop::stop_signal;
-pub(crate) use stop::{register_name, InRange, NotStopped, StoppedWorld};
+pub(crate) use stop::{register_name, slots_range, InRange, NotStopped, StoppedWorld};
 pub(crate) use tasks::thread_name;
 
 /// How a reload's commit stopped the other threads.

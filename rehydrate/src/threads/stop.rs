@@ -446,6 +446,14 @@ fn release(generation: u32) {
     }
 }
 
+/// Where the slots lie (empty before the first stop). They hold the stopped threads' registers
+/// and return addresses as they are, references into a build among them: a scan of the
+/// process leaves them out (they change at every stop, and are the runtime's own).
+pub(crate) fn slots_range() -> std::ops::Range<usize> {
+    let start = SLOTS.load(SeqCst) as usize;
+    start..start + CAPACITY.load(SeqCst) * std::mem::size_of::<Slot>()
+}
+
 /// The slots, at least `capacity` of them (the stopper's lock is held and no handler runs).
 fn ensure_slots(capacity: usize) -> *const Slot {
     if CAPACITY.load(SeqCst) < capacity {
