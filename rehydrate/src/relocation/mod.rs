@@ -18,6 +18,7 @@
 mod address_map;
 pub(crate) mod elf;
 mod globals;
+mod in_place;
 mod rodata;
 mod scan;
 

@@ -1,8 +1,10 @@
 //! Scanning the process's writable memory for words that point into a range (the old build).
 //!
-//! Memory is read through `process_vm_readv` on the process itself, into a small buffer: a
-//! mapping that another thread unmaps meanwhile is then an error the scan skips, not a crash,
-//! and uninitialised heap bytes are read by the kernel, not by this code.
+//! Memory is read in place, by a search that survives a page unmapped meanwhile (see
+//! [`super::in_place`]). Under valgrind, or when the host holds the fault signals, it is copied
+//! through `process_vm_readv` on the process itself into a small buffer instead: a mapping
+//! unmapped meanwhile is then an error the scan skips, and uninitialised heap bytes are read by
+//! the kernel, not by this code.
 
 use std::ops::Range;
 
@@ -252,17 +254,21 @@ pub(crate) fn scan_threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// Reads memory for a scan through one buffer, which it clears when dropped: its copies hold
-/// references into a build, and freed memory holding them would look like live references
-/// to a later scan.
+/// Reads memory for a scan, in place where it can; otherwise through one buffer, which it
+/// clears when dropped: its copies hold references into a build, and freed memory holding them
+/// would look like live references to a later scan.
 pub(crate) struct Scanner {
     buffer: Vec<usize>,
+    /// Whether the buffer was used (and must be cleared).
+    copied: bool,
 }
 
 impl Scanner {
+    /// A scanner; its buffer is made here, not while the world is stopped.
     pub fn new() -> Scanner {
         Scanner {
             buffer: vec![0; CHUNK / 8],
+            copied: false,
         }
     }
 
@@ -273,6 +279,22 @@ impl Scanner {
         target: &Range<usize>,
         mut found: impl FnMut(Found),
     ) {
+        let in_place = super::in_place::scan(range, target, |location, offset| {
+            found(Found { location, offset })
+        });
+        if !in_place {
+            self.copy_and_scan(range, target, found);
+        }
+    }
+
+    /// [`Scanner::scan`] through the buffer.
+    fn copy_and_scan(
+        &mut self,
+        range: &Range<usize>,
+        target: &Range<usize>,
+        mut found: impl FnMut(Found),
+    ) {
+        self.copied = true;
         let mut at = range.start;
         while at < range.end {
             let length = CHUNK.min(range.end - at);
@@ -299,6 +321,9 @@ impl Scanner {
 
 impl Drop for Scanner {
     fn drop(&mut self) {
+        if !self.copied {
+            return;
+        }
         for word in &mut self.buffer {
             // SAFETY: a valid, aligned element of the buffer; volatile so the clearing is not dropped as a store before a free.
             unsafe { std::ptr::write_volatile(word, 0) };
