@@ -294,10 +294,8 @@ mod tests {
         assert_eq!(seen, expected);
         // Unmapped altogether.
         // SAFETY: the middle page of this test's own mapping, read by nothing else.
-        assert_eq!(
-            unsafe { libc::munmap(memory.add(words_per_page).cast(), 4096) },
-            0
-        );
+        let unmapped = unsafe { libc::munmap(memory.add(words_per_page).cast(), 4096) };
+        assert_eq!(unmapped, 0);
         seen.clear();
         assert!(scan(&range, &target, |at, offset| seen
             .push(((at - start) / 8, offset))));

@@ -19,6 +19,7 @@ mod address_map;
 pub(crate) mod elf;
 mod globals;
 mod in_place;
+mod resolve;
 mod rodata;
 mod scan;
 
@@ -26,7 +27,6 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::Range;
 
-use rustc_hash::FxHashMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -38,9 +38,11 @@ use elf::SectionKind;
 pub(crate) use globals::plan_globals;
 use globals::Carry;
 pub use globals::{FreshGlobal, GlobalsReport};
+use resolve::{index_in, PieceWord, Resolutions, Rewrites, Tally};
 use rodata::ReadOnlyCopy;
 use scan::{
-    for_each_scanned_mapping, scan_regions, scan_threads, writable_regions, Region, Scanner,
+    for_each_scanned_mapping, scan_pieces, scan_regions, scan_threads, writable_regions, Piece,
+    Region, Scanner,
 };
 
 /// Held while any runtime of the process maps or unmaps a build, or scans, rewrites and audits
@@ -164,6 +166,18 @@ pub struct RelocationCounts {
     pub written_meanwhile: usize,
 }
 
+impl RelocationCounts {
+    /// Counts one re-pointed word of `kind`.
+    fn bump(&mut self, kind: ReferenceKind) {
+        match kind {
+            ReferenceKind::Vptr => self.vptrs += 1,
+            ReferenceKind::Function => self.functions += 1,
+            ReferenceKind::Data => self.data += 1,
+            ReferenceKind::ReadOnlyData => self.read_only_data += 1,
+        }
+    }
+}
+
 /// The audit after the old build is unloaded: words still pointing into its former range.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Audit {
@@ -203,7 +217,7 @@ pub(crate) struct Relocation {
     /// (the value a word was found with minus the old build's base, where it must point).
     targets: Vec<(u64, Target)>,
     /// (address of the word, index into `targets`).
-    rewrites: Vec<(usize, u32)>,
+    rewrites: Rewrites,
     /// (virtual address in the new build of a carried global's word, index into `targets`).
     carried_rewrites: Vec<(u64, u32)>,
     counts: RelocationCounts,
@@ -279,23 +293,37 @@ pub(crate) fn plan(
     strict: bool,
     describe_holder: impl Fn(usize) -> Option<String>,
 ) -> Result<Relocation, Vec<String>> {
-    let mut map = AddressMap::new(old.view(), new.view(), changed_layouts);
+    let map = AddressMap::new(old.view(), new.view(), changed_layouts);
     let regions = writable_regions(&[old.range(), new.range(), crate::threads::slots_range()]);
-    let old_start = old.base;
-    let mut counts = RelocationCounts::default();
-    let mut on_stacks: Vec<(u32, usize)> = Vec::new();
-    let mut scanned = scan_regions(&regions, &old.range(), scan_threads());
-    scanned.retain(|(i, words)| match regions[*i].stack_of {
-        Some(thread) => {
-            match on_stacks.iter_mut().find(|(t, _)| *t == thread) {
-                Some((_, count)) => *count += words.len(),
-                None => on_stacks.push((thread, words.len())),
-            }
-            false
-        }
-        None => true,
-    });
-    counts.stack_words = on_stacks;
+    let shared = Mutex::new(Resolutions::new(map, old.base));
+    // Each scan thread resolves what it finds (see `resolve`).
+    let take = |tally: &mut Tally, rewrites: &mut Vec<PieceWord>, piece: &Piece, word| {
+        tally.take(
+            &shared,
+            rewrites,
+            piece,
+            regions[piece.region].stack_of,
+            word,
+        )
+    };
+    let (tallies, pieces) = scan_pieces(&regions, &old.range(), scan_threads(), Tally::new, take);
+    let mut resolutions = shared
+        .into_inner()
+        .expect("no scan thread panics holding the resolutions");
+    let rewrites = Rewrites::new(
+        pieces
+            .into_iter()
+            .map(|(piece, list)| (piece.range.start, list)),
+    );
+    let mut tally = Tally::new();
+    let mut others = Vec::new();
+    for thread in tallies {
+        tally.merge(&thread);
+        others.extend(thread.others);
+    }
+    others.sort_unstable_by_key(|(_, word)| word.location);
+    let mut counts = tally.counts;
+    counts.stack_words = tally.stack_words;
     // (where, value minus the old base) of carried globals' words
     let mut found_carried: Vec<(Location, u64)> = Vec::new();
     let mut scanner = Scanner::new();
@@ -319,50 +347,25 @@ pub(crate) fn plan(
     };
     // Neither list holds an absolute address into a build: locations are in other mappings or
     // kept as the new build's virtual addresses, values as offsets (see `Target`).
-    let mut resolved: FxHashMap<u64, Resolution> = FxHashMap::default();
-    let mut targets: Vec<(u64, Target)> = Vec::new();
-    let mut target_index: FxHashMap<u64, u32> = FxHashMap::default();
-    let found_in_regions: usize = scanned.iter().map(|(_, words)| words.len()).sum();
-    let mut rewrites: Vec<(usize, u32)> = Vec::with_capacity(found_in_regions);
     let mut carried_rewrites: Vec<(u64, u32)> = Vec::new();
     let mut problems: Vec<(String, Vec<Location>)> = Vec::new();
     let mut unresolved_offsets = Vec::new();
-    // Most words are a few vptrs repeated: the last resolution of each of 1,024 slots is kept
-    // at hand, in front of the map.
-    let mut recent: Vec<(u64, u32, ReferenceKind)> = vec![(u64::MAX, 0, ReferenceKind::Vptr); 1024];
-    let mut record = |location: Location, index: u32| match location {
-        Location::Region(_, address) => rewrites.push((address, index)),
-        Location::Carried(i, at) => carried_rewrites.push((carried[i].new + at, index)),
-    };
-    // In address order, the carried globals' words last; read where the scan left them.
-    let found = scanned
+    // The words that do not resolve, in address order, then the carried globals' words.
+    let found = others
         .iter()
-        .flat_map(|(i, words)| {
-            words
-                .iter()
-                .map(move |word| (Location::Region(*i, word.location), word.offset))
-        })
+        .map(|&(region, word)| (Location::Region(region, word.location), word.offset))
         .chain(found_carried.iter().copied());
     for (location, offset) in found {
-        let slot = &mut recent[(offset as usize >> 3) & 1023];
-        if slot.0 == offset {
-            bump(&mut counts, slot.2);
-            record(location, slot.1);
-            continue;
-        }
-        let resolution = &*resolved
-            .entry(offset)
-            .or_insert_with(|| map.resolve(old_start + offset as usize));
+        let resolution = resolutions.resolve(offset);
         let lost = matches!(resolution, Resolution::Lost(_));
         match resolution {
-            Resolution::To { target, kind } => {
-                let index = *target_index.entry(offset).or_insert_with(|| {
-                    targets.push((offset, *target));
-                    (targets.len() - 1) as u32
-                });
-                *slot = (offset, index, *kind);
-                bump(&mut counts, *kind);
-                record(location, index);
+            &Resolution::To { target, kind } => {
+                let Location::Carried(i, at) = location else {
+                    unreachable!("a word in a region that resolves is taken by its scan thread")
+                };
+                let index = resolutions.target(offset, target);
+                counts.bump(kind);
+                carried_rewrites.push((carried[i].new + at, index));
             }
             Resolution::Loader => counts.loader += 1,
             Resolution::Lost(what)
@@ -425,11 +428,14 @@ pub(crate) fn plan(
     }
     unresolved_offsets.sort_unstable();
     carried_rewrites.sort_unstable();
-    debug_assert!(
-        rewrites.windows(2).all(|w| w[0].0 < w[1].0),
-        "found in address order"
-    );
-    // Values the cache in front of `resolved` answered are in `resolved` too.
+    // Values the scan threads' caches answered are in `resolved` too.
+    let Resolutions {
+        mut map,
+        resolved,
+        targets,
+        target_index,
+        ..
+    } = resolutions;
     let mut known: Vec<(u64, u32)> = resolved
         .keys()
         .map(|offset| {
@@ -466,28 +472,11 @@ pub(crate) fn plan(
     })
 }
 
-/// Whether `rewrites` (sorted by place) rewrite the word at `at` from the value `offset`
-/// already: a word the plan found that now holds another value (memory freed and reused)
-/// is new to it.
-fn planned<P: Ord + Copy>(
-    rewrites: &[(P, u32)],
-    targets: &[(u64, Target)],
-    at: P,
-    offset: u64,
-) -> bool {
-    rewrites
-        .binary_search_by_key(&at, |r| r.0)
-        .is_ok_and(|i| targets[rewrites[i].1 as usize].0 == offset)
-}
-
-/// Counts one re-pointed word of `kind`.
-fn bump(counts: &mut RelocationCounts, kind: ReferenceKind) {
-    match kind {
-        ReferenceKind::Vptr => counts.vptrs += 1,
-        ReferenceKind::Function => counts.functions += 1,
-        ReferenceKind::Data => counts.data += 1,
-        ReferenceKind::ReadOnlyData => counts.read_only_data += 1,
-    }
+/// Whether the plan rewrites a word from the value `offset` already (`index`: the target index
+/// it planned for the word's place, if any): a word the plan found that now holds another value
+/// (memory freed and reused) is new to it.
+fn planned(index: Option<u32>, targets: &[(u64, Target)], offset: u64) -> bool {
+    index.is_some_and(|i| targets[i as usize].0 == offset)
 }
 
 /// What holds the word at `location`: the tracked object and field when known, else the
@@ -523,7 +512,10 @@ impl Relocation {
             .iter()
             .chain(&self.catch_up.extra_carried)
             .map(|&(vaddr, index)| (absolute(Target::NewBuild(vaddr)), index));
-        let words = self.rewrites.iter().chain(&self.catch_up.extra).copied();
+        let words = self
+            .rewrites
+            .iter()
+            .chain(self.catch_up.extra.iter().copied());
         for (location, index) in words.chain(carried) {
             let (old_offset, target) = self.targets[index as usize];
             let location = location as *mut usize;
@@ -582,7 +574,7 @@ impl Relocation {
         let excluded = [old_build, new_build, crate::threads::slots_range()];
         for_each_scanned_mapping(&catch_up.maps_text, &excluded, is_stack, |mapping| {
             scanner.scan(mapping, &range, |word| {
-                if outdated.is_some() || planned(rewrites, targets, word.location, word.offset) {
+                if outdated.is_some() || planned(rewrites.at(word.location), targets, word.offset) {
                     return;
                 }
                 match lookup(word.offset) {
@@ -602,7 +594,7 @@ impl Relocation {
                 .scanner
                 .scan(&(start..start + size as usize), &range, |word| {
                     let at = new_vaddr + (word.location - start) as u64;
-                    if outdated.is_some() || planned(rewrites, targets, at, word.offset) {
+                    if outdated.is_some() || planned(index_in(rewrites, at), targets, word.offset) {
                         return;
                     }
                     match lookup(word.offset) {

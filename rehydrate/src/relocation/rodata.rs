@@ -16,6 +16,10 @@ pub(crate) struct ReadOnlyCopy {
     length: usize,
 }
 
+// SAFETY: the copy is a private mapping this value owns alone; nothing about it is bound to the
+// thread that made it (the plan's scan threads resolve through it under a mutex).
+unsafe impl Send for ReadOnlyCopy {}
+
 impl ReadOnlyCopy {
     /// Copies every read-only section of `old`, at the same distances from each other.
     pub fn of(old: &BuildView<'_>) -> std::io::Result<ReadOnlyCopy> {

@@ -190,8 +190,8 @@ fn thread_stack_pointers() -> Vec<(u32, usize)> {
 /// Bytes read per system call.
 const CHUNK: usize = 256 * 1024;
 
-/// The largest piece of a region one thread scans at a time.
-const PIECE: usize = 4 << 20;
+/// The largest piece of a region one thread scans at a time (its words are numbered by `u32`).
+pub(crate) const PIECE: usize = 4 << 20;
 
 /// Every aligned word of `regions` whose value lies in `target`, in address order, as runs of
 /// words with the index of their region; read on every core (`threads`), each thread taking
@@ -201,48 +201,83 @@ pub(crate) fn scan_regions(
     target: &Range<usize>,
     threads: usize,
 ) -> Vec<(usize, Vec<Found>)> {
-    let pieces: Vec<(usize, Range<usize>)> = regions
+    let each = |_: &mut (), words: &mut Vec<Found>, _: &Piece, word| words.push(word);
+    let (_, lists) = scan_pieces(regions, target, threads, || (), each);
+    lists
+        .into_iter()
+        .map(|(piece, words)| (piece.region, words))
+        .collect()
+}
+
+/// A piece of a region that one scan thread reads at a time (at most [`PIECE`] bytes).
+#[derive(Debug, Clone)]
+pub(crate) struct Piece {
+    /// The index of its region.
+    pub region: usize,
+    pub range: Range<usize>,
+}
+
+/// Reads every aligned word of `regions` whose value lies in `target` on `threads` threads,
+/// each taking the next piece of memory as it finishes one, and hands each to `each` on the
+/// thread that read it: with that thread's state (made by `new_state`), the list of the piece
+/// being read and the piece. Returns every thread's state and the pieces' lists that are not
+/// empty, in address order.
+pub(crate) fn scan_pieces<S: Send, T: Send>(
+    regions: &[Region],
+    target: &Range<usize>,
+    threads: usize,
+    new_state: impl Fn() -> S + Sync,
+    each: impl Fn(&mut S, &mut Vec<T>, &Piece, Found) + Sync,
+) -> (Vec<S>, Vec<(Piece, Vec<T>)>) {
+    let pieces: Vec<Piece> = regions
         .iter()
         .enumerate()
-        .flat_map(|(i, region)| {
-            let range = region.range.clone();
-            range
-                .clone()
-                .step_by(PIECE)
-                .map(move |start| (i, start..(start + PIECE).min(range.end)))
+        .flat_map(|(region, r)| {
+            let range = r.range.clone();
+            range.clone().step_by(PIECE).map(move |start| Piece {
+                region,
+                range: start..(start + PIECE).min(range.end),
+            })
         })
         .collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let work = || {
         let mut scanner = Scanner::new();
-        let mut found: Vec<(usize, Vec<Found>)> = Vec::new(); // (piece, its words in order)
+        let mut state = new_state();
+        let mut lists: Vec<(usize, Vec<T>)> = Vec::new(); // (piece, its list)
         loop {
             let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some((_, range)) = pieces.get(index) else {
+            let Some(piece) = pieces.get(index) else {
                 break;
             };
-            let mut words = Vec::new();
-            scanner.scan(range, target, |word| words.push(word));
-            if !words.is_empty() {
-                found.push((index, words));
+            let mut list = Vec::new();
+            scanner.scan(&piece.range, target, |word| {
+                each(&mut state, &mut list, piece, word)
+            });
+            if !list.is_empty() {
+                lists.push((index, list));
             }
         }
-        found
+        (state, lists)
     };
     let threads = threads.clamp(1, pieces.len().max(1));
-    let mut found: Vec<(usize, Vec<Found>)> = std::thread::scope(|scope| {
+    let (states, mut lists) = std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-        let mut all = work();
+        let (state, lists) = work();
+        let (mut states, mut all) = (vec![state], lists);
         for helper in helpers {
-            all.extend(helper.join().expect("a scan thread does not panic"));
+            let (state, lists) = helper.join().expect("a scan thread does not panic");
+            states.push(state);
+            all.extend(lists);
         }
-        all
+        (states, all)
     });
-    found.sort_unstable_by_key(|&(piece, _)| piece);
-    found
+    lists.sort_unstable_by_key(|&(piece, _)| piece);
+    let lists = lists
         .into_iter()
-        .map(|(piece, words)| (pieces[piece].0, words))
-        .collect()
+        .map(|(piece, list)| (pieces[piece].clone(), list))
+        .collect();
+    (states, lists)
 }
 
 /// How many threads a scan uses: every core the process may run on (one under valgrind,
