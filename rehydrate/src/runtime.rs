@@ -63,7 +63,7 @@ use crate::layout_gate::{changed_layouts, layout_changes};
 use crate::module::{LoadedModule, ShadowFolder, UNKNOWN_TYPE_PREFIX};
 use crate::registry::{self, ClassSlot, Registry, Stopped};
 use crate::relocation::{
-    self, Audit, BuildImage, GlobalsReport, Outdated, RegisterWord, RelocationCounts,
+    self, Audit, BuildImage, GlobalsReport, Holder, Outdated, RegisterWord, RelocationCounts,
 };
 use crate::threads::{self, Blocked, InRange, ModuleGate, ThreadsReport};
 
@@ -941,8 +941,9 @@ fn thread_error(blocked: Blocked, old: &Build, waited: Duration) -> Error {
     }
 }
 
-/// The tracked object whose bytes hold `location`, with the field there, for messages.
-fn tracked_holder(objects: &Stopped, build: &Build, location: usize) -> Option<String> {
+/// The tracked object whose bytes hold `location`, with the field there (for messages) and
+/// whether an address fits in the word there.
+fn tracked_holder(objects: &Stopped, build: &Build, location: usize) -> Option<Holder> {
     for (slot, name) in objects.classes() {
         let Some(class) = build.module.class(name) else {
             continue;
@@ -961,7 +962,16 @@ fn tracked_holder(objects: &Stopped, build: &Build, location: usize) -> Option<S
                         || format!("offset {offset}"),
                         |f| format!("field {}", f.qualified()),
                     );
-                return Some(format!("tracked {name} object {address:#x}, {field}"));
+                let word = offset..offset + 8;
+                let may_hold_address = class.vptr_offsets.contains(&offset)
+                    || class.fields.iter().any(|f| {
+                        let bytes = f.byte_range();
+                        f.bits.is_none() && bytes.start <= word.start && word.end <= bytes.end
+                    });
+                return Some(Holder {
+                    what: format!("tracked {name} object {address:#x}, {field}"),
+                    may_hold_address,
+                });
             }
         }
     }

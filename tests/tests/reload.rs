@@ -401,3 +401,37 @@ fn forwarders_keep_a_never_reloaded_library_calling_the_current_build() {
     drop(host_bound);
     destroy(&runtime, world);
 }
+
+#[test]
+fn stale_bytes_in_a_tracked_objects_padding_that_spell_an_old_address_do_not_refuse_the_reload() {
+    // rl::Multi keeps `short multi_field` at offset 32 and padding up to 40: no address fits
+    // in that word, whatever its bytes spell (freed memory leaves such bytes in padding).
+    const WORD: usize = 32;
+    let dir = modules_dir();
+    let v1 = ModuleBuild::new(gxx(), "-O2", 1).build(&dir);
+    let v2 = ModuleBuild::new(gxx(), "-O2", 2).build(&dir);
+    let mut runtime = Runtime::load(&v1).unwrap();
+    let object = runtime.create("rl::Multi").unwrap();
+    // SAFETY: the fixture exports `rl_make` (only its address is taken).
+    let inside_code = unsafe { runtime.symbol::<MakeFn>("rl_make") }.unwrap();
+    let inside_code = *inside_code as usize + 1; // inside a function: nothing can map it
+    let word = (object.as_ptr() as usize + WORD) as *mut usize;
+    // SAFETY: bytes 32..40 of a live rl::Multi (its short field and padding).
+    unsafe { word.write(inside_code) };
+    let report = runtime.reload(&v2).unwrap().rehydrate_all().unwrap();
+    assert!(report.old_image_unmapped);
+    // SAFETY: as above; the object is still alive.
+    let after = unsafe { word.read() };
+    assert_eq!(after, inside_code, "the bytes are left as they were");
+    assert!(
+        report
+            .references
+            .unresolved_examples
+            .iter()
+            .any(|e| e.contains("rl::Multi") && e.contains("no address fits there")),
+        "reported, not refused: {:#?}",
+        report.references
+    );
+    assert_vptrs_in_current_build(&runtime);
+    drop(object);
+}

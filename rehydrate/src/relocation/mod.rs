@@ -291,7 +291,7 @@ pub(crate) fn plan(
     carried: &[Carry],
     changed_layouts: &HashMap<String, String>,
     strict: bool,
-    describe_holder: impl Fn(usize) -> Option<String>,
+    describe_holder: impl Fn(usize) -> Option<Holder>,
 ) -> Result<Relocation, Vec<String>> {
     let map = AddressMap::new(old.view(), new.view(), changed_layouts);
     let regions = writable_regions(&[old.range(), new.range(), crate::threads::slots_range()]);
@@ -382,7 +382,7 @@ pub(crate) fn plan(
                     Location::Carried(..) => true,
                     Location::Region(region, address) => {
                         regions[region].name.starts_with('/')
-                            || describe_holder(address).is_some()
+                            || describe_holder(address).is_some_and(|h| h.may_hold_address)
                             || (strict && lost)
                     }
                 };
@@ -479,16 +479,32 @@ fn planned(index: Option<u32>, targets: &[(u64, Target)], offset: u64) -> bool {
     index.is_some_and(|i| targets[i as usize].0 == offset)
 }
 
+/// The object a word lies in, when the runtime knows it (a tracked object).
+pub(crate) struct Holder {
+    /// The object and the field, for people.
+    pub what: String,
+    /// Whether an address fits in the word there: a vptr slot or a field of at least 8 bytes
+    /// that holds the whole word. A word over smaller fields and padding is not a reference
+    /// whatever its bytes look like (stale bytes in padding can spell an old address).
+    pub may_hold_address: bool,
+}
+
 /// What holds the word at `location`: the tracked object and field when known, else the
 /// address and its mapping.
-fn holder(region: &Region, location: usize, describe: &impl Fn(usize) -> Option<String>) -> String {
+fn holder(region: &Region, location: usize, describe: &impl Fn(usize) -> Option<Holder>) -> String {
     let mapping = if region.name.is_empty() {
         "an anonymous mapping".to_string()
     } else {
         region.name.clone()
     };
     match describe(location) {
-        Some(object) => format!("{object} (at {location:#x} in {mapping})"),
+        Some(object) if object.may_hold_address => {
+            format!("{} (at {location:#x} in {mapping})", object.what)
+        }
+        Some(object) => format!(
+            "{} (at {location:#x} in {mapping}; no address fits there: smaller fields and padding)",
+            object.what
+        ),
         None => format!("the word at {location:#x} in {mapping}"),
     }
 }
