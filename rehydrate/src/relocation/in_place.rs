@@ -308,6 +308,63 @@ mod tests {
     }
 
     #[test]
+    fn a_mapping_another_thread_replaces_while_it_is_read_is_no_crash() {
+        if crate::valgrind::running() {
+            return;
+        }
+        const PAGES: usize = 64;
+        let memory = map(PAGES) as usize;
+        let target = 0x0000_5678_0000_0000..0x0000_5678_0000_1000;
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let cycles = std::thread::scope(|scope| {
+            let churn = scope.spawn(|| {
+                let mut cycles = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Replaced in place, never unmapped (a hole could be taken by another
+                    // test's mapping): no access, then fresh memory with one word planted.
+                    for protection in [libc::PROT_NONE, libc::PROT_READ | libc::PROT_WRITE] {
+                        // SAFETY: replaces this test's own mapping (the scan below only reads
+                        // it, and survives its pages becoming unreadable).
+                        let again = unsafe {
+                            libc::mmap(
+                                memory as *mut libc::c_void,
+                                PAGES * 4096,
+                                protection,
+                                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                                -1,
+                                0,
+                            )
+                        };
+                        assert_eq!(again as usize, memory);
+                    }
+                    // SAFETY: a word of the mapping just made readable and writable.
+                    unsafe {
+                        (memory as *mut usize)
+                            .add(cycles % (PAGES * 512))
+                            .write(target.start)
+                    };
+                    cycles += 1;
+                }
+                cycles
+            });
+            let range = memory..memory + PAGES * 4096;
+            for _ in 0..2_000 {
+                let mut seen = 0;
+                assert!(scan(&range, &target, |_, offset| {
+                    assert_eq!(offset, 0);
+                    seen += 1;
+                }));
+                assert!(seen <= 1, "one word is planted at a time");
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            churn.join().unwrap()
+        });
+        assert!(cycles > 0);
+        // SAFETY: this test's own mapping, no longer used.
+        unsafe { libc::munmap(memory as *mut libc::c_void, PAGES * 4096) };
+    }
+
+    #[test]
     fn a_fault_outside_the_search_still_ends_the_process() {
         if crate::valgrind::running() {
             return;
