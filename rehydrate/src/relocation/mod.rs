@@ -216,7 +216,7 @@ enum Location {
 pub(crate) struct Relocation {
     /// (the value a word was found with minus the old build's base, where it must point).
     targets: Vec<(u64, Target)>,
-    /// (address of the word, index into `targets`).
+    /// The words to rewrite and the index of each one's target in `targets`.
     rewrites: Rewrites,
     /// (virtual address in the new build of a carried global's word, index into `targets`).
     carried_rewrites: Vec<(u64, u32)>,
