@@ -314,9 +314,15 @@ impl Scanner {
         target: &Range<usize>,
         mut found: impl FnMut(Found),
     ) {
-        let in_place = super::in_place::scan(range, target, |location, offset| {
-            found(Found { location, offset })
-        });
+        // A driver's mapping of device memory (video memory, registers: VM_IO or VM_PFNMAP)
+        // must not be read here, uncached and perhaps with side effects; the kernel refuses to
+        // copy from it, so a range whose first word it does not copy goes the copy's way,
+        // which skips whatever the kernel refuses (as every scan did before reading in place).
+        let mut first = [0usize; 1];
+        let in_place = read_own_memory(range.start, &mut first) == 8
+            && super::in_place::scan(range, target, |location, offset| {
+                found(Found { location, offset })
+            });
         if !in_place {
             self.copy_and_scan(range, target, found);
         }
