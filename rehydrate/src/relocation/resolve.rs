@@ -128,7 +128,7 @@ impl Tally {
             Cached::To(index, kind) => {
                 self.counts.bump(kind);
                 let at = ((word.location - piece.range.start) / 8) as u32;
-                rewrites.push(PieceWord { at, index });
+                rewrites.push(PieceWord::new(at, index));
             }
             Cached::Other => self.others.push((piece.region, word)),
         }
@@ -150,16 +150,36 @@ impl Tally {
 }
 
 /// A word of a piece to rewrite: its place in the piece (in words) and its target's index.
+/// These lists lie in the heap the scans read: read as a word, each has its top bit set
+/// ([`PLACE_TAG`]), so it never looks like an address into a build (below 2^47).
+#[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct PieceWord {
-    at: u32,
     index: u32,
+    /// The place, with [`PLACE_TAG`].
+    tagged_at: u32,
 }
 
+/// Set in every [`PieceWord::tagged_at`]: the top bit of the word on little-endian x86-64.
+const PLACE_TAG: u32 = 1 << 31;
+
 const _: () = assert!(
-    PIECE / 8 <= u32::MAX as usize,
-    "a piece's words are numbered by u32"
+    PIECE / 8 < PLACE_TAG as usize,
+    "a piece's words are numbered below the tag"
 );
+
+impl PieceWord {
+    pub fn new(at: u32, index: u32) -> PieceWord {
+        PieceWord {
+            index,
+            tagged_at: at | PLACE_TAG,
+        }
+    }
+
+    fn at(self) -> u32 {
+        self.tagged_at & !PLACE_TAG
+    }
+}
 
 /// The words a commit rewrites, in address order, kept in the lists of the pieces of memory
 /// they were found in.
@@ -193,7 +213,7 @@ impl Rewrites {
         self.pieces.iter().flat_map(|(start, words)| {
             words
                 .iter()
-                .map(move |w| (start + 8 * w.at as usize, w.index))
+                .map(move |w| (start + 8 * w.at() as usize, w.index))
         })
     }
 
@@ -206,7 +226,7 @@ impl Rewrites {
             return None;
         }
         words
-            .binary_search_by_key(&at, |w| w.at)
+            .binary_search_by_key(&at, |w| w.at())
             .ok()
             .map(|i| words[i].index)
     }
@@ -227,7 +247,7 @@ mod tests {
     fn rewrites_are_found_by_address_across_pieces() {
         let words = |list: &[(u32, u32)]| -> Vec<PieceWord> {
             list.iter()
-                .map(|&(at, index)| PieceWord { at, index })
+                .map(|&(at, index)| PieceWord::new(at, index))
                 .collect()
         };
         let rewrites = Rewrites::new([
@@ -257,5 +277,14 @@ mod tests {
             assert_eq!(rewrites.at(missing), None, "{missing}");
         }
         assert_eq!(Rewrites::default().at(8), None);
+    }
+
+    #[test]
+    fn a_piece_word_read_as_a_word_is_no_user_space_address() {
+        let word = PieceWord::new((PIECE / 8 - 1) as u32, u32::MAX);
+        // SAFETY: a `repr(C)` pair of u32s is 8 plain bytes.
+        let as_word: u64 = unsafe { std::mem::transmute(word) };
+        assert!(as_word >= 1 << 63, "{as_word:#x}");
+        assert_eq!(word.at(), (PIECE / 8 - 1) as u32);
     }
 }
