@@ -125,8 +125,8 @@ pub(crate) fn scan(
     let end = range.end & !7;
     let mut at = range.start.next_multiple_of(8);
     while at < end {
-        // SAFETY: the fault handler is installed and current (checked above): a load of the
-        // search that faults resumes at its fault exit; the search only reads.
+        // The fault handler is installed and current (checked above).
+        // SAFETY: a load of the search that faults resumes at its fault exit; it only reads.
         let stop = unsafe { rehydrate_find_word(at, end, target.start, target.len()) };
         if stop.offset != FAULTED {
             found(stop.at, stop.offset as u64);
@@ -163,10 +163,9 @@ fn handler_in_place() -> bool {
 /// Installs [`on_fault`] for both signals, remembering what it replaces.
 fn install() -> bool {
     SIGNALS.iter().zip(&PREVIOUS).all(|(&signal, previous)| {
-        // SAFETY: an all-zero sigaction is valid for both the query and the new action; the
-        // handler installed is async-signal-safe (see `on_fault`) and runs on the alternate
-        // stack where a thread has one (as Rust's stack-overflow handler, which it may forward
-        // to, expects).
+        // The handler runs on the alternate stack where a thread has one, as Rust's
+        // stack-overflow handler, which it may forward to, expects.
+        // SAFETY: all-zero sigactions are valid; the handler is async-signal-safe (`on_fault`).
         unsafe {
             let mut current: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(signal, std::ptr::null(), &mut current) != 0 {
@@ -208,21 +207,22 @@ extern "C" fn on_fault(
             if previous.sa_sigaction != libc::SIG_DFL && previous.sa_sigaction != libc::SIG_IGN =>
         {
             if previous.sa_flags & libc::SA_SIGINFO != 0 {
+                type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
                 // SAFETY: an SA_SIGINFO handler has this signature; it gets what the kernel gave.
-                let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                    unsafe { std::mem::transmute(previous.sa_sigaction) };
+                let handler: Handler = unsafe { std::mem::transmute(previous.sa_sigaction) };
                 handler(signal, info, context);
             } else {
+                type Handler = extern "C" fn(libc::c_int);
                 // SAFETY: a handler without SA_SIGINFO takes the signal number only.
-                let handler: extern "C" fn(libc::c_int) =
-                    unsafe { std::mem::transmute(previous.sa_sigaction) };
+                let handler: Handler = unsafe { std::mem::transmute(previous.sa_sigaction) };
                 handler(signal);
             }
         }
         _ => {
-            // SAFETY: an all-zero sigaction with SIG_DFL restores the default action; for a
-            // fault the instruction runs again and the process ends as without this handler;
-            // a signal sent by a process (si_code <= 0) is raised again (delivered on return).
+            // With the default action back, a fault's instruction runs again and the process
+            // ends as without this handler; a signal a process sent (si_code <= 0) is raised
+            // again, delivered on return.
+            // SAFETY: an all-zero sigaction with SIG_DFL is valid; `info` is the kernel's.
             unsafe {
                 let mut default: libc::sigaction = std::mem::zeroed();
                 default.sa_sigaction = libc::SIG_DFL;
@@ -285,9 +285,9 @@ mod tests {
         assert_eq!(seen, expected);
 
         // The middle page made unreadable, as another thread's munmap would: skipped, no crash.
+        let middle = memory.wrapping_add(words_per_page).cast();
         // SAFETY: the middle page of this test's own mapping.
-        let protected =
-            unsafe { libc::mprotect(memory.add(words_per_page).cast(), 4096, libc::PROT_NONE) };
+        let protected = unsafe { libc::mprotect(middle, 4096, libc::PROT_NONE) };
         assert_eq!(protected, 0);
         seen.clear();
         assert!(scan(&range, &target, |at, offset| seen
@@ -324,8 +324,8 @@ mod tests {
                     // Replaced in place, never unmapped (a hole could be taken by another
                     // test's mapping): no access, then fresh memory with one word planted.
                     for protection in [libc::PROT_NONE, libc::PROT_READ | libc::PROT_WRITE] {
-                        // SAFETY: replaces this test's own mapping (the scan below only reads
-                        // it, and survives its pages becoming unreadable).
+                        // The scan below only reads it, and survives its pages going away.
+                        // SAFETY: replaces this test's own mapping, at its own address.
                         let again = unsafe {
                             libc::mmap(
                                 memory as *mut libc::c_void,
