@@ -6,6 +6,11 @@
 //! place and the index of its target, in the list of the piece of memory it was found in
 //! ([`Rewrites`]): 8 bytes a word, written by the thread that found it. Words that do not resolve are few and are judged afterwards, in address
 //! order, by the plan (where they lie decides whether they refuse the reload).
+//!
+//! Locks: the mutex around [`Resolutions`] is the only lock of the runtime a scan thread takes.
+//! While holding it, resolving reads the builds' ELF indexes, may copy the old build's
+//! read-only data, and may ask the dynamic loader (`dladdr`, which takes the loader's own lock
+//! and nothing of the runtime's).
 
 use std::sync::Mutex;
 
