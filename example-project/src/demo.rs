@@ -151,6 +151,9 @@ pub fn run(ticks: usize) -> Result<(), Error> {
         vptrs.slots - vptrs.stale,
         vptrs.slots
     );
+    if let Some(why) = &report.old_image_kept_because {
+        println!("the old build is still mapped: {why}");
+    }
     let state_after = world.state_checksum()?;
     println!(
         "state kept: {} (checksum of every member of every object: {state_before:#018x} before, {state_after:#018x} after)",

@@ -256,6 +256,8 @@ pub struct ReloadReport {
     pub unload: Duration,
     /// `/proc/self/maps` no longer shows the old build.
     pub old_image_unmapped: bool,
+    /// When the old build is still mapped: why, as far as the runtime can tell.
+    pub old_image_kept_because: Option<String>,
     /// The old build's former range is reserved (no access), so a stale use faults there.
     pub old_range_reserved: bool,
     /// Scanning again after the unload: what still points into the old build's former range.
@@ -797,6 +799,10 @@ impl Reload<'_> {
         let unload_time = started.elapsed();
         drop(gate);
         let old_image_unmapped = crate::maps::mappings_of(&old_shadow).is_empty();
+        let old_image_kept_because = (!old_image_unmapped).then(|| why_still_mapped(&old_elf));
+        if let Some(why) = &old_image_kept_because {
+            tracing::warn!(path = %old_shadow.display(), "the old build is still mapped: {why}");
+        }
         let old_range_reserved = old_image_unmapped && crate::maps::is_reserved(&old_elf.range());
         let started = Instant::now();
         let audit = relocation::audit(&old_elf, &unresolved);
@@ -820,6 +826,7 @@ impl Reload<'_> {
             carry: carry_time,
             unload: unload_time,
             old_image_unmapped,
+            old_image_kept_because,
             old_range_reserved,
             audit,
             audit_time,
@@ -939,6 +946,28 @@ fn thread_error(blocked: Blocked, old: &Build, waited: Duration) -> Error {
             }
         }
     }
+}
+
+/// Why the old build `old` may still be mapped after its `dlclose`, for the report.
+fn why_still_mapped(old: &BuildImage) -> String {
+    let index = old.index();
+    if index.registers_thread_local_destructors() {
+        let names: Vec<String> = index
+            .thread_locals()
+            .iter()
+            .filter(|name| !name.starts_with("__tls_")) // the compiler's guard
+            .map(|name| crate::analysis::demangle(name))
+            .collect();
+        return format!(
+            "it has thread_local objects with destructors ({}): glibc keeps such a library \
+             loaded while a thread that constructed one of them lives (their values are not \
+             carried; the old build stays mapped until those threads exit)",
+            names.join(", ")
+        );
+    }
+    "another handle keeps it open (a dlopen of the shadow copy outside the runtime, or a \
+     library flagged NODELETE)"
+        .to_string()
 }
 
 /// The tracked object whose bytes hold `location`, with the field there (for messages) and

@@ -520,6 +520,43 @@ fn a_global_object_of_a_class_whose_layout_changed_starts_fresh() {
     assert_eq!(report.audit.stale, 0, "{report:#?}");
 }
 
+/// A thread_local object with a destructor, constructed on this thread: glibc keeps the old
+/// build loaded past its `dlclose` until the thread exits; the reload still re-points
+/// everything, and the report says why the old build is still mapped.
+#[test]
+fn a_thread_local_object_with_a_destructor_keeps_the_old_build_mapped_and_the_report_says_why() {
+    let compiler = integration_tests::gxx();
+    let build = |version| {
+        ModuleBuild {
+            fault: Some("FAULT_THREAD_LOCAL_STRING"),
+            ..ModuleBuild::of(&UNTRACKED, compiler.clone(), "-O2", version)
+        }
+        .build(&modules_dir())
+    };
+    let (v1, v2) = (build(1), build(2));
+    let mut runtime = Runtime::load(&v1).unwrap();
+    // SAFETY: the fixture exports `ut_make_world` with this signature.
+    let world = unsafe { (*runtime.symbol::<MakeFn>("ut_make_world").unwrap())() };
+    touch_state(&runtime, world); // constructs the thread_local string on this thread
+    let report = runtime.reload(&v2).unwrap().rehydrate_all().unwrap();
+    assert!(
+        !report.old_image_unmapped,
+        "glibc keeps the old build loaded"
+    );
+    let why = report
+        .old_image_kept_because
+        .as_deref()
+        .unwrap_or_else(|| panic!("no reason given: {report:#?}"));
+    assert!(
+        why.contains("thread_local") && why.contains("ut::per_thread_name"),
+        "{why}"
+    );
+    assert_eq!(report.audit.stale, 0, "{report:#?}");
+    assert_eq!(play(&runtime, world), expected(2));
+    // SAFETY: the fixture exports `ut_destroy_world`; the world was made by the module.
+    unsafe { (*runtime.symbol::<DestroyFn>("ut_destroy_world").unwrap())(world) };
+}
+
 #[test]
 fn a_pointer_into_the_middle_of_a_function_refuses_the_reload() {
     // Any v2 would do: the word points inside old code, which nothing can map.

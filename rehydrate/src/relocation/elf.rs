@@ -100,6 +100,10 @@ pub(crate) struct ElfIndex {
     /// The mangled names of the `thread_local` variables the build defines (their symbols'
     /// values are offsets in each thread's block, so they are not in `symbols`).
     thread_locals: Vec<Arc<str>>,
+    /// Whether the build registers destructors of `thread_local` objects (it imports
+    /// `__cxa_thread_atexit`): glibc keeps such a library loaded, past `dlclose`, while a
+    /// thread that constructed one of them lives.
+    registers_thread_local_destructors: bool,
     /// Each symbol's start, in the same order: what [`ElfIndex::symbol_at`] searches (dense,
     /// so a search touches few cache lines).
     starts: Vec<u64>,
@@ -201,13 +205,20 @@ impl ElfIndex {
 
         let mut symbols = Vec::new();
         let mut thread_locals: Vec<Arc<str>> = Vec::new();
+        let mut registers_thread_local_destructors = false;
         let mut file_name: Arc<str> = Arc::from("");
         for symbol in file.symbols().chain(file.dynamic_symbols()) {
             if symbol.kind() == SymbolKind::File {
                 file_name = Arc::from(symbol.name().unwrap_or(""));
                 continue;
             }
-            if symbol.is_undefined() || symbol.section_index().is_none() {
+            if symbol.is_undefined() {
+                let name = symbol.name().unwrap_or("");
+                registers_thread_local_destructors |=
+                    name == "__cxa_thread_atexit" || name == "__cxa_thread_atexit_impl";
+                continue;
+            }
+            if symbol.section_index().is_none() {
                 continue;
             }
             let Ok(name) = symbol.name() else { continue };
@@ -264,6 +275,7 @@ impl ElfIndex {
             sections,
             symbols,
             thread_locals,
+            registers_thread_local_destructors,
             starts,
             symbols_below_page,
             by_key,
@@ -327,6 +339,11 @@ impl ElfIndex {
     /// Every allocated section, by address.
     pub fn sections(&self) -> &[Section] {
         &self.sections
+    }
+
+    /// Whether the build registers destructors of `thread_local` objects (see the field).
+    pub fn registers_thread_local_destructors(&self) -> bool {
+        self.registers_thread_local_destructors
     }
 
     /// The `thread_local` variables the build defines (mangled names).

@@ -698,7 +698,10 @@ impl Relocation {
 /// relocation reported as unresolved (`unresolved`, sorted offsets) are counted apart.
 pub(crate) fn audit(old: &BuildImage, unresolved: &[u64]) -> Audit {
     let mut audit = Audit::default();
-    let regions = writable_regions(&[crate::threads::slots_range()]);
+    // The old build's own range: reserved with no access once unloaded, or still the old build
+    // when something keeps it loaded (its data pointing into itself is not a reference of the
+    // process's into it).
+    let regions = writable_regions(&[old.range(), crate::threads::slots_range()]);
     let found = scan_regions(&regions, &old.range(), scan_threads());
     let regions = &regions;
     for (region, word) in found
