@@ -115,10 +115,7 @@ impl Tally {
         word: Found,
     ) {
         if let Some(thread) = stack_of {
-            match self.stack_words.iter_mut().find(|(t, _)| *t == thread) {
-                Some((_, count)) => *count += 1,
-                None => self.stack_words.push((thread, 1)),
-            }
+            self.count_stack_words(thread, 1);
             return;
         }
         let slot = &mut self.recent[(word.offset as usize >> 3) % RECENT];
@@ -146,10 +143,15 @@ impl Tally {
         self.counts.data += other.counts.data;
         self.counts.read_only_data += other.counts.read_only_data;
         for &(thread, words) in &other.stack_words {
-            match self.stack_words.iter_mut().find(|(t, _)| *t == thread) {
-                Some((_, count)) => *count += words,
-                None => self.stack_words.push((thread, words)),
-            }
+            self.count_stack_words(thread, words);
+        }
+    }
+
+    /// Counts `words` more found on the stack of `thread`.
+    fn count_stack_words(&mut self, thread: u32, words: usize) {
+        match self.stack_words.iter_mut().find(|(t, _)| *t == thread) {
+            Some((_, count)) => *count += words,
+            None => self.stack_words.push((thread, words)),
         }
     }
 }
