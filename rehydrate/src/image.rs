@@ -88,7 +88,11 @@ impl Writes {
             Observed::Constant(byte) => byte,
             _ => unreachable!("implicit bytes are constant"),
         };
-        let mut writes = Writes::default();
+        let words = runs.iter().map(|run| run.len() / 8).sum();
+        let mut writes = Writes {
+            words: Vec::with_capacity(words),
+            bytes: Vec::new(),
+        };
         for run in runs {
             let mut at = run.start;
             while at + 8 <= run.end {
@@ -247,7 +251,8 @@ pub(crate) fn classify(
             .map(|&where_| byte_class(where_, Observed::Untouched)),
     );
     // most bytes are fields or padding: the others are found, then looked at one by one
-    let mut implicit_runs: Vec<Range<usize>> = Vec::new();
+    // a run per vptr slot, usually
+    let mut implicit_runs: Vec<Range<usize>> = Vec::with_capacity(class.vptr_offsets.len());
     let mut outside_slots: Vec<Range<usize>> = Vec::new();
     let mut anomalous = Vec::new();
     let mut byte = 0;

@@ -13,7 +13,7 @@
 //! Any disagreement names the class, the offset and what each source said, and makes that
 //! class refuse to reload ([`ImageFailure::Disagreement`]).
 
-use crate::analysis::{self, Analysis, ImplicitWord, Process};
+use crate::analysis::{Analyser, Analysis, ImplicitWord, Process};
 use crate::image::{ClassImage, ImageFailure};
 use crate::module::{LoadedModule, ModuleClass};
 use crate::probe::{check_base_offsets_with, probe};
@@ -64,19 +64,21 @@ pub(crate) fn images_of(
     policy: ProbePolicy,
 ) -> (Vec<Result<ClassImage, ImageFailure>>, Vec<ClassInspection>) {
     let process = Process::snapshot(elf);
+    let mut analyser = Analyser::new(&process);
     module
         .classes
         .iter()
-        .map(|class| image_of(class, &process, policy))
+        .map(|class| image_of(class, &mut analyser, &process, policy))
         .unzip()
 }
 
-fn image_of(
-    class: &ModuleClass,
+fn image_of<'p>(
+    class: &'p ModuleClass,
+    analyser: &mut Analyser<'p>,
     process: &Process<'_>,
     policy: ProbePolicy,
 ) -> (Result<ClassImage, ImageFailure>, ClassInspection) {
-    let analysis = analysis::analyse(class, process);
+    let analysis = analyser.analyse(class);
     let analysed = match &analysis {
         Analysis::Found(reading) => Some(&reading.image),
         Analysis::GaveUp { .. } => None,

@@ -1215,7 +1215,7 @@ fn patch_stopped(objects: &[usize], image: &ClassImage) {
 #[doc(hidden)]
 pub mod measure {
     use super::Runtime;
-    use crate::analysis::{self, Analysis, ConstructorReading, Process};
+    use crate::analysis::{Analyser, Analysis, ConstructorReading, Process};
 
     /// The analyses of every class of a build that gave an image.
     pub struct Readings(Vec<ConstructorReading>);
@@ -1237,11 +1237,12 @@ pub mod measure {
     pub fn analyse_every_class(runtime: &Runtime) -> usize {
         let build = runtime.shared.read();
         let process = Process::snapshot(&build.elf);
+        let mut analyser = Analyser::new(&process);
         build
             .module
             .classes
             .iter()
-            .filter(|class| matches!(analysis::analyse(class, &process), Analysis::Found(_)))
+            .filter(|class| matches!(analyser.analyse(class), Analysis::Found(_)))
             .count()
     }
 
@@ -1250,11 +1251,12 @@ pub mod measure {
     pub fn readings(runtime: &Runtime) -> Readings {
         let build = runtime.shared.read();
         let process = Process::snapshot(&build.elf);
+        let mut analyser = Analyser::new(&process);
         let readings = build
             .module
             .classes
             .iter()
-            .filter_map(|class| match analysis::analyse(class, &process) {
+            .filter_map(|class| match analyser.analyse(class) {
                 Analysis::Found(reading) => Some(*reading),
                 Analysis::GaveUp { .. } => None,
             })

@@ -128,11 +128,13 @@ fn constructor_kind(rest: &str) -> Option<(bool, &'static str)> {
 /// The functions to analyse for `class`, best first: complete-object constructors (the
 /// default one first), base-object constructors when the class has no virtual base (they
 /// then do the same), and the module's construct thunk.
+/// They replace what `candidates` held.
 pub(crate) fn candidates<'a>(
     class: &'a ModuleClass,
     process: &'a Process<'_>,
-) -> Vec<Candidate<'a>> {
-    let mut candidates: Vec<Candidate<'a>> = Vec::new();
+    candidates: &mut Vec<Candidate<'a>>,
+) {
+    candidates.clear();
     if let (Some(build), Some(key)) = (process.build(), class_key(&class.type_id_name)) {
         let base = build.base() as u64;
         let index = build.index();
@@ -175,7 +177,6 @@ pub(crate) fn candidates<'a>(
             rank: 4,
         });
     }
-    candidates
 }
 
 /// A constructor for people: `game::Robot::Robot(int) (complete-object constructor)`, or

@@ -68,14 +68,23 @@ fn never_returns(name: &str) -> bool {
 /// What one analysis did besides its result.
 #[derive(Debug, Default)]
 pub(crate) struct Trace {
-    /// The functions it interpreted, in the order first entered (mangled names).
-    pub followed: Vec<Arc<str>>,
+    /// The function it started in, then the others it interpreted, in the order first
+    /// entered (most analyses interpret one function: it is kept apart, not allocated).
+    pub entry: Option<Followed>,
+    pub followed: Vec<Followed>,
     /// Calls it did not follow (mangled name, or address) with why: outside the build, too
     /// deep, or its own analysis gave up in a function that is not a constructor.
     pub not_followed: Vec<(String, String)>,
     pub steps: usize,
-    /// The start and end of each function it interpreted whose size is known (complemented).
-    pub entered: Vec<(Word, Word)>,
+}
+
+/// A function an analysis interpreted.
+#[derive(Debug, Clone)]
+pub(crate) struct Followed {
+    /// Its mangled name (or address).
+    pub name: Arc<str>,
+    /// Its start and end, when its size is known (complemented).
+    pub bounds: Option<(Word, Word)>,
 }
 
 /// One analysis: the budget, the path so far, and the instructions' semantics.
@@ -89,6 +98,49 @@ pub(crate) struct Explorer<'p> {
     /// The step count the function being run may reach ([`HELPER_STEPS`] past a helper's
     /// entry).
     limit: usize,
+    /// Decodes the code section last read, moved to each path's start (made once, not per
+    /// path: a decoder is a few hundred bytes to set up).
+    pub decoder: Option<Box<SectionDecoder<'p>>>,
+}
+
+/// A decoder over one whole code section.
+pub(crate) struct SectionDecoder<'p> {
+    start: u64,
+    end: u64,
+    decoder: Decoder<'p>,
+}
+
+impl<'p> SectionDecoder<'p> {
+    /// A decoder of the code section holding `ip`, at `ip`.
+    fn at(process: &'p Process<'p>, ip: u64) -> Result<SectionDecoder<'p>, GiveUp> {
+        let (start, code) = process
+            .code_section(ip)
+            .ok_or_else(|| GiveUp::at(ip, "execution reaches memory that is not code"))?;
+        let mut decoder = Decoder::with_ip(64, code, start, DecoderOptions::NONE);
+        let end = start + code.len() as u64;
+        decoder.set_ip(ip);
+        decoder
+            .set_position((ip - start) as usize)
+            .expect("ip lies in the section");
+        Ok(SectionDecoder {
+            start,
+            end,
+            decoder,
+        })
+    }
+
+    /// Moves to `ip`, in this section or another.
+    fn seek(&mut self, process: &'p Process<'p>, ip: u64) -> Result<(), GiveUp> {
+        if !(self.start..self.end).contains(&ip) {
+            *self = SectionDecoder::at(process, ip)?;
+            return Ok(());
+        }
+        self.decoder.set_ip(ip);
+        self.decoder
+            .set_position((ip - self.start) as usize)
+            .expect("ip lies in the section");
+        Ok(())
+    }
 }
 
 impl<'p> Explorer<'p> {
@@ -100,6 +152,7 @@ impl<'p> Explorer<'p> {
             trace: Trace::default(),
             constructors: FxHashMap::default(),
             limit: MAX_STEPS,
+            decoder: None,
         }
     }
 
@@ -111,26 +164,38 @@ impl<'p> Explorer<'p> {
         let name = function
             .as_ref()
             .map_or_else(|| Arc::from(format!("{entry:#x}")), Place::shared_name);
-        if !self.trace.followed.contains(&name) {
-            self.trace.followed.push(name);
-            if let Some(end) = function.as_ref().and_then(|f| f.end) {
-                self.trace.entered.push((Word::new(entry), Word::new(end)));
+        let known = |f: &Followed| f.name == name;
+        if !self
+            .trace
+            .entry
+            .iter()
+            .chain(&self.trace.followed)
+            .any(known)
+        {
+            let bounds = function.as_ref().and_then(|f| f.end);
+            let followed = Followed {
+                name,
+                bounds: bounds.map(|end| (Word::new(entry), Word::new(end))),
+            };
+            match self.trace.entry {
+                None => self.trace.entry = Some(followed),
+                Some(_) => self.trace.followed.push(followed),
             }
         }
         // addresses kept in the heap are complemented (see `value`)
         // the entry's path, then the branches queued (most functions have none: no allocation)
-        let mut first = Some((Word::new(entry), state));
         let mut work = Vec::new();
         let mut seen: FxHashMap<Word, Vec<State>> = FxHashMap::default();
         let mut joined: FxHashMap<Word, State> = FxHashMap::default();
         let mut exit: Option<State> = None;
-        while let Some((start, mut state)) = first.take().or_else(|| work.pop()) {
-            let mut ip = start.get();
-            let mut decoder = self.decoder(ip)?;
+        let mut decoder = self.take_decoder(entry)?;
+        let (mut ip, mut state) = (entry, state);
+        loop {
+            decoder.seek(self.process, ip)?;
             let mut ins = Instruction::default();
             loop {
                 self.tick(ip)?;
-                decoder.decode_out(&mut ins);
+                decoder.decoder.decode_out(&mut ins);
                 if ins.is_invalid() {
                     return Err(GiveUp::at(ip, "bytes it cannot decode"));
                 }
@@ -145,7 +210,7 @@ impl<'p> Explorer<'p> {
                             break;
                         }
                         ip = target;
-                        decoder = self.decoder(ip)?;
+                        decoder.seek(self.process, ip)?;
                     }
                     Flow::JumpTo(target) => {
                         let Some(target) = target.as_const() else {
@@ -163,7 +228,7 @@ impl<'p> Explorer<'p> {
                             break;
                         }
                         ip = target;
-                        decoder = self.decoder(ip)?;
+                        decoder.seek(self.process, ip)?;
                     }
                     Flow::Either { taken, not_taken } => {
                         enqueue(&mut work, &mut seen, &mut joined, taken, state.clone());
@@ -179,7 +244,7 @@ impl<'p> Explorer<'p> {
                             Some(returned) if !falls_off => {
                                 state = returned;
                                 ip = next;
-                                decoder = self.decoder(ip)?;
+                                decoder.seek(self.process, ip)?;
                             }
                             _ => break, // a call that does not return
                         }
@@ -198,16 +263,23 @@ impl<'p> Explorer<'p> {
                     Flow::Stop => break,
                 }
             }
+            let Some((start, queued)) = work.pop() else {
+                break;
+            };
+            (ip, state) = (start.get(), queued);
         }
+        // for the next function run (a callee's own was made while this one held this one)
+        self.decoder.get_or_insert(decoder);
         Ok(exit)
     }
 
-    fn decoder(&self, ip: u64) -> Result<Decoder<'p>, GiveUp> {
-        let code = self
-            .process
-            .code(ip)
-            .ok_or_else(|| GiveUp::at(ip, "execution reaches memory that is not code"))?;
-        Ok(Decoder::with_ip(64, code, ip, DecoderOptions::NONE))
+    /// The decoder of the section holding `ip`: the one kept from a previous run, or a new
+    /// one.
+    fn take_decoder(&mut self, ip: u64) -> Result<Box<SectionDecoder<'p>>, GiveUp> {
+        match self.decoder.take() {
+            Some(decoder) => Ok(decoder),
+            None => SectionDecoder::at(self.process, ip).map(Box::new),
+        }
     }
 
     fn tick(&mut self, ip: u64) -> Result<(), GiveUp> {

@@ -127,15 +127,14 @@ pub struct ConstructorReading {
     /// The address-valued words it leaves in the object outside fields (the vptrs), by
     /// offset: what the image copies at a reload.
     pub words: Vec<ImplicitWord>,
-    /// The functions interpreted, in the order first entered (mangled names, or addresses).
-    pub followed: Vec<Arc<str>>,
+    /// The functions interpreted, in the order first entered: see [`Self::followed`].
+    entry: Option<explore::Followed>,
+    followed: Vec<explore::Followed>,
     /// Calls not followed: the function (mangled, or an address) and why.
     pub not_followed: Vec<(String, String)>,
     /// Instructions executed, over every path.
     pub steps: usize,
     pub(crate) image: ClassImage,
-    /// The functions interpreted whose bounds are known (start, end; complemented).
-    entered: Vec<(value::Word, value::Word)>,
 }
 
 impl ConstructorReading {
@@ -145,11 +144,20 @@ impl ConstructorReading {
         constructors::describe(&self.constructor.0, self.constructor.1)
     }
 
+    /// The functions interpreted, in the order first entered (mangled names, or addresses).
+    pub fn followed(&self) -> impl Iterator<Item = &str> {
+        self.all_followed().map(|f| f.name.as_ref())
+    }
+
+    fn all_followed(&self) -> impl Iterator<Item = &explore::Followed> {
+        self.entry.iter().chain(&self.followed)
+    }
+
     /// Decodes, with iced-x86 alone, every function this analysis interpreted, once each from
     /// start to end: the baseline of the analysis benchmark. Returns the instructions decoded.
     pub(crate) fn decode_entered(&self, process: &Process<'_>) -> usize {
         let mut decoded = 0;
-        for &(start, end) in &self.entered {
+        for &(start, end) in self.all_followed().filter_map(|f| f.bounds.as_ref()) {
             let (start, end) = (start.get(), end.get());
             let Some(code) = process.code(start) else {
                 continue;
@@ -180,46 +188,98 @@ pub enum Analysis {
     },
 }
 
-/// Analyses `class`'s constructors in the build `process` views, best candidate first, until
-/// one gives an image.
-pub(crate) fn analyse(class: &ModuleClass, process: &Process<'_>) -> Analysis {
-    let candidates = constructors::candidates(class, process);
-    if candidates.is_empty() {
-        return Analysis::GaveUp {
-            reason: format!(
-                "the build has no constructor of {} (inlined everywhere) and the class has no usable default constructor",
-                class.name
-            ),
-            tried: Vec::new(),
-        };
-    }
-    let mut failures = Vec::new();
-    for candidate in &candidates {
-        match analyse_one(class, process, candidate) {
-            Ok(reading) => return Analysis::Found(Box::new(reading)),
-            Err(reason) => failures.push(format!("{}: {reason}", candidate.description())),
+/// Analyses the classes of one build one after another, keeping what every analysis sets up
+/// (a decoder of the build's code, a buffer of the object's bytes) from one to the next.
+pub(crate) struct Analyser<'p> {
+    process: &'p Process<'p>,
+    decoder: Option<Box<explore::SectionDecoder<'p>>>,
+    observed: Vec<Observed>,
+    spare: state::Spare,
+    candidates: Vec<constructors::Candidate<'p>>,
+}
+
+impl<'p> Analyser<'p> {
+    /// An analyser of the build `process` views.
+    pub fn new(process: &'p Process<'p>) -> Analyser<'p> {
+        Analyser {
+            process,
+            decoder: None,
+            observed: Vec::new(),
+            spare: state::Spare::default(),
+            candidates: Vec::new(),
         }
     }
-    Analysis::GaveUp {
-        reason: failures.join("; "),
-        tried: candidates.iter().map(|c| c.description()).collect(),
+
+    /// Analyses `class`'s constructors, best candidate first, until one gives an image.
+    pub fn analyse(&mut self, class: &'p ModuleClass) -> Analysis {
+        let mut candidates = std::mem::take(&mut self.candidates);
+        constructors::candidates(class, self.process, &mut candidates);
+        let analysis = self.analyse_candidates(class, &candidates);
+        self.candidates = candidates;
+        analysis
+    }
+
+    fn analyse_candidates(
+        &mut self,
+        class: &ModuleClass,
+        candidates: &[constructors::Candidate],
+    ) -> Analysis {
+        if candidates.is_empty() {
+            return Analysis::GaveUp {
+                reason: format!(
+                    "the build has no constructor of {} (inlined everywhere) and the class has no usable default constructor",
+                    class.name
+                ),
+                tried: Vec::new(),
+            };
+        }
+        let mut failures = Vec::new();
+        for candidate in candidates {
+            match self.analyse_one(class, candidate) {
+                Ok(reading) => return Analysis::Found(Box::new(reading)),
+                Err(reason) => failures.push(format!("{}: {reason}", candidate.description())),
+            }
+        }
+        Analysis::GaveUp {
+            reason: failures.join("; "),
+            tried: candidates.iter().map(|c| c.description()).collect(),
+        }
+    }
+
+    fn analyse_one(
+        &mut self,
+        class: &ModuleClass,
+        candidate: &constructors::Candidate,
+    ) -> Result<ConstructorReading, String> {
+        let process = self.process;
+        let mut explorer = explore::Explorer::new(process, class.size as u64);
+        explorer.decoder = self.decoder.take();
+        let entry = State::at_constructor_entry_in(std::mem::take(&mut self.spare));
+        let outcome = explorer.run(candidate.address(), entry, 0);
+        self.decoder = explorer.decoder.take();
+        let trace = std::mem::take(&mut explorer.trace);
+        let exit = match outcome {
+            Ok(Some(exit)) => exit,
+            Ok(None) => return Err("no path returns (every one throws or stops)".into()),
+            Err(give_up) => return Err(give_up.reason(process)),
+        };
+        let reading = observe(&exit.object, class.size, &mut self.observed)
+            .and_then(|observed| read_words(class, process, candidate, &exit, observed, trace));
+        self.spare = exit.into_spare();
+        reading
     }
 }
 
-fn analyse_one(
-    class: &ModuleClass,
-    process: &Process<'_>,
-    candidate: &constructors::Candidate,
-) -> Result<ConstructorReading, String> {
-    let mut explorer = explore::Explorer::new(process, class.size as u64);
-    let outcome = explorer.run(candidate.address(), State::at_constructor_entry(), 0);
-    let trace = std::mem::take(&mut explorer.trace);
-    let exit = outcome
-        .map_err(|give_up| give_up.reason(process))?
-        .ok_or("no path returns (every one throws or stops)")?;
-    let size = class.size;
-    let mut observed = vec![Observed::Untouched; size];
-    for (offset, cell) in exit.object.cells() {
+/// What the constructor left in each byte of the object (`observed` is reused: its contents
+/// are replaced).
+fn observe<'o>(
+    object: &state::Memory,
+    size: usize,
+    observed: &'o mut Vec<Observed>,
+) -> Result<&'o [Observed], String> {
+    observed.clear();
+    observed.resize(size, Observed::Untouched);
+    for (offset, cell) in object.cells() {
         let end = offset + i64::from(cell.bytes);
         if offset < 0 || end as usize > size {
             return Err(format!(
@@ -237,6 +297,19 @@ fn analyse_one(
             None => bytes.fill(Observed::Varying),
         }
     }
+    Ok(observed)
+}
+
+/// The reading of a constructor that returned with `exit`: the words it leaves in the
+/// object, its image.
+fn read_words(
+    class: &ModuleClass,
+    process: &Process<'_>,
+    candidate: &constructors::Candidate,
+    exit: &State,
+    observed: &[Observed],
+    trace: explore::Trace,
+) -> Result<ConstructorReading, String> {
     // who wrote an unknown value at a byte, to name them
     let writer_of = |byte: usize| {
         exit.object
@@ -267,13 +340,13 @@ fn analyse_one(
             word => {
                 let writer = writer_of(slot);
                 return Err(vptr_slot_failure(
-                    process, slot, word, &observed, writer, &trace,
+                    process, slot, word, observed, writer, &trace,
                 ));
             }
         }
     }
 
-    let image = classify(class, &observed).map_err(|failure| match failure {
+    let image = classify(class, observed).map_err(|failure| match failure {
         ImageFailure::Anomalous(offsets) => format!(
             "bytes {offsets:?}, outside every field, hold values it cannot determine ({})",
             describe_writer(process, writer_of(offsets[0]))
@@ -295,11 +368,11 @@ fn analyse_one(
     Ok(ConstructorReading {
         constructor: (Arc::clone(candidate.name), candidate.label),
         words,
+        entry: trace.entry,
         followed: trace.followed,
         not_followed: trace.not_followed,
         steps: trace.steps,
         image,
-        entered: trace.entered,
     })
 }
 

@@ -147,15 +147,21 @@ impl<'b> Process<'b> {
 
     /// The machine code from `ip` to the end of its code section.
     pub fn code(&self, ip: u64) -> Option<&[u8]> {
+        let (start, section) = self.code_section(ip)?;
+        Some(&section[(ip - start) as usize..])
+    }
+
+    /// The code section holding `ip`: its start address and its machine code.
+    pub fn code_section(&self, ip: u64) -> Option<(u64, &[u8])> {
         let (range, access) = self.region(ip)?;
         if access != Access::Code {
             return None;
         }
-        let length = (range.end - ip) as usize;
+        let length = (range.end - range.start) as usize;
         // The build stays mapped while this view of it lives (the caller's contract).
-        // SAFETY: `ip..range.end` lies in a code section of that loaded build.
-        let code = unsafe { std::slice::from_raw_parts(ip as *const u8, length) };
-        Some(code)
+        // SAFETY: `range` is a code section of that loaded build.
+        let code = unsafe { std::slice::from_raw_parts(range.start as *const u8, length) };
+        Some((range.start, code))
     }
 
     /// The `bytes`-wide (at most 8) constant at `address`: only in the build's constant

@@ -266,6 +266,7 @@ impl<'p> Semantics<'p> {
         })
     }
 
+    #[inline(always)]
     fn arithmetic(
         &self,
         state: &mut State,
@@ -285,6 +286,7 @@ impl<'p> Semantics<'p> {
         Ok(())
     }
 
+    #[inline(always)]
     fn logic(&self, state: &mut State, ins: &Instruction, writer: Writer) -> Result<(), GiveUp> {
         let bytes = self.operand_bytes(ins, 0);
         let same_register = ins.op_kind(0) == OpKind::Register
@@ -763,6 +765,7 @@ impl<'p> Semantics<'p> {
         }
     }
 
+    #[inline(always)]
     fn operand_bytes(&self, ins: &Instruction, op: u32) -> u32 {
         match ins.op_kind(op) {
             OpKind::Register => ins.op_register(op).size() as u32,
@@ -772,6 +775,7 @@ impl<'p> Semantics<'p> {
     }
 
     /// The effective address of `ins`'s memory operand.
+    #[inline(always)]
     pub fn address(&self, state: &State, ins: &Instruction) -> Value {
         if matches!(ins.memory_segment(), Register::FS | Register::GS) {
             return Value::Unknown;
@@ -783,14 +787,19 @@ impl<'p> Semantics<'p> {
             Register::None => Value::constant(0),
             register => read_register(state, register),
         };
-        let index = match ins.memory_index() {
-            Register::None => Value::constant(0),
-            register => read_register(state, register).scale(u64::from(ins.memory_index_scale())),
-        };
-        base.add(index).offset(ins.memory_displacement64() as i64)
+        let displacement = ins.memory_displacement64() as i64;
+        match ins.memory_index() {
+            Register::None => base.offset(displacement),
+            register => {
+                let scale = u64::from(ins.memory_index_scale());
+                let index = read_register(state, register).scale(scale);
+                base.add(index).offset(displacement)
+            }
+        }
     }
 
     /// The value of operand `op` (register, immediate or memory), at most 8 bytes.
+    #[inline(always)]
     fn read(&self, state: &State, ins: &Instruction, op: u32) -> Value {
         match ins.op_kind(op) {
             OpKind::Register => {
@@ -821,6 +830,7 @@ impl<'p> Semantics<'p> {
     }
 
     /// Writes `value` to operand `op` (a general-purpose register or memory).
+    #[inline(always)]
     fn write(
         &self,
         state: &mut State,
@@ -845,6 +855,7 @@ impl<'p> Semantics<'p> {
 
     /// A load: from the object or the stack as tracked, from read-only memory of loaded
     /// objects as it is; anything else is unknown.
+    #[inline(always)]
     pub fn load(&self, state: &State, address: Value, bytes: u32) -> Value {
         match address {
             Value::This(k) => state.object.load(k, bytes),
@@ -860,6 +871,7 @@ impl<'p> Semantics<'p> {
     /// A store: into the object or the stack as tracked; into fresh allocations and globals
     /// it does not matter. A vtable address stored through a pointer it cannot follow might
     /// be a vptr of the object: the analysis gives up rather than guess.
+    #[inline(always)]
     pub fn store(
         &self,
         state: &mut State,
@@ -921,6 +933,7 @@ fn vector_index(register: Register) -> usize {
 }
 
 /// A general-purpose register's value, as wide as the register.
+#[inline(always)]
 pub(crate) fn read_register(state: &State, register: Register) -> Value {
     if !register.is_gpr() {
         return Value::Unknown;
@@ -934,6 +947,7 @@ pub(crate) fn read_register(state: &State, register: Register) -> Value {
 
 /// Writes a general-purpose register: 32-bit writes zero the upper half, 8- and 16-bit
 /// writes merge into the old value.
+#[inline(always)]
 pub(crate) fn write_register(state: &mut State, register: Register, value: Value) {
     if !register.is_gpr() {
         return;

@@ -58,6 +58,27 @@ impl Memory {
             return; // not a place a constructor's object or frame can be
         }
         let end = at + i64::from(bytes);
+        let new = (at, cell_with(bytes, value, writer));
+        // the common cases first: past every cell (a frame's pushes, a constructor's
+        // stores in order), or over exactly one cell of the same width
+        match self.cells.last() {
+            None => {
+                self.cells.reserve(CELLS_AT_FIRST); // one allocation, not a growth per store
+                self.cells.push(new);
+                return;
+            }
+            Some(&(start, cell)) if start + i64::from(cell.bytes) <= at => {
+                self.cells.push(new);
+                return;
+            }
+            _ => {}
+        }
+        if let Ok(index) = self.cells.binary_search_by_key(&at, |&(start, _)| start) {
+            if self.cells[index].1.bytes == bytes {
+                self.cells[index] = new;
+                return;
+            }
+        }
         // cells are at most 8 bytes: only those starting in at-7..end can overlap, and of
         // those, the ones from the first that ends past `at`
         let mut first = self.first_from(at - 7);
@@ -68,11 +89,7 @@ impl Memory {
             first += 1;
         }
         let last = self.first_from(end);
-        let new = (at, cell_with(bytes, value, writer));
         if first == last {
-            if self.cells.capacity() == 0 {
-                self.cells.reserve(CELLS_AT_FIRST); // one allocation, not a growth per store
-            }
             self.cells.insert(first, new);
             return;
         }
@@ -299,10 +316,23 @@ pub(crate) const RDI: usize = 7;
 /// The registers a call may change (System V).
 pub(crate) const CALLER_SAVED: [usize; 9] = [0, 1, 2, 6, 7, 8, 9, 10, 11];
 
+/// The memories' buffers of a state no longer needed, emptied, for the next analysis's.
+#[derive(Debug, Default)]
+pub(crate) struct Spare {
+    object: Vec<(i64, Cell)>,
+    stack: Vec<(i64, Cell)>,
+}
+
 impl State {
     /// The state at the entry of a constructor: `this` in `rdi`, the return address on the
     /// stack, everything else unknown.
+    #[cfg(test)]
     pub fn at_constructor_entry() -> State {
+        State::at_constructor_entry_in(Spare::default())
+    }
+
+    /// [`State::at_constructor_entry`], its memories in `spare`'s buffers.
+    pub fn at_constructor_entry_in(spare: Spare) -> State {
         let mut gpr = [Value::Unknown; 16];
         gpr[RDI] = Value::This(0);
         gpr[RSP] = Value::Stack(0);
@@ -310,9 +340,19 @@ impl State {
             gpr,
             vector: VectorFile::default(),
             flags: Flags::Unknown,
-            object: Memory::default(),
-            stack: Memory::default(),
+            object: Memory {
+                cells: spare.object,
+            },
+            stack: Memory { cells: spare.stack },
         }
+    }
+
+    /// Its memories' buffers, emptied.
+    pub fn into_spare(self) -> Spare {
+        let (mut object, mut stack) = (self.object.cells, self.stack.cells);
+        object.clear();
+        stack.clear();
+        Spare { object, stack }
     }
 
     /// What a call to a function the analyser does not follow leaves: the caller-saved

@@ -234,7 +234,7 @@ impl ClassJson {
             Analysis::Found(reading) => AnalysisJson::Found {
                 constructor: reading.describe_constructor(),
                 words: words(&reading.words),
-                followed: reading.followed.iter().map(|f| demangle(f)).collect(),
+                followed: reading.followed().map(demangle).collect(),
                 not_followed: not_followed(reading),
                 steps: reading.steps,
             },
