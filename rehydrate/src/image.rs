@@ -43,7 +43,6 @@ pub(crate) enum Observed {
 #[derive(Debug, Clone)]
 pub struct ClassImage {
     byte_map: Vec<ByteClass>,
-    implicit_runs: Vec<Range<usize>>,
     pub(crate) writes: Writes,
     /// Implicit bytes outside the table's vptr slots and fields, as runs.
     outside_slots: Vec<Range<usize>>,
@@ -56,8 +55,8 @@ impl ClassImage {
     }
 
     /// The implicit bytes (copied at every reload) as ascending, merged ranges.
-    pub fn implicit_runs(&self) -> &[Range<usize>] {
-        &self.implicit_runs
+    pub fn implicit_runs(&self) -> Vec<Range<usize>> {
+        runs_of(&self.byte_map, ByteClass::Implicit).collect()
     }
 
     /// Where the observation and the table differ in ways that need no refusal (implicit
@@ -83,26 +82,19 @@ pub(crate) struct Writes {
 }
 
 impl Writes {
-    fn from_runs(runs: &[Range<usize>], observed: &[Observed]) -> Writes {
+    /// Adds the writes of the implicit bytes `run`, whose values `observed` holds.
+    fn add_run(&mut self, run: Range<usize>, observed: &[Observed]) {
         let value = |at: usize| match observed[at] {
             Observed::Constant(byte) => byte,
             _ => unreachable!("implicit bytes are constant"),
         };
-        let words = runs.iter().map(|run| run.len() / 8).sum();
-        let mut writes = Writes {
-            words: Vec::with_capacity(words),
-            bytes: Vec::new(),
-        };
-        for run in runs {
-            let mut at = run.start;
-            while at + 8 <= run.end {
-                let word: [u8; 8] = std::array::from_fn(|k| value(at + k));
-                writes.words.push((at, !u64::from_ne_bytes(word)));
-                at += 8;
-            }
-            writes.bytes.extend((at..run.end).map(|b| (b, value(b))));
+        let mut at = run.start;
+        while at + 8 <= run.end {
+            let word: [u8; 8] = std::array::from_fn(|k| value(at + k));
+            self.words.push((at, !u64::from_ne_bytes(word)));
+            at += 8;
         }
-        writes
+        self.bytes.extend((at..run.end).map(|b| (b, value(b))));
     }
 
     /// The value of the whole word at `offset`, when these writes hold one there.
@@ -250,36 +242,37 @@ pub(crate) fn classify(
             .iter()
             .map(|&where_| byte_class(where_, Observed::Untouched)),
     );
-    // most bytes are fields or padding: the others are found, then looked at one by one
-    // a run per vptr slot, usually
-    let mut implicit_runs: Vec<Range<usize>> = Vec::with_capacity(class.vptr_offsets.len());
-    let mut outside_slots: Vec<Range<usize>> = Vec::new();
-    let mut anomalous = Vec::new();
-    let mut byte = 0;
-    while let Some(skipped) = byte_map[byte..]
-        .iter()
-        .position(|&kind| matches!(kind, ByteClass::Implicit | ByteClass::Anomalous))
-    {
-        byte += skipped;
-        if byte_map[byte] == ByteClass::Anomalous {
-            anomalous.push(byte);
-        } else {
-            extend_runs(&mut implicit_runs, byte);
-            if class.placement[byte] == 0 {
-                extend_runs(&mut outside_slots, byte);
-            }
-        }
-        byte += 1;
-    }
-    if !anomalous.is_empty() {
+    if byte_map.contains(&ByteClass::Anomalous) {
+        let anomalous = runs_of(&byte_map, ByteClass::Anomalous).flatten().collect();
         return Err(ImageFailure::Anomalous(anomalous));
     }
-    let writes = Writes::from_runs(&implicit_runs, observed);
+    let mut writes = Writes {
+        words: Vec::with_capacity(class.vptr_offsets.len()),
+        bytes: Vec::new(),
+    };
+    let mut outside_slots: Vec<Range<usize>> = Vec::new();
+    for run in runs_of(&byte_map, ByteClass::Implicit) {
+        writes.add_run(run.clone(), observed);
+        for byte in run.filter(|&byte| class.placement[byte] == 0) {
+            extend_runs(&mut outside_slots, byte);
+        }
+    }
     Ok(ClassImage {
         byte_map,
-        implicit_runs,
         writes,
         outside_slots,
+    })
+}
+
+/// The runs of bytes of `kind`, in order (most bytes are fields or padding: runs are found
+/// by skipping to them).
+fn runs_of(byte_map: &[ByteClass], kind: ByteClass) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        let start = from + byte_map[from..].iter().position(|&k| k == kind)?;
+        let length = byte_map[start..].iter().take_while(|&&k| k == kind).count();
+        from = start + length;
+        Some(start..from)
     })
 }
 
@@ -353,7 +346,7 @@ pub(crate) mod tests {
             &observed,
         )
         .unwrap();
-        assert_eq!(image.implicit_runs, vec![0..8]);
+        assert_eq!(image.implicit_runs(), vec![0..8]);
         assert_eq!(image.writes.words, vec![(0, !0x1122_3344_5566_7788)]);
         assert_eq!(image.writes.word_at(0), Some(0x1122_3344_5566_7788));
         assert!(image.writes.bytes.is_empty());
@@ -372,7 +365,7 @@ pub(crate) mod tests {
             &observed,
         )
         .unwrap();
-        assert_eq!(image.implicit_runs, vec![8..16]);
+        assert_eq!(image.implicit_runs(), vec![8..16]);
     }
 
     #[test]

@@ -86,8 +86,8 @@ fn rehydrate_all_one_million(c: &mut Criterion) {
                 .class_image(class)
                 .unwrap()
                 .implicit_runs()
-                .iter()
-                .flat_map(|run| run.clone().step_by(8))
+                .into_iter()
+                .flat_map(|run| run.step_by(8))
                 .map(|offset| {
                     // SAFETY: a vptr slot inside a live object.
                     let word = unsafe { ((addresses[0] + offset) as *const u64).read_unaligned() };

@@ -60,7 +60,7 @@ impl Memory {
         let end = at + i64::from(bytes);
         let new = (at, cell_with(bytes, value, writer));
         // the common cases first: past every cell (a frame's pushes, a constructor's
-        // stores in order), or over exactly one cell of the same width
+        // stores in order), between two cells, or over exactly one cell of the same width
         match self.cells.last() {
             None => {
                 self.cells.reserve(CELLS_AT_FIRST); // one allocation, not a growth per store
@@ -73,11 +73,19 @@ impl Memory {
             }
             _ => {}
         }
-        if let Ok(index) = self.cells.binary_search_by_key(&at, |&(start, _)| start) {
-            if self.cells[index].1.bytes == bytes {
-                self.cells[index] = new;
-                return;
-            }
+        let index = self.first_from(at);
+        let next_start = self.cells.get(index).map_or(i64::MAX, |&(start, _)| start);
+        if next_start == at && self.cells[index].1.bytes == bytes {
+            self.cells[index] = new;
+            return;
+        }
+        let after_previous = index == 0 || {
+            let (start, cell) = &self.cells[index - 1];
+            start + i64::from(cell.bytes) <= at
+        };
+        if after_previous && end <= next_start {
+            self.cells.insert(index, new);
+            return;
         }
         // cells are at most 8 bytes: only those starting in at-7..end can overlap, and of
         // those, the ones from the first that ends past `at`
