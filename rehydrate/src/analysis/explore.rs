@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 
 use super::process::{Place, Process};
 use super::semantics::{Flow, Semantics};
-use super::state::{State, Writer, RSP};
+use super::state::{Ip, State, Writer, RSP};
 use super::value::{Value, Word};
 use super::GiveUp;
 
@@ -394,7 +394,7 @@ impl<'p> Explorer<'p> {
         if let Some(return_to) = return_to {
             let pushed = caller_stack.offset(-8);
             callee.gpr[RSP] = pushed;
-            let writer = Writer::Instruction(Word::new(target));
+            let writer = Writer::Instruction(Ip::new(target));
             self.semantics
                 .store(&mut callee, pushed, 8, Value::constant(return_to), writer)?;
         }

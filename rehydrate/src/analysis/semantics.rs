@@ -11,8 +11,8 @@ use iced_x86::{
 };
 
 use super::process::Process;
-use super::state::{Lanes, State, Writer, RSP};
-use super::value::{Flags, Value, Word};
+use super::state::{Ip, Lanes, State, Writer, RSP};
+use super::value::{Flags, Value};
 use super::GiveUp;
 
 /// Where execution goes after an instruction.
@@ -64,7 +64,7 @@ impl<'p> Semantics<'p> {
 
     /// Executes `ins` on `state`.
     pub fn execute(&mut self, state: &mut State, ins: &Instruction) -> Result<Flow, GiveUp> {
-        let writer = Writer::Instruction(Word::new(ins.ip()));
+        let writer = Writer::Instruction(Ip::new(ins.ip()));
         match ins.flow_control() {
             FlowControl::Next => {}
             FlowControl::UnconditionalBranch => {

@@ -2,11 +2,15 @@
 //! follows (the object under construction and the stack), each a map of byte offsets to
 //! cells of at most eight bytes.
 
-use super::value::{mask, Flags, Value, Word};
+use std::num::NonZeroU64;
 
-/// One stored value.
+use super::value::{mask, Flags, Value};
+
+/// One stored value (32 bytes: a state's memories are copied with it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Cell {
+    /// Where it starts in its region (within [`REACH`] of the region's start).
+    at: i32,
     /// 1 to 8.
     pub bytes: u32,
     pub value: Value,
@@ -19,9 +23,25 @@ pub(crate) struct Cell {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Writer {
     /// The instruction at this address.
-    Instruction(Word),
+    Instruction(Ip),
     /// Paths that reached the same point with different values.
     Disagreement,
+}
+
+/// An instruction's address, kept complemented as [`Word`] is, and never zero: a
+/// [`Writer`] takes eight bytes, not sixteen (cells are copied with every state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Ip(NonZeroU64);
+
+impl Ip {
+    pub fn new(ip: u64) -> Ip {
+        // only 2^64 - 1 complements to zero, and no instruction lies there (kept as 0)
+        Ip(NonZeroU64::new(!ip).unwrap_or(NonZeroU64::MAX))
+    }
+
+    pub fn get(self) -> u64 {
+        !self.0.get()
+    }
 }
 
 /// The cells a memory makes room for at its first store (a constructor's object and frame
@@ -29,26 +49,26 @@ pub(crate) enum Writer {
 const CELLS_AT_FIRST: usize = 16;
 
 /// How far from its start a region is followed (objects and frames are far smaller).
-const REACH: i64 = 1 << 32;
+const REACH: i64 = 1 << 30;
 
 /// A memory region: cells by offset, sorted, never overlapping (a constructor's object and
 /// frame hold a few dozen at most: a sorted vector is the cheapest map for them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Memory {
-    cells: Vec<(i64, Cell)>,
+    cells: Vec<Cell>,
 }
 
 impl Memory {
     /// The index of the first cell starting at or after `at`.
     fn first_from(&self, at: i64) -> usize {
-        self.cells.partition_point(|&(start, _)| start < at)
+        self.cells.partition_point(|cell| cell.start() < at)
     }
 
     /// The cell holding byte `at`, if any.
     fn cell_holding(&self, at: i64) -> Option<(i64, &Cell)> {
-        let after = self.cells.partition_point(|&(start, _)| start <= at);
-        let (start, cell) = self.cells.get(after.checked_sub(1)?)?;
-        (start + i64::from(cell.bytes) > at).then_some((*start, cell))
+        let after = self.cells.partition_point(|cell| cell.start() <= at);
+        let cell = self.cells.get(after.checked_sub(1)?)?;
+        (cell.end() > at).then_some((cell.start(), cell))
     }
 
     /// Stores `value` (`bytes` wide, at most 8) at `at`; what it overlaps is cut back (the
@@ -58,7 +78,7 @@ impl Memory {
             return; // not a place a constructor's object or frame can be
         }
         let end = at + i64::from(bytes);
-        let new = (at, cell_with(bytes, value, writer));
+        let new = cell_at(at, bytes, value, writer);
         // the common cases first: past every cell (a frame's pushes, a constructor's
         // stores in order), between two cells, or over exactly one cell of the same width
         match self.cells.last() {
@@ -67,22 +87,19 @@ impl Memory {
                 self.cells.push(new);
                 return;
             }
-            Some(&(start, cell)) if start + i64::from(cell.bytes) <= at => {
+            Some(cell) if cell.end() <= at => {
                 self.cells.push(new);
                 return;
             }
             _ => {}
         }
         let index = self.first_from(at);
-        let next_start = self.cells.get(index).map_or(i64::MAX, |&(start, _)| start);
-        if next_start == at && self.cells[index].1.bytes == bytes {
+        let next_start = self.cells.get(index).map_or(i64::MAX, Cell::start);
+        if next_start == at && self.cells[index].bytes == bytes {
             self.cells[index] = new;
             return;
         }
-        let after_previous = index == 0 || {
-            let (start, cell) = &self.cells[index - 1];
-            start + i64::from(cell.bytes) <= at
-        };
+        let after_previous = index == 0 || self.cells[index - 1].end() <= at;
         if after_previous && end <= next_start {
             self.cells.insert(index, new);
             return;
@@ -91,8 +108,8 @@ impl Memory {
         // those, the ones from the first that ends past `at`
         let mut first = self.first_from(at - 7);
         while first < self.cells.len() && {
-            let (start, cell) = &self.cells[first];
-            *start < end && start + i64::from(cell.bytes) <= at
+            let cell = &self.cells[first];
+            cell.start() < end && cell.end() <= at
         } {
             first += 1;
         }
@@ -105,19 +122,12 @@ impl Memory {
         // of the last) around the new one: at most 7 + 1 + 7 cells
         let mut cells = [new; 15];
         let mut count = 0;
-        let (first_start, first_cell) = self.cells[first];
-        remainder(
-            first_start,
-            first_cell,
-            first_start..at,
-            &mut cells,
-            &mut count,
-        );
+        let first_cell = self.cells[first];
+        remainder(first_cell, first_cell.start()..at, &mut cells, &mut count);
         cells[count] = new;
         count += 1;
-        let (last_start, last_cell) = self.cells[last - 1];
-        let last_end = last_start + i64::from(last_cell.bytes);
-        remainder(last_start, last_cell, end..last_end, &mut cells, &mut count);
+        let last_cell = self.cells[last - 1];
+        remainder(last_cell, end..last_cell.end(), &mut cells, &mut count);
         self.cells
             .splice(first..last, cells[..count].iter().copied());
     }
@@ -128,8 +138,8 @@ impl Memory {
         if !(1..=8).contains(&bytes) || !(-REACH..=REACH).contains(&at) {
             return Value::Unknown;
         }
-        if let Ok(index) = self.cells.binary_search_by_key(&at, |&(start, _)| start) {
-            let cell = &self.cells[index].1;
+        if let Ok(index) = self.cells.binary_search_by_key(&at, Cell::start) {
+            let cell = &self.cells[index];
             if cell.bytes == bytes {
                 return cell.value;
             }
@@ -169,16 +179,13 @@ impl Memory {
 
     /// The cells, by offset.
     pub fn cells(&self) -> impl Iterator<Item = (i64, &Cell)> {
-        self.cells.iter().map(|(k, c)| (*k, c))
+        self.cells.iter().map(|cell| (cell.start(), cell))
     }
 
     /// The cell stored exactly at `at`.
     fn get(&self, at: i64) -> Option<&Cell> {
-        let index = self
-            .cells
-            .binary_search_by_key(&at, |&(start, _)| start)
-            .ok()?;
-        Some(&self.cells[index].1)
+        let index = self.cells.binary_search_by_key(&at, Cell::start).ok()?;
+        Some(&self.cells[index])
     }
 
     /// What two paths agree on: cells equal in both are kept; any other cell of either
@@ -190,29 +197,25 @@ impl Memory {
         // the same value from different instructions is still agreement
         let same = |a: &Cell, b: &Cell| a.bytes == b.bytes && a.value == b.value;
         let mut joined = Memory::default();
-        for &(at, cell) in &self.cells {
-            if other.get(at).is_some_and(|theirs| same(&cell, theirs)) {
-                joined.cells.push((at, cell));
+        for cell in &self.cells {
+            if other.get(cell.start()).is_some_and(|theirs| same(cell, theirs)) {
+                joined.cells.push(*cell);
             }
         }
-        for &(at, cell) in self.cells.iter().chain(&other.cells) {
-            if !joined.get(at).is_some_and(|kept| same(kept, &cell)) {
-                joined.clobber(at, u64::from(cell.bytes), Writer::Disagreement);
+        for cell in self.cells.iter().chain(&other.cells) {
+            if !joined.get(cell.start()).is_some_and(|kept| same(kept, cell)) {
+                let bytes = u64::from(cell.bytes);
+                joined.clobber(cell.start(), bytes, Writer::Disagreement);
             }
         }
         joined
     }
 }
 
-/// Appends to `out` what remains of `cell` (stored at `start`) over `bytes`: a constant's
-/// bytes one by one (they stay known), an unknown value as one cell.
-fn remainder(
-    start: i64,
-    cell: Cell,
-    bytes: std::ops::Range<i64>,
-    out: &mut [(i64, Cell)],
-    count: &mut usize,
-) {
+/// Appends to `out` what remains of `cell` over `bytes`: a constant's bytes one by one (they
+/// stay known), an unknown value as one cell.
+fn remainder(cell: Cell, bytes: std::ops::Range<i64>, out: &mut [Cell], count: &mut usize) {
+    let start = cell.start();
     if bytes.is_empty() {
         return;
     }
@@ -220,23 +223,35 @@ fn remainder(
         Some(v) => {
             for byte in bytes {
                 let piece = Value::constant(v >> ((byte - start) * 8) & 0xFF);
-                out[*count] = (byte, cell_with(1, piece, cell.writer));
+                out[*count] = cell_at(byte, 1, piece, cell.writer);
                 *count += 1;
             }
         }
         None => {
             let width = (bytes.end - bytes.start) as u32;
-            out[*count] = (bytes.start, cell_with(width, Value::Unknown, cell.writer));
+            out[*count] = cell_at(bytes.start, width, Value::Unknown, cell.writer);
             *count += 1;
         }
     }
 }
 
-fn cell_with(bytes: u32, value: Value, writer: Writer) -> Cell {
+/// A cell at `at` (within [`REACH`]: checked by the stores).
+fn cell_at(at: i64, bytes: u32, value: Value, writer: Writer) -> Cell {
     Cell {
+        at: at as i32,
         bytes,
         value,
         writer,
+    }
+}
+
+impl Cell {
+    fn start(&self) -> i64 {
+        i64::from(self.at)
+    }
+
+    fn end(&self) -> i64 {
+        self.start() + i64::from(self.bytes)
     }
 }
 
@@ -327,8 +342,8 @@ pub(crate) const CALLER_SAVED: [usize; 9] = [0, 1, 2, 6, 7, 8, 9, 10, 11];
 /// The memories' buffers of a state no longer needed, emptied, for the next analysis's.
 #[derive(Debug, Default)]
 pub(crate) struct Spare {
-    object: Vec<(i64, Cell)>,
-    stack: Vec<(i64, Cell)>,
+    object: Vec<Cell>,
+    stack: Vec<Cell>,
 }
 
 impl State {
