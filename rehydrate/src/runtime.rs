@@ -1276,6 +1276,19 @@ pub mod measure {
             .sum()
     }
 
+    /// [`decode_what_was_analysed`] with one decoder moved from function to function, as the
+    /// analysis decodes (no decoder set up per function); returns the instructions decoded.
+    pub fn decode_what_was_analysed_in_place(runtime: &Runtime, readings: &Readings) -> usize {
+        let build = runtime.shared.read();
+        let process = Process::snapshot(&build.elf);
+        let mut decoder = None;
+        readings
+            .0
+            .iter()
+            .map(|reading| reading.decode_entered_in_place(&process, &mut decoder))
+            .sum()
+    }
+
     /// Indexes the current build's constructors by class again, as reading its ELF file does
     /// once per build (outside the analysis's time); returns how many classes have one.
     pub fn index_constructors(runtime: &Runtime) -> usize {

@@ -2,7 +2,9 @@
 //! benchmark header, all inline, built with its shim by g++ -O2), against two baselines
 //! measured in the same run on the same one thread:
 //! - iced-x86 decoding, and nothing else, every function the analyses interpreted, each once
-//!   per class (goal: the analysis takes at most 4x as long);
+//!   per class (goal: the analysis takes at most 4x as long), measured two ways: a decoder
+//!   set up for each function's bytes, and one decoder moved from function to function (as
+//!   the analysis itself decodes: the stricter of the two);
 //! - probing the same classes (three dummies each, constructors and destructors run; goal:
 //!   the analysis is faster).
 //!
@@ -19,7 +21,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use integration_tests::gxx;
 use rehydrate::measure::{
-    analyse_every_class, decode_what_was_analysed, index_constructors, probe_every_class, readings,
+    analyse_every_class, decode_what_was_analysed, decode_what_was_analysed_in_place,
+    index_constructors, probe_every_class, readings,
 };
 use rehydrate::Runtime;
 
@@ -68,6 +71,11 @@ fn bench(c: &mut Criterion) {
     assert_eq!(analysed, readings.len());
     let probed = probe_every_class(&runtime);
     let decoded = decode_what_was_analysed(&runtime, &readings);
+    assert_eq!(
+        decode_what_was_analysed_in_place(&runtime, &readings),
+        decoded,
+        "both baselines decode the same instructions"
+    );
     eprintln!(
         "{} classes: the analysis reads {}, the probe {probed}; the baseline decodes {decoded} instructions",
         CLASSES + 2,
@@ -77,6 +85,9 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("baseline_iced_decode_only", |b| {
         b.iter(|| decode_what_was_analysed(&runtime, &readings))
+    });
+    group.bench_function("baseline_iced_decode_only_one_decoder", |b| {
+        b.iter(|| decode_what_was_analysed_in_place(&runtime, &readings))
     });
     group.bench_function("baseline_probe_every_class", |b| {
         b.iter(|| probe_every_class(&runtime))
@@ -97,6 +108,7 @@ fn alternating(runtime: &Runtime, readings: &rehydrate::measure::Readings) {
         started.elapsed()
     };
     let (mut decode, mut probe, mut analyse) = (Vec::new(), Vec::new(), Vec::new());
+    let mut decode_in_place = Vec::new();
     let mut index = Vec::new();
     for _ in 0..15 {
         index.push(time(&mut || {
@@ -104,6 +116,9 @@ fn alternating(runtime: &Runtime, readings: &rehydrate::measure::Readings) {
         }));
         decode.push(time(&mut || {
             std::hint::black_box(decode_what_was_analysed(runtime, readings));
+        }));
+        decode_in_place.push(time(&mut || {
+            std::hint::black_box(decode_what_was_analysed_in_place(runtime, readings));
         }));
         probe.push(time(&mut || {
             std::hint::black_box(probe_every_class(runtime));
@@ -117,6 +132,7 @@ fn alternating(runtime: &Runtime, readings: &rehydrate::measure::Readings) {
         samples[samples.len() / 2]
     };
     let (decode, probe, analyse) = (median(decode), median(probe), median(analyse));
+    let decode_in_place = median(decode_in_place);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     eprintln!(
         "the constructor index, made once per build when its ELF file is read (not in the \
@@ -124,12 +140,15 @@ fn alternating(runtime: &Runtime, readings: &rehydrate::measure::Readings) {
         ms(median(index))
     );
     eprintln!(
-        "alternating, medians of 15: decode only {:.2} ms, probe {:.2} ms, analysis {:.2} ms; \
-         analysis / decode {:.2}x (goal <= 4x), analysis / probe {:.2}x (goal < 1x)",
+        "alternating, medians of 15: decode only {:.2} ms (one decoder: {:.2} ms), probe {:.2} ms, \
+         analysis {:.2} ms; analysis / decode {:.2}x (one decoder: {:.2}x; goal <= 4x), \
+         analysis / probe {:.2}x (goal < 1x)",
         ms(decode),
+        ms(decode_in_place),
         ms(probe),
         ms(analyse),
         analyse.as_secs_f64() / decode.as_secs_f64(),
+        analyse.as_secs_f64() / decode_in_place.as_secs_f64(),
         analyse.as_secs_f64() / probe.as_secs_f64()
     );
 }

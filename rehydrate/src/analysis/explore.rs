@@ -112,7 +112,7 @@ pub(crate) struct SectionDecoder<'p> {
 
 impl<'p> SectionDecoder<'p> {
     /// A decoder of the code section holding `ip`, at `ip`.
-    fn at(process: &'p Process<'p>, ip: u64) -> Result<SectionDecoder<'p>, GiveUp> {
+    pub fn at(process: &'p Process<'p>, ip: u64) -> Result<SectionDecoder<'p>, GiveUp> {
         let (start, code) = process
             .code_section(ip)
             .ok_or_else(|| GiveUp::at(ip, "execution reaches memory that is not code"))?;
@@ -127,6 +127,25 @@ impl<'p> SectionDecoder<'p> {
             end,
             decoder,
         })
+    }
+
+    /// Decodes the instructions from `start` to `end`, moving there first (the analysis
+    /// benchmark's stricter baseline: decoding alone, with one decoder as the analysis has);
+    /// returns how many.
+    pub fn decode_span(
+        &mut self,
+        process: &'p Process<'p>,
+        start: u64,
+        end: u64,
+    ) -> Result<usize, GiveUp> {
+        self.seek(process, start)?;
+        let mut instruction = Instruction::default();
+        let mut decoded = 0;
+        while self.decoder.ip() < end && self.decoder.can_decode() {
+            self.decoder.decode_out(&mut instruction);
+            decoded += 1;
+        }
+        Ok(decoded)
     }
 
     /// Moves to `ip`, in this section or another.

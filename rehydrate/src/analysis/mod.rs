@@ -153,6 +153,27 @@ impl ConstructorReading {
         self.entry.iter().chain(&self.followed)
     }
 
+    /// [`Self::decode_entered`] with one decoder, moved to each function (`decoder`, made at
+    /// the first and kept between readings), as the analysis decodes: iced-x86's decoding
+    /// without setting a decoder up per function.
+    pub(crate) fn decode_entered_in_place<'p>(
+        &self,
+        process: &'p Process<'p>,
+        decoder: &mut Option<explore::SectionDecoder<'p>>,
+    ) -> usize {
+        let mut decoded = 0;
+        for &(start, end) in self.all_followed().filter_map(|f| f.bounds.as_ref()) {
+            let (start, end) = (start.get(), end.get());
+            let span = match decoder {
+                Some(decoder) => decoder.decode_span(process, start, end),
+                None => explore::SectionDecoder::at(process, start)
+                    .and_then(|made| decoder.insert(made).decode_span(process, start, end)),
+            };
+            decoded += span.unwrap_or(0);
+        }
+        decoded
+    }
+
     /// Decodes, with iced-x86 alone, every function this analysis interpreted, once each from
     /// start to end: the baseline of the analysis benchmark. Returns the instructions decoded.
     pub(crate) fn decode_entered(&self, process: &Process<'_>) -> usize {

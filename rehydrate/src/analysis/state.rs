@@ -198,12 +198,18 @@ impl Memory {
         let same = |a: &Cell, b: &Cell| a.bytes == b.bytes && a.value == b.value;
         let mut joined = Memory::default();
         for cell in &self.cells {
-            if other.get(cell.start()).is_some_and(|theirs| same(cell, theirs)) {
+            if other
+                .get(cell.start())
+                .is_some_and(|theirs| same(cell, theirs))
+            {
                 joined.cells.push(*cell);
             }
         }
         for cell in self.cells.iter().chain(&other.cells) {
-            if !joined.get(cell.start()).is_some_and(|kept| same(kept, cell)) {
+            if !joined
+                .get(cell.start())
+                .is_some_and(|kept| same(kept, cell))
+            {
                 let bytes = u64::from(cell.bytes);
                 joined.clobber(cell.start(), bytes, Writer::Disagreement);
             }
