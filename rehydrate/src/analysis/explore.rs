@@ -98,8 +98,8 @@ pub(crate) struct Explorer<'p> {
     /// The step count the function being run may reach ([`HELPER_STEPS`] past a helper's
     /// entry).
     limit: usize,
-    /// Decodes the code section last read, moved to each path's start (made once, not per
-    /// path: a decoder is a few hundred bytes to set up).
+    /// Decodes the code section last read, moved to each path's start and back after each
+    /// call (made once, not per path or call: a decoder is a few hundred bytes to set up).
     pub decoder: Option<Box<SectionDecoder<'p>>>,
 }
 
@@ -207,13 +207,13 @@ impl<'p> Explorer<'p> {
         let mut seen: FxHashMap<Word, Vec<State>> = FxHashMap::default();
         let mut joined: FxHashMap<Word, State> = FxHashMap::default();
         let mut exit: Option<State> = None;
-        let mut decoder = self.take_decoder(entry)?;
         let (mut ip, mut state) = (entry, state);
         loop {
-            decoder.seek(self.process, ip)?;
+            self.seek(ip)?;
             let mut ins = Instruction::default();
             loop {
                 self.tick(ip)?;
+                let decoder = self.decoder.as_mut().expect("moved to `ip` above");
                 decoder.decoder.decode_out(&mut ins);
                 if ins.is_invalid() {
                     return Err(GiveUp::at(ip, "bytes it cannot decode"));
@@ -229,7 +229,7 @@ impl<'p> Explorer<'p> {
                             break;
                         }
                         ip = target;
-                        decoder.seek(self.process, ip)?;
+                        self.seek(ip)?;
                     }
                     Flow::JumpTo(target) => {
                         let Some(target) = target.as_const() else {
@@ -247,7 +247,7 @@ impl<'p> Explorer<'p> {
                             break;
                         }
                         ip = target;
-                        decoder.seek(self.process, ip)?;
+                        self.seek(ip)?;
                     }
                     Flow::Either { taken, not_taken } => {
                         enqueue(&mut work, &mut seen, &mut joined, taken, state.clone());
@@ -263,7 +263,7 @@ impl<'p> Explorer<'p> {
                             Some(returned) if !falls_off => {
                                 state = returned;
                                 ip = next;
-                                decoder.seek(self.process, ip)?;
+                                self.seek(ip)?;
                             }
                             _ => break, // a call that does not return
                         }
@@ -287,17 +287,18 @@ impl<'p> Explorer<'p> {
             };
             (ip, state) = (start.get(), queued);
         }
-        // for the next function run (a callee's own was made while this one held this one)
-        self.decoder.get_or_insert(decoder);
         Ok(exit)
     }
 
-    /// The decoder of the section holding `ip`: the one kept from a previous run, or a new
-    /// one.
-    fn take_decoder(&mut self, ip: u64) -> Result<Box<SectionDecoder<'p>>, GiveUp> {
-        match self.decoder.take() {
-            Some(decoder) => Ok(decoder),
-            None => SectionDecoder::at(self.process, ip).map(Box::new),
+    /// Moves the decoder to `ip` (after a jump, a call, or at a path's start: calls move it
+    /// too), making it at the first.
+    fn seek(&mut self, ip: u64) -> Result<(), GiveUp> {
+        match &mut self.decoder {
+            Some(decoder) => decoder.seek(self.process, ip),
+            None => {
+                self.decoder = Some(Box::new(SectionDecoder::at(self.process, ip)?));
+                Ok(())
+            }
         }
     }
 
