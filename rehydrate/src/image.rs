@@ -82,19 +82,20 @@ pub(crate) struct Writes {
 }
 
 impl Writes {
-    /// Adds the writes of the implicit bytes `run`, whose values `observed` holds.
-    fn add_run(&mut self, run: Range<usize>, observed: &[Observed]) {
-        let value = |at: usize| match observed[at] {
+    /// Adds the writes of `run`: consecutive implicit bytes and their values.
+    fn add_run(&mut self, run: &[(usize, Observed)]) {
+        let value = |&(_, seen): &(usize, Observed)| match seen {
             Observed::Constant(byte) => byte,
             _ => unreachable!("implicit bytes are constant"),
         };
-        let mut at = run.start;
-        while at + 8 <= run.end {
-            let word: [u8; 8] = std::array::from_fn(|k| value(at + k));
-            self.words.push((at, !u64::from_ne_bytes(word)));
-            at += 8;
+        let mut words = run.chunks_exact(8);
+        for word in &mut words {
+            let bytes: [u8; 8] = std::array::from_fn(|k| value(&word[k]));
+            self.words.push((word[0].0, !u64::from_ne_bytes(bytes)));
         }
-        self.bytes.extend((at..run.end).map(|b| (b, value(b))));
+        let rest = words.remainder();
+        self.bytes
+            .extend(rest.iter().map(|written| (written.0, value(written))));
     }
 
     /// The value of the whole word at `offset`, when these writes hold one there.
@@ -230,31 +231,49 @@ pub(crate) fn classify(
     class: &ModuleClass,
     observed: &[Observed],
 ) -> Result<ClassImage, ImageFailure> {
+    let written: Vec<(usize, Observed)> = observed
+        .iter()
+        .zip(class.placement.iter())
+        .enumerate()
+        .filter(|&(_, (&seen, &where_))| seen != Observed::Untouched && !is_field_only(where_))
+        .map(|(at, (&seen, _))| (at, seen))
+        .collect();
+    classify_written(class, &written)
+}
+
+/// The image of `class` from the bytes a source saw written outside its fields (`written`:
+/// ascending, each [`Observed::Constant`] or [`Observed::Varying`], no byte that
+/// [`is_field_only`]); every other byte is a field's or padding. The analysis gives these from
+/// its stores, without a value per byte of the object.
+pub(crate) fn classify_written(
+    class: &ModuleClass,
+    written: &[(usize, Observed)],
+) -> Result<ClassImage, ImageFailure> {
+    if written.iter().any(|&(_, seen)| seen == Observed::Varying) {
+        let anomalous = written
+            .iter()
+            .filter(|&&(_, seen)| seen == Observed::Varying)
+            .map(|&(at, _)| at)
+            .collect();
+        return Err(ImageFailure::Anomalous(anomalous));
+    }
     let mut byte_map: Vec<ByteClass> = class
         .placement
         .iter()
-        .zip(observed)
-        .map(|(&where_, &seen)| byte_class(where_, seen))
+        .map(|&where_| byte_class(where_, Observed::Untouched))
         .collect();
-    let unobserved = &class.placement[byte_map.len()..];
-    byte_map.extend(
-        unobserved
-            .iter()
-            .map(|&where_| byte_class(where_, Observed::Untouched)),
-    );
-    if byte_map.contains(&ByteClass::Anomalous) {
-        let anomalous = runs_of(&byte_map, ByteClass::Anomalous).flatten().collect();
-        return Err(ImageFailure::Anomalous(anomalous));
-    }
     let mut writes = Writes {
         words: Vec::with_capacity(class.vptr_offsets.len()),
         bytes: Vec::new(),
     };
     let mut outside_slots: Vec<Range<usize>> = Vec::new();
-    for run in runs_of(&byte_map, ByteClass::Implicit) {
-        writes.add_run(run.clone(), observed);
-        for byte in run.filter(|&byte| class.placement[byte] == 0) {
-            extend_runs(&mut outside_slots, byte);
+    for run in written.chunk_by(|a, b| b.0 == a.0 + 1) {
+        writes.add_run(run);
+        for &(at, _) in run {
+            byte_map[at] = ByteClass::Implicit;
+            if class.placement[at] == 0 {
+                extend_runs(&mut outside_slots, at);
+            }
         }
     }
     Ok(ClassImage {
@@ -262,6 +281,13 @@ pub(crate) fn classify(
         writes,
         outside_slots,
     })
+}
+
+/// Whether a byte placed `where_` belongs to a declared field alone: whatever a source sees
+/// there is the field's (a vptr slot the table places inside a member is judged by what was
+/// seen).
+pub(crate) fn is_field_only(where_: u8) -> bool {
+    where_ & (Placement::FIELD | Placement::VPTR) == Placement::FIELD
 }
 
 /// The runs of bytes of `kind`, in order (most bytes are fields or padding: runs are found
@@ -279,7 +305,7 @@ fn runs_of(byte_map: &[ByteClass], kind: ByteClass) -> impl Iterator<Item = Rang
 /// What a byte is, from where it lies ([`Placement`]) and what was seen of it: a declared
 /// field's byte is the field's (unless a vptr slot lies there too: polymorphic members).
 fn byte_class(where_: u8, seen: Observed) -> ByteClass {
-    if where_ & (Placement::FIELD | Placement::VPTR) == Placement::FIELD {
+    if is_field_only(where_) {
         return ByteClass::Field;
     }
     match seen {

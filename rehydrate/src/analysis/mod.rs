@@ -33,7 +33,9 @@ use std::sync::Arc;
 
 use iced_x86::{Decoder, DecoderOptions};
 
-use crate::image::{classify, ByteClass, ClassImage, ImageFailure, Observed};
+use crate::image::{
+    classify_written, is_field_only, ByteClass, ClassImage, ImageFailure, Observed,
+};
 use crate::module::ModuleClass;
 pub(crate) use process::Process;
 use state::{State, Writer};
@@ -210,11 +212,11 @@ pub enum Analysis {
 }
 
 /// Analyses the classes of one build one after another, keeping what every analysis sets up
-/// (a decoder of the build's code, a buffer of the object's bytes) from one to the next.
+/// (a decoder of the build's code, buffers) from one to the next.
 pub(crate) struct Analyser<'p> {
     process: &'p Process<'p>,
     decoder: Option<Box<explore::SectionDecoder<'p>>>,
-    observed: Vec<Observed>,
+    written: Vec<(usize, Observed)>,
     spare: state::Spare,
     candidates: Vec<constructors::Candidate<'p>>,
 }
@@ -225,7 +227,7 @@ impl<'p> Analyser<'p> {
         Analyser {
             process,
             decoder: None,
-            observed: Vec::new(),
+            written: Vec::new(),
             spare: state::Spare::default(),
             candidates: Vec::new(),
         }
@@ -284,22 +286,22 @@ impl<'p> Analyser<'p> {
             Ok(None) => return Err("no path returns (every one throws or stops)".into()),
             Err(give_up) => return Err(give_up.reason(process)),
         };
-        let reading = observe(&exit.object, class.size, &mut self.observed)
-            .and_then(|observed| read_words(class, process, candidate, &exit, observed, trace));
+        let reading = written_outside_fields(&exit.object, class, &mut self.written)
+            .and_then(|written| read_words(class, process, candidate, &exit, written, trace));
         self.spare = exit.into_spare();
         reading
     }
 }
 
-/// What the constructor left in each byte of the object (`observed` is reused: its contents
-/// are replaced).
-fn observe<'o>(
+/// The bytes the constructor left written outside the class's fields, ascending, with what
+/// each holds (`written` is reused: its contents are replaced); see [`classify_written`].
+fn written_outside_fields<'w>(
     object: &state::Memory,
-    size: usize,
-    observed: &'o mut Vec<Observed>,
-) -> Result<&'o [Observed], String> {
-    observed.clear();
-    observed.resize(size, Observed::Untouched);
+    class: &ModuleClass,
+    written: &'w mut Vec<(usize, Observed)>,
+) -> Result<&'w [(usize, Observed)], String> {
+    written.clear();
+    let size = class.size;
     for (offset, cell) in object.cells() {
         let end = offset + i64::from(cell.bytes);
         if offset < 0 || end as usize > size {
@@ -308,17 +310,19 @@ fn observe<'o>(
                 cell.bytes
             ));
         }
-        let bytes = &mut observed[offset as usize..end as usize];
-        match cell.value.as_const() {
-            Some(value) => {
-                for (byte, value) in bytes.iter_mut().zip(value.to_le_bytes()) {
-                    *byte = Observed::Constant(value);
-                }
+        let value = cell.value.as_const();
+        for at in offset as usize..end as usize {
+            if is_field_only(class.placement[at]) {
+                continue;
             }
-            None => bytes.fill(Observed::Varying),
+            let seen = match value {
+                Some(value) => Observed::Constant((value >> (8 * (at - offset as usize))) as u8),
+                None => Observed::Varying,
+            };
+            written.push((at, seen));
         }
     }
-    Ok(observed)
+    Ok(written)
 }
 
 /// The reading of a constructor that returned with `exit`: the words it leaves in the
@@ -328,7 +332,7 @@ fn read_words(
     process: &Process<'_>,
     candidate: &constructors::Candidate,
     exit: &State,
-    observed: &[Observed],
+    written: &[(usize, Observed)],
     trace: explore::Trace,
 ) -> Result<ConstructorReading, String> {
     // who wrote an unknown value at a byte, to name them
@@ -360,14 +364,13 @@ fn read_words(
             Some(word) if word.vtable().is_some() => words.push(word),
             word => {
                 let writer = writer_of(slot);
-                return Err(vptr_slot_failure(
-                    process, slot, word, observed, writer, &trace,
-                ));
+                let cell = exit.object.cell_holding(slot as i64).map(|(_, cell)| cell);
+                return Err(vptr_slot_failure(process, slot, word, cell, writer, &trace));
             }
         }
     }
 
-    let image = classify(class, observed).map_err(|failure| match failure {
+    let image = classify_written(class, written).map_err(|failure| match failure {
         ImageFailure::Anomalous(offsets) => format!(
             "bytes {offsets:?}, outside every field, hold values it cannot determine ({})",
             describe_writer(process, writer_of(offsets[0]))
@@ -403,16 +406,16 @@ fn vptr_slot_failure(
     process: &Process<'_>,
     slot: usize,
     word: Option<ImplicitWord>,
-    observed: &[Observed],
+    cell: Option<&state::Cell>,
     writer: Option<Writer>,
     trace: &explore::Trace,
 ) -> String {
-    let found = match observed.get(slot) {
-        Some(Observed::Varying) => format!(
+    let found = match cell.map(|cell| cell.value.as_const()) {
+        Some(None) => format!(
             "a value it cannot determine ({})",
             describe_writer(process, writer)
         ),
-        Some(Observed::Constant(_)) => word
+        Some(Some(_)) => word
             .filter(|w| w.symbol.is_some())
             .map_or("a constant that is not a vtable address".into(), |w| {
                 w.holds()

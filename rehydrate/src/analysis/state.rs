@@ -65,7 +65,7 @@ impl Memory {
     }
 
     /// The cell holding byte `at`, if any.
-    fn cell_holding(&self, at: i64) -> Option<(i64, &Cell)> {
+    pub fn cell_holding(&self, at: i64) -> Option<(i64, &Cell)> {
         let after = self.cells.partition_point(|cell| cell.start() <= at);
         let cell = self.cells.get(after.checked_sub(1)?)?;
         (cell.end() > at).then_some((cell.start(), cell))
