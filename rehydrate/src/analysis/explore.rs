@@ -177,7 +177,12 @@ impl<'p> Explorer<'p> {
 
     /// Runs the function at `entry` from `state` (its return address already pushed) to its
     /// returns: the join of the states it returns with, or `None` when no path returns.
-    pub fn run(&mut self, entry: u64, state: State, depth: usize) -> Result<Option<State>, GiveUp> {
+    pub fn run(
+        &mut self,
+        entry: u64,
+        mut state: State,
+        depth: usize,
+    ) -> Result<Option<State>, GiveUp> {
         let function = self.process.place(entry).filter(|p| p.start == entry);
         let entry_stack = state.gpr[RSP];
         let name = function
@@ -207,7 +212,7 @@ impl<'p> Explorer<'p> {
         let mut seen: FxHashMap<Word, Vec<State>> = FxHashMap::default();
         let mut joined: FxHashMap<Word, State> = FxHashMap::default();
         let mut exit: Option<State> = None;
-        let (mut ip, mut state) = (entry, state);
+        let mut ip = entry;
         loop {
             self.seek(ip)?;
             let mut ins = Instruction::default();
@@ -285,7 +290,8 @@ impl<'p> Explorer<'p> {
             let Some((start, queued)) = work.pop() else {
                 break;
             };
-            (ip, state) = (start.get(), queued);
+            ip = start.get();
+            state = queued;
         }
         Ok(exit)
     }
@@ -458,10 +464,10 @@ impl<'p> Explorer<'p> {
 }
 
 fn merge(exit: &mut Option<State>, state: State) {
-    *exit = Some(match exit.take() {
-        None => state,
-        Some(previous) => previous.join(&state),
-    });
+    match exit {
+        None => *exit = Some(state),
+        Some(previous) => *previous = previous.join(&state),
+    }
 }
 
 /// Queues a path at `target` unless one in the same state was queued there already; past

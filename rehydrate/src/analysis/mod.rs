@@ -281,14 +281,15 @@ impl<'p> Analyser<'p> {
         let outcome = explorer.run(candidate.address(), entry, 0);
         self.decoder = explorer.decoder.take();
         let trace = std::mem::take(&mut explorer.trace);
-        let exit = match outcome {
+        let mut outcome = outcome;
+        let exit = match &mut outcome {
             Ok(Some(exit)) => exit,
             Ok(None) => return Err("no path returns (every one throws or stops)".into()),
             Err(give_up) => return Err(give_up.reason(process)),
         };
         let reading = written_outside_fields(&exit.object, class, &mut self.written)
-            .and_then(|written| read_words(class, process, candidate, &exit, written, trace));
-        self.spare = exit.into_spare();
+            .and_then(|written| read_words(class, process, candidate, exit, written, trace));
+        self.spare = exit.take_spare();
         reading
     }
 }

@@ -376,9 +376,10 @@ impl State {
         }
     }
 
-    /// Its memories' buffers, emptied.
-    pub fn into_spare(self) -> Spare {
-        let (mut object, mut stack) = (self.object.cells, self.stack.cells);
+    /// Its memories' buffers, emptied (the state is left with none).
+    pub fn take_spare(&mut self) -> Spare {
+        let mut object = std::mem::take(&mut self.object.cells);
+        let mut stack = std::mem::take(&mut self.stack.cells);
         object.clear();
         stack.clear();
         Spare { object, stack }
