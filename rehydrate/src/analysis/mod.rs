@@ -278,10 +278,9 @@ impl<'p> Analyser<'p> {
         let mut explorer = explore::Explorer::new(process, class.size as u64);
         explorer.decoder = self.decoder.take();
         let entry = State::at_constructor_entry_in(std::mem::take(&mut self.spare));
-        let outcome = explorer.run(candidate.address(), entry, 0);
+        let mut outcome = explorer.run(candidate.address(), entry, 0);
         self.decoder = explorer.decoder.take();
         let trace = std::mem::take(&mut explorer.trace);
-        let mut outcome = outcome;
         let exit = match &mut outcome {
             Ok(Some(exit)) => exit,
             Ok(None) => return Err("no path returns (every one throws or stops)".into()),
