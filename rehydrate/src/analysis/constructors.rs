@@ -138,11 +138,14 @@ pub(crate) fn candidates<'a>(
     if let (Some(build), Some(key)) = (process.build(), class_key(&class.type_id_name)) {
         let base = build.base() as u64;
         let index = build.index();
-        let has_vtt = index
-            .constructors()
-            .vtts
-            .contains(class.type_id_name.as_str());
-        for &at in index.constructors().of_class(key) {
+        let constructors = index.constructors().of_class(key);
+        // looked up only for a class with constructors (most classes at -O2 have none)
+        let has_vtt = !constructors.is_empty()
+            && index
+                .constructors()
+                .vtts
+                .contains(class.type_id_name.as_str());
+        for &at in constructors {
             let symbol = &index.symbols()[at as usize];
             let rest = &symbol.name[3 + key.len()..];
             let Some((complete, label)) = constructor_kind(rest) else {
