@@ -290,6 +290,16 @@ pub(crate) fn is_field_only(where_: u8) -> bool {
     where_ & (Placement::FIELD | Placement::VPTR) == Placement::FIELD
 }
 
+/// Whether every one of at most eight bytes placed `placement` [`is_field_only`], tested at
+/// once.
+pub(crate) fn fields_only(placement: &[u8]) -> bool {
+    let mut word = [Placement::FIELD; 8]; // the bytes past the run count as fields
+    let length = placement.len().min(8);
+    word[..length].copy_from_slice(&placement[..length]);
+    let both = u64::from_ne_bytes([Placement::FIELD | Placement::VPTR; 8]);
+    u64::from_ne_bytes(word) & both == u64::from_ne_bytes([Placement::FIELD; 8])
+}
+
 /// The runs of bytes of `kind`, in order (most bytes are fields or padding: runs are found
 /// by skipping to them).
 fn runs_of(byte_map: &[ByteClass], kind: ByteClass) -> impl Iterator<Item = Range<usize>> + '_ {
@@ -361,6 +371,20 @@ pub(crate) mod tests {
             observed[at + k] = Observed::Constant(*byte);
         }
         observed
+    }
+
+    #[test]
+    fn fields_only_tests_each_byte_of_a_run_at_once() {
+        let (field, vptr) = (Placement::FIELD, Placement::VPTR);
+        assert!(fields_only(&[]));
+        assert!(fields_only(&[field; 3]));
+        assert!(fields_only(&[field; 8]));
+        assert!(!fields_only(&[field, 0, field]));
+        assert!(!fields_only(&[field, field | vptr]));
+        assert!(!fields_only(&[vptr]));
+        assert!(!fields_only(&[
+            field, field, field, field, field, field, field, 0
+        ]));
     }
 
     #[test]

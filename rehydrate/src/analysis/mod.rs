@@ -34,7 +34,7 @@ use std::sync::Arc;
 use iced_x86::{Decoder, DecoderOptions};
 
 use crate::image::{
-    classify_written, is_field_only, ByteClass, ClassImage, ImageFailure, Observed,
+    classify_written, fields_only, is_field_only, ByteClass, ClassImage, ImageFailure, Observed,
 };
 use crate::module::ModuleClass;
 pub(crate) use process::Process;
@@ -310,8 +310,12 @@ fn written_outside_fields<'w>(
                 cell.bytes
             ));
         }
+        let bytes = offset as usize..end as usize;
+        if fields_only(&class.placement[bytes.clone()]) {
+            continue; // most stores initialise fields
+        }
         let value = cell.value.as_const();
-        for at in offset as usize..end as usize {
+        for at in bytes {
             if is_field_only(class.placement[at]) {
                 continue;
             }
