@@ -3,7 +3,7 @@
 //! analysis reads the constructor's machine code; the probe runs it in sentinel-filled
 //! dummies). Both describe the bytes written outside the class's fields as [`Observed`]
 //! values (the probe every byte of its dummies, [`classify`]; the analysis the bytes of its
-//! stores, [`classify_written`]), which one classification turns, with the class's field
+//! stores, `classify_written`), which one classification turns, with the class's field
 //! table, into the image:
 //! - a declared field (from the table) is never copied; vptr slots the table places inside
 //!   members (polymorphic members, arrays of them) are judged by the observation instead;
