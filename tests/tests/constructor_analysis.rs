@@ -110,6 +110,15 @@ fn the_analysis_agrees_with_the_probe_the_table_and_clang_for_every_build() {
                     ));
                     continue;
                 };
+                // every function interpreted is named (a PLT stub is not listed: the function
+                // it jumps to is)
+                let unnamed: Vec<&str> =
+                    reading.followed().filter(|f| f.starts_with("0x")).collect();
+                if !unnamed.is_empty() {
+                    problems.push(format!(
+                        "{label}: functions followed without a name: {unnamed:?}"
+                    ));
+                }
                 let vptrs: Vec<usize> = reading
                     .words
                     .iter()

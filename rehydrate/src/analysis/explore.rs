@@ -189,12 +189,15 @@ impl<'p> Explorer<'p> {
             .as_ref()
             .map_or_else(|| Arc::from(format!("{entry:#x}")), Place::shared_name);
         let known = |f: &Followed| f.name == name;
-        if !self
-            .trace
-            .entry
-            .iter()
-            .chain(&self.trace.followed)
-            .any(known)
+        // a PLT stub (no symbol of its own) is not listed: the function it jumps to is
+        let stub = function.is_none() && self.process.is_stub(entry);
+        if !stub
+            && !self
+                .trace
+                .entry
+                .iter()
+                .chain(&self.trace.followed)
+                .any(known)
         {
             let bounds = function.as_ref().and_then(|f| f.end);
             let followed = Followed {

@@ -94,6 +94,8 @@ impl Span {
 pub(crate) struct Process<'b> {
     /// What may be read, sorted by start.
     regions: Vec<(Span, Access)>,
+    /// The PLT sections (`.plt`, `.plt.sec`, `.plt.got`): stubs that only jump on.
+    stubs: Vec<Span>,
     /// The build analysed; `None` for bare code (tests), which then counts as the build.
     build: Option<&'b BuildImage>,
 }
@@ -121,8 +123,16 @@ impl<'b> Process<'b> {
                 Some((Span::new(range), access))
             })
             .collect();
+        let stubs = build
+            .index()
+            .sections()
+            .iter()
+            .filter(|section| section.kind == SectionKind::Code && section.name.starts_with(".plt"))
+            .map(|section| Span::new(base + section.start..base + section.end))
+            .collect();
         Process {
             regions: mappings,
+            stubs,
             build: Some(build),
         }
     }
@@ -132,6 +142,7 @@ impl<'b> Process<'b> {
     pub fn of_code(code: Range<u64>) -> Process<'static> {
         Process {
             regions: vec![(Span::new(code), Access::Code)],
+            stubs: Vec::new(),
             build: None,
         }
     }
@@ -143,6 +154,13 @@ impl<'b> Process<'b> {
         let (span, access) = self.regions.get(after.checked_sub(1)?)?;
         let range = span.range();
         range.contains(&address).then_some((range, *access))
+    }
+
+    /// Whether `address` lies in a PLT stub (which only jumps to the function it stands for).
+    pub fn is_stub(&self, address: u64) -> bool {
+        self.stubs
+            .iter()
+            .any(|span| span.range().contains(&address))
     }
 
     /// The machine code from `ip` to the end of its code section.
