@@ -1,10 +1,10 @@
 //! A class's image: which bytes of a live object are the compiler's own (vptrs and the like),
 //! with the values a build writes there, whichever source found them (the constructor
 //! analysis reads the constructor's machine code; the probe runs it in sentinel-filled
-//! dummies). Both describe the bytes written outside the class's fields as [`Observed`]
-//! values (the probe every byte of its dummies, [`classify`]; the analysis the bytes of its
-//! stores, `classify_written`), which one classification turns, with the class's field
-//! table, into the image:
+//! dummies). Both describe the bytes written outside the class's fields as [`Written`]
+//! pieces (the probe byte by byte from what it [`Observed`] in its dummies, [`classify`]; the
+//! analysis store by store, `classify_written`), which one classification turns, with the
+//! class's field table, into the image:
 //! - a declared field (from the table) is never copied; vptr slots the table places inside
 //!   members (polymorphic members, arrays of them) are judged by the observation instead;
 //! - bytes nothing wrote are padding;
@@ -84,22 +84,6 @@ pub(crate) struct Writes {
 }
 
 impl Writes {
-    /// Adds the writes of `run`: consecutive implicit bytes and their values.
-    fn add_run(&mut self, run: &[(usize, Observed)]) {
-        let value = |&(_, seen): &(usize, Observed)| match seen {
-            Observed::Constant(byte) => byte,
-            _ => unreachable!("implicit bytes are constant"),
-        };
-        let mut words = run.chunks_exact(8);
-        for word in &mut words {
-            let bytes: [u8; 8] = std::array::from_fn(|k| value(&word[k]));
-            self.words.push((word[0].0, !u64::from_ne_bytes(bytes)));
-        }
-        let rest = words.remainder();
-        self.bytes
-            .extend(rest.iter().map(|written| (written.0, value(written))));
-    }
-
     /// The value of the whole word at `offset`, when these writes hold one there.
     pub fn word_at(&self, offset: usize) -> Option<u64> {
         self.words
@@ -228,61 +212,142 @@ impl Placement {
     }
 }
 
+/// Bytes a source saw written outside a class's fields: `bytes` (1 to 8) bytes from `at`,
+/// holding the bytes of `value` in order (little-endian), or values not known in advance
+/// (`value` is `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub at: usize,
+    pub bytes: u8,
+    pub value: Option<u64>,
+}
+
+impl Written {
+    fn range(&self) -> Range<usize> {
+        self.at..self.at + usize::from(self.bytes)
+    }
+}
+
 /// The image of `class` from what a source observed of each of its bytes.
 pub(crate) fn classify(
     class: &ModuleClass,
     observed: &[Observed],
 ) -> Result<ClassImage, ImageFailure> {
-    let written: Vec<(usize, Observed)> = observed
+    let written: Vec<Written> = observed
         .iter()
         .zip(class.placement.iter())
         .enumerate()
         .filter(|&(_, (&seen, &where_))| seen != Observed::Untouched && !is_field_only(where_))
-        .map(|(at, (&seen, _))| (at, seen))
+        .map(|(at, (&seen, _))| Written {
+            at,
+            bytes: 1,
+            value: match seen {
+                Observed::Constant(byte) => Some(u64::from(byte)),
+                _ => None,
+            },
+        })
         .collect();
     classify_written(class, &written)
 }
 
 /// The image of `class` from the bytes a source saw written outside its fields (`written`:
-/// ascending, each [`Observed::Constant`] or [`Observed::Varying`], no byte that
-/// [`is_field_only`]); every other byte is a field's or padding. The analysis gives these from
-/// its stores, without a value per byte of the object.
+/// ascending, not overlapping, no byte that [`is_field_only`]); every other byte is a
+/// field's or padding. The probe gives them byte by byte, the analysis store by store.
 pub(crate) fn classify_written(
     class: &ModuleClass,
-    written: &[(usize, Observed)],
+    written: &[Written],
 ) -> Result<ClassImage, ImageFailure> {
-    if written.iter().any(|&(_, seen)| seen == Observed::Varying) {
+    if written.iter().any(|w| w.value.is_none()) {
         let anomalous = written
             .iter()
-            .filter(|&&(_, seen)| seen == Observed::Varying)
-            .map(|&(at, _)| at)
+            .filter(|w| w.value.is_none())
+            .flat_map(Written::range)
             .collect();
         return Err(ImageFailure::Anomalous(anomalous));
     }
+    // what no source saw written: fields and padding (one select per byte, vectorised)
     let mut byte_map: Vec<ByteClass> = class
         .placement
         .iter()
-        .map(|&where_| byte_class(where_, Observed::Untouched))
+        .map(|&where_| {
+            if is_field_only(where_) {
+                ByteClass::Field
+            } else {
+                ByteClass::Padding
+            }
+        })
         .collect();
     let mut writes = Writes {
         words: Vec::with_capacity(class.vptr_offsets.len()),
         bytes: Vec::new(),
     };
+    let mut runs = Runs::default();
     let mut outside_slots: Vec<Range<usize>> = Vec::new();
-    for run in written.chunk_by(|a, b| b.0 == a.0 + 1) {
-        writes.add_run(run);
-        for &(at, _) in run {
-            byte_map[at] = ByteClass::Implicit;
-            if class.placement[at] == 0 {
+    for piece in written {
+        runs.add(&mut writes, piece);
+        let bytes = piece.range();
+        byte_map[bytes.clone()].fill(ByteClass::Implicit);
+        // bytes in no field and no vptr slot (padding a wide store wrote): rare
+        if class.placement[bytes.clone()].contains(&0) {
+            for at in bytes.filter(|&at| class.placement[at] == 0) {
                 extend_runs(&mut outside_slots, at);
             }
         }
     }
+    runs.finish(&mut writes);
     Ok(ClassImage {
         byte_map,
         writes,
         outside_slots,
     })
+}
+
+/// Puts consecutive implicit bytes together into the writes a reload makes: whole words from
+/// the start of each run of them, then the bytes left over at its end.
+#[derive(Default)]
+struct Runs {
+    /// Where the word being put together starts, and its bytes so far.
+    word_start: usize,
+    word: u64,
+    length: u32,
+    /// Where the run so far ends.
+    end: usize,
+}
+
+impl Runs {
+    /// Adds `piece` (a constant), after every piece before it.
+    fn add(&mut self, writes: &mut Writes, piece: &Written) {
+        let value = piece.value.unwrap_or(0);
+        if piece.at != self.end {
+            self.finish(writes); // a new run
+        }
+        if self.length == 0 {
+            self.word_start = piece.at;
+        }
+        self.end = piece.at + usize::from(piece.bytes);
+        if self.length == 0 && piece.bytes == 8 {
+            writes.words.push((piece.at, !value)); // a vptr: a word of its own
+            self.word_start = self.end;
+            return;
+        }
+        for k in 0..u32::from(piece.bytes) {
+            self.word |= (value >> (8 * k) & 0xFF) << (8 * self.length);
+            self.length += 1;
+            if self.length == 8 {
+                writes.words.push((self.word_start, !self.word));
+                (self.word_start, self.word, self.length) = (self.word_start + 8, 0, 0);
+            }
+        }
+    }
+
+    /// Ends the run: the bytes that make no whole word are written one by one.
+    fn finish(&mut self, writes: &mut Writes) {
+        for k in 0..self.length {
+            let byte = (self.word >> (8 * k)) as u8;
+            writes.bytes.push((self.word_start + k as usize, byte));
+        }
+        (self.word, self.length) = (0, 0);
+    }
 }
 
 /// Whether a byte placed `where_` belongs to a declared field alone: whatever a source sees
@@ -312,19 +377,6 @@ fn runs_of(byte_map: &[ByteClass], kind: ByteClass) -> impl Iterator<Item = Rang
         from = start + length;
         Some(start..from)
     })
-}
-
-/// What a byte is, from where it lies ([`Placement`]) and what was seen of it: a declared
-/// field's byte is the field's (unless a vptr slot lies there too: polymorphic members).
-fn byte_class(where_: u8, seen: Observed) -> ByteClass {
-    if is_field_only(where_) {
-        return ByteClass::Field;
-    }
-    match seen {
-        Observed::Untouched => ByteClass::Padding,
-        Observed::Constant(_) => ByteClass::Implicit,
-        Observed::Varying => ByteClass::Anomalous,
-    }
 }
 
 /// Adds `byte` to ascending runs: to the last one when it ends there, else as a new run.
@@ -418,6 +470,40 @@ pub(crate) mod tests {
         )
         .unwrap();
         assert_eq!(image.implicit_runs(), vec![8..16]);
+    }
+
+    #[test]
+    fn stores_of_any_width_make_whole_words_from_each_run_start() {
+        let piece = |at, bytes, value| Written {
+            at,
+            bytes,
+            value: Some(value),
+        };
+        // 4 + 4 bytes: one word; then 8 + 2 bytes after a gap: a word and two bytes
+        let written = [
+            piece(0, 4, 0x5566_7788),
+            piece(4, 4, 0x1122_3344),
+            piece(16, 8, 0xAA),
+            piece(24, 2, 0xBBCC),
+        ];
+        let image = classify_written(&class(32, vec![], vec![0, 16]), &written).unwrap();
+        assert_eq!(
+            image.writes.words,
+            vec![(0, !0x1122_3344_5566_7788), (16, !0xAA)]
+        );
+        assert_eq!(image.writes.bytes, vec![(24, 0xCC), (25, 0xBB)]);
+        assert_eq!(image.implicit_runs(), vec![0..8, 16..26]);
+        // the same bytes seen one by one (as the probe sees them) give the same writes
+        let mut observed = vec![Observed::Untouched; 32];
+        for (k, byte) in 0x1122_3344_5566_7788u64.to_le_bytes().iter().enumerate() {
+            observed[k] = Observed::Constant(*byte);
+        }
+        observed[16] = Observed::Constant(0xAA);
+        observed[17..24].fill(Observed::Constant(0));
+        observed[24] = Observed::Constant(0xCC);
+        observed[25] = Observed::Constant(0xBB);
+        let probed = classify(&class(32, vec![], vec![0, 16]), &observed).unwrap();
+        assert_eq!(probed.writes, image.writes);
     }
 
     #[test]

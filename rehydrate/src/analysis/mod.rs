@@ -34,7 +34,7 @@ use std::sync::Arc;
 use iced_x86::{Decoder, DecoderOptions};
 
 use crate::image::{
-    classify_written, fields_only, is_field_only, ByteClass, ClassImage, ImageFailure, Observed,
+    classify_written, fields_only, is_field_only, ByteClass, ClassImage, ImageFailure, Written,
 };
 use crate::module::ModuleClass;
 pub(crate) use process::Process;
@@ -216,7 +216,7 @@ pub enum Analysis {
 pub(crate) struct Analyser<'p> {
     process: &'p Process<'p>,
     decoder: Option<Box<explore::SectionDecoder<'p>>>,
-    written: Vec<(usize, Observed)>,
+    written: Vec<Written>,
     spare: state::Spare,
     candidates: Vec<constructors::Candidate<'p>>,
 }
@@ -293,13 +293,13 @@ impl<'p> Analyser<'p> {
     }
 }
 
-/// The bytes the constructor left written outside the class's fields, ascending, with what
-/// each holds (`written` is reused: its contents are replaced); see [`classify_written`].
+/// The bytes the constructor left written outside the class's fields, ascending, store by
+/// store (`written` is reused: its contents are replaced); see [`classify_written`].
 fn written_outside_fields<'w>(
     object: &state::Memory,
     class: &ModuleClass,
-    written: &'w mut Vec<(usize, Observed)>,
-) -> Result<&'w [(usize, Observed)], String> {
+    written: &'w mut Vec<Written>,
+) -> Result<&'w [Written], String> {
     written.clear();
     let size = class.size;
     for (offset, cell) in object.cells() {
@@ -310,20 +310,28 @@ fn written_outside_fields<'w>(
                 cell.bytes
             ));
         }
-        let bytes = offset as usize..end as usize;
-        if fields_only(&class.placement[bytes.clone()]) {
+        let placement = &class.placement[offset as usize..end as usize];
+        if fields_only(placement) {
             continue; // most stores initialise fields
         }
         let value = cell.value.as_const();
-        for at in bytes {
-            if is_field_only(class.placement[at]) {
+        // the store's bytes outside fields, as pieces (one, unless it also wrote a field)
+        let mut k = 0;
+        while k < placement.len() {
+            if is_field_only(placement[k]) {
+                k += 1;
                 continue;
             }
-            let seen = match value {
-                Some(value) => Observed::Constant((value >> (8 * (at - offset as usize))) as u8),
-                None => Observed::Varying,
-            };
-            written.push((at, seen));
+            let length = placement[k..]
+                .iter()
+                .take_while(|&&where_| !is_field_only(where_))
+                .count();
+            written.push(Written {
+                at: offset as usize + k,
+                bytes: length as u8,
+                value: value.map(|v| v >> (8 * k)),
+            });
+            k += length;
         }
     }
     Ok(written)
@@ -336,7 +344,7 @@ fn read_words(
     process: &Process<'_>,
     candidate: &constructors::Candidate,
     exit: &State,
-    written: &[(usize, Observed)],
+    written: &[Written],
     trace: explore::Trace,
 ) -> Result<ConstructorReading, String> {
     // who wrote an unknown value at a byte, to name them
