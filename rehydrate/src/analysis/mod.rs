@@ -23,6 +23,7 @@
 pub(crate) mod constructors;
 mod explore;
 mod process;
+mod registers;
 mod semantics;
 mod state;
 #[cfg(test)]

@@ -11,6 +11,7 @@ use iced_x86::{
 };
 
 use super::process::Process;
+use super::registers::Gpr;
 use super::state::{Ip, Lanes, State, Writer, RSP};
 use super::value::{Flags, Value};
 use super::GiveUp;
@@ -723,8 +724,8 @@ impl<'p> Semantics<'p> {
             })
             .collect();
         for register in registers {
-            if register.is_gpr() {
-                state.gpr[register.full_register().number()] = Value::Unknown;
+            if let Some(gpr) = Gpr::of(register) {
+                state.gpr[usize::from(gpr.index)] = Value::Unknown;
             } else if register.is_vector_register() {
                 self.write_lanes(state, register, [Value::Unknown; 4]);
             }
@@ -777,7 +778,8 @@ impl<'p> Semantics<'p> {
     /// The effective address of `ins`'s memory operand.
     #[inline(always)]
     pub fn address(&self, state: &State, ins: &Instruction) -> Value {
-        if matches!(ins.memory_segment(), Register::FS | Register::GS) {
+        // only a prefix names `fs` or `gs` (thread-local storage)
+        if matches!(ins.segment_prefix(), Register::FS | Register::GS) {
             return Value::Unknown;
         }
         if ins.is_ip_rel_memory_operand() {
@@ -817,14 +819,15 @@ impl<'p> Semantics<'p> {
                 self.load(state, self.address(state, ins), bytes)
             }
             OpKind::NearBranch64 => Value::constant(ins.near_branch_target()),
-            OpKind::Immediate8
-            | OpKind::Immediate16
-            | OpKind::Immediate32
-            | OpKind::Immediate64
-            | OpKind::Immediate8to16
-            | OpKind::Immediate8to32
-            | OpKind::Immediate8to64
-            | OpKind::Immediate32to64 => Value::constant(imm(ins, op)),
+            // as iced-x86's `immediate` reads them (sign-extended ones to 64 bits)
+            OpKind::Immediate8 => Value::constant(u64::from(ins.immediate8())),
+            OpKind::Immediate16 => Value::constant(u64::from(ins.immediate16())),
+            OpKind::Immediate32 => Value::constant(u64::from(ins.immediate32())),
+            OpKind::Immediate64 => Value::constant(ins.immediate64()),
+            OpKind::Immediate8to16 => Value::constant(ins.immediate8to16() as u64),
+            OpKind::Immediate8to32 => Value::constant(ins.immediate8to32() as u64),
+            OpKind::Immediate8to64 => Value::constant(ins.immediate8to64() as u64),
+            OpKind::Immediate32to64 => Value::constant(ins.immediate32to64() as u64),
             _ => Value::Unknown,
         }
     }
@@ -935,30 +938,30 @@ fn vector_index(register: Register) -> usize {
 /// A general-purpose register's value, as wide as the register.
 #[inline(always)]
 pub(crate) fn read_register(state: &State, register: Register) -> Value {
-    if !register.is_gpr() {
+    let Some(gpr) = Gpr::of(register) else {
         return Value::Unknown;
-    }
-    let full = state.gpr[register.full_register().number()];
-    if is_high_byte(register) {
+    };
+    let full = state.gpr[usize::from(gpr.index)];
+    if gpr.high {
         return full.map_const(|v| v >> 8 & 0xFF);
     }
-    full.truncate(register.size() as u32)
+    full.truncate(u32::from(gpr.bytes))
 }
 
 /// Writes a general-purpose register: 32-bit writes zero the upper half, 8- and 16-bit
 /// writes merge into the old value.
 #[inline(always)]
 pub(crate) fn write_register(state: &mut State, register: Register, value: Value) {
-    if !register.is_gpr() {
+    let Some(gpr) = Gpr::of(register) else {
         return;
-    }
-    let slot = &mut state.gpr[register.full_register().number()];
-    let bytes = register.size() as u32;
+    };
+    let slot = &mut state.gpr[usize::from(gpr.index)];
+    let bytes = u32::from(gpr.bytes);
     *slot = match bytes {
         8 => value,
         4 => value.truncate(4),
         _ => match (slot.as_const(), value.as_const()) {
-            (Some(old), Some(new)) if is_high_byte(register) => {
+            (Some(old), Some(new)) if gpr.high => {
                 Value::constant(old & !0xFF00 | (new & 0xFF) << 8)
             }
             (Some(old), Some(new)) => {
@@ -968,13 +971,6 @@ pub(crate) fn write_register(state: &mut State, register: Register, value: Value
             _ => Value::Unknown,
         },
     };
-}
-
-fn is_high_byte(register: Register) -> bool {
-    matches!(
-        register,
-        Register::AH | Register::BH | Register::CH | Register::DH
-    )
 }
 
 fn sign_extend(value: u64, bytes: u32) -> u64 {
