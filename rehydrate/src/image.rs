@@ -357,14 +357,19 @@ pub(crate) fn is_field_only(where_: u8) -> bool {
     where_ & (Placement::FIELD | Placement::VPTR) == Placement::FIELD
 }
 
-/// Whether every one of at most eight bytes placed `placement` [`is_field_only`], tested at
-/// once.
-pub(crate) fn fields_only(placement: &[u8]) -> bool {
-    let mut word = [Placement::FIELD; 8]; // the bytes past the run count as fields
-    let length = placement.len().min(8);
-    word[..length].copy_from_slice(&placement[..length]);
+/// Whether every byte in `bytes` (at most eight) of a class placed `placement` (one entry per
+/// byte) [`is_field_only`]: tested as one word where eight bytes from the first are there.
+pub(crate) fn fields_only(placement: &[u8], bytes: Range<usize>) -> bool {
+    let fields = u64::from_ne_bytes([Placement::FIELD; 8]);
     let both = u64::from_ne_bytes([Placement::FIELD | Placement::VPTR; 8]);
-    u64::from_ne_bytes(word) & both == u64::from_ne_bytes([Placement::FIELD; 8])
+    let Some(eight) = placement.get(bytes.start..bytes.start + 8) else {
+        return placement[bytes].iter().all(|&where_| is_field_only(where_));
+    };
+    let word = u64::from_ne_bytes(eight.try_into().expect("eight bytes"));
+    // the bytes past the run count as fields
+    let run = u64::MAX >> (64 - 8 * bytes.len().clamp(1, 8));
+    let word = word & run | fields & !run;
+    word & both == fields || bytes.is_empty()
 }
 
 /// The runs of bytes of `kind`, in order (most bytes are fields or padding: runs are found
@@ -430,15 +435,23 @@ pub(crate) mod tests {
     #[test]
     fn fields_only_tests_each_byte_of_a_run_at_once() {
         let (field, vptr) = (Placement::FIELD, Placement::VPTR);
-        assert!(fields_only(&[]));
-        assert!(fields_only(&[field; 3]));
-        assert!(fields_only(&[field; 8]));
-        assert!(!fields_only(&[field, 0, field]));
-        assert!(!fields_only(&[field, field | vptr]));
-        assert!(!fields_only(&[vptr]));
-        assert!(!fields_only(&[
-            field, field, field, field, field, field, field, 0
-        ]));
+        // placed: 0..8 fields, 8 padding, 9..16 fields, 16 a vptr in a member, 17..20 fields
+        let mut placement = vec![field; 20];
+        placement[8] = 0;
+        placement[16] = field | vptr;
+        let placement = &placement[..];
+        assert!(fields_only(placement, 0..0));
+        assert!(fields_only(placement, 0..3));
+        assert!(fields_only(placement, 0..8));
+        assert!(!fields_only(placement, 1..9));
+        assert!(!fields_only(placement, 7..9));
+        assert!(!fields_only(placement, 8..9));
+        assert!(fields_only(placement, 9..16));
+        assert!(!fields_only(placement, 9..17));
+        // fewer than eight bytes left to the end: tested byte by byte
+        assert!(!fields_only(placement, 15..17));
+        assert!(!fields_only(placement, 16..17));
+        assert!(fields_only(placement, 17..20));
     }
 
     #[test]

@@ -311,10 +311,10 @@ fn written_outside_fields<'w>(
                 cell.bytes
             ));
         }
-        let placement = &class.placement[offset as usize..end as usize];
-        if fields_only(placement) {
+        if fields_only(&class.placement, offset as usize..end as usize) {
             continue; // most stores initialise fields
         }
+        let placement = &class.placement[offset as usize..end as usize];
         let value = cell.value.as_const();
         // the store's bytes outside fields, as pieces (one, unless it also wrote a field)
         let mut k = 0;

@@ -192,11 +192,15 @@ impl<'b> Process<'b> {
         if !readable {
             return None;
         }
-        let mut value = [0u8; 8];
         // SAFETY: `address..end` lies in one constant section (checked just above).
         let source = unsafe { std::slice::from_raw_parts(address as *const u8, bytes as usize) };
-        value[..bytes as usize].copy_from_slice(source);
-        Some(u64::from_le_bytes(value))
+        Some(match source.try_into() {
+            Ok(word) => u64::from_le_bytes(word), // most reads: a vtable address in the GOT
+            Err(_) => source
+                .iter()
+                .rev()
+                .fold(0, |value, &byte| value << 8 | u64::from(byte)),
+        })
     }
 
     /// The build analysed.
