@@ -436,7 +436,7 @@ pub(crate) mod tests {
     fn fields_only_tests_each_byte_of_a_run_at_once() {
         let (field, vptr) = (Placement::FIELD, Placement::VPTR);
         // placed: 0..8 fields, 8 padding, 9..16 fields, 16 a vptr in a member, 17..20 fields
-        let mut placement = vec![field; 20];
+        let mut placement = [field; 20];
         placement[8] = 0;
         placement[16] = field | vptr;
         let placement = &placement[..];
