@@ -98,19 +98,8 @@ impl<'p> Semantics<'p> {
             | Mnemonic::Prefetcht1
             | Mnemonic::Prefetcht2
             | Mnemonic::Prefetchw => {}
-            Mnemonic::Mov => {
+            Mnemonic::Mov | Mnemonic::Movzx => {
                 let value = self.read(state, ins, 1);
-                self.write(state, ins, 0, value, writer)?;
-            }
-            Mnemonic::Movzx => {
-                let value = self.read(state, ins, 1);
-                self.write(state, ins, 0, value, writer)?;
-            }
-            Mnemonic::Movsx | Mnemonic::Movsxd => {
-                let bytes = self.operand_bytes(ins, 1);
-                let value = self
-                    .read(state, ins, 1)
-                    .map_const(|v| sign_extend(v, bytes));
                 self.write(state, ins, 0, value, writer)?;
             }
             Mnemonic::Lea => {
@@ -120,6 +109,28 @@ impl<'p> Semantics<'p> {
             Mnemonic::Add | Mnemonic::Sub | Mnemonic::Cmp => self.arithmetic(state, ins, writer)?,
             Mnemonic::And | Mnemonic::Or | Mnemonic::Xor | Mnemonic::Test => {
                 self.logic(state, ins, writer)?
+            }
+            _ => self.execute_rest(state, ins, writer)?,
+        }
+        Ok(Flow::Next)
+    }
+
+    /// The instructions constructors execute less often than moves, `lea` and arithmetic:
+    /// kept out of [`Self::execute`], whose code then stays small.
+    #[inline(never)]
+    fn execute_rest(
+        &mut self,
+        state: &mut State,
+        ins: &Instruction,
+        writer: Writer,
+    ) -> Result<(), GiveUp> {
+        match ins.mnemonic() {
+            Mnemonic::Movsx | Mnemonic::Movsxd => {
+                let bytes = self.operand_bytes(ins, 1);
+                let value = self
+                    .read(state, ins, 1)
+                    .map_const(|v| sign_extend(v, bytes));
+                self.write(state, ins, 0, value, writer)?;
             }
             Mnemonic::Inc | Mnemonic::Dec | Mnemonic::Neg | Mnemonic::Not => {
                 self.unary(state, ins, writer)?
@@ -234,7 +245,7 @@ impl<'p> Semantics<'p> {
             _ if self.vector(state, ins, writer)? => {}
             _ => self.unmodeled(state, ins, writer),
         }
-        Ok(Flow::Next)
+        Ok(())
     }
 
     fn conditional(&self, state: &mut State, ins: &Instruction) -> Result<Flow, GiveUp> {
