@@ -217,7 +217,7 @@ pub enum Analysis {
 pub(crate) struct Analyser<'p> {
     process: &'p Process<'p>,
     decoder: Option<Box<explore::SectionDecoder<'p>>>,
-    written: Vec<Written>,
+    outside: Outside,
     spare: state::Spare,
     candidates: Vec<constructors::Candidate<'p>>,
 }
@@ -228,7 +228,7 @@ impl<'p> Analyser<'p> {
         Analyser {
             process,
             decoder: None,
-            written: Vec::new(),
+            outside: Outside::default(),
             spare: state::Spare::default(),
             candidates: Vec::new(),
         }
@@ -287,55 +287,69 @@ impl<'p> Analyser<'p> {
             Ok(None) => return Err("no path returns (every one throws or stops)".into()),
             Err(give_up) => return Err(give_up.reason(process)),
         };
-        let reading = written_outside_fields(&exit.object, class, &mut self.written)
-            .and_then(|written| read_words(class, process, candidate, exit, written, trace));
+        let reading = self
+            .outside
+            .read(&exit.object, class)
+            .and_then(|outside| read_words(class, process, candidate, exit, outside, trace));
         self.spare = exit.take_spare();
         reading
     }
 }
 
-/// The bytes the constructor left written outside the class's fields, ascending, store by
-/// store (`written` is reused: its contents are replaced); see [`classify_written`].
-fn written_outside_fields<'w>(
-    object: &state::Memory,
-    class: &ModuleClass,
-    written: &'w mut Vec<Written>,
-) -> Result<&'w [Written], String> {
-    written.clear();
-    let size = class.size;
-    for (offset, cell) in object.cells() {
-        let end = offset + i64::from(cell.bytes);
-        if offset < 0 || end as usize > size {
-            return Err(format!(
-                "stores outside the object (offset {offset}, {} bytes; sizeof is {size})",
-                cell.bytes
-            ));
-        }
-        if fields_only(&class.placement, offset as usize..end as usize) {
-            continue; // most stores initialise fields
-        }
-        let placement = &class.placement[offset as usize..end as usize];
-        let value = cell.value.as_const();
-        // the store's bytes outside fields, as pieces (one, unless it also wrote a field)
-        let mut k = 0;
-        while k < placement.len() {
-            if is_field_only(placement[k]) {
-                k += 1;
-                continue;
+/// What the constructor left outside the class's fields (kept from one analysis to the next:
+/// its contents are replaced by each).
+#[derive(Default)]
+struct Outside {
+    /// The bytes written, ascending, store by store; see [`classify_written`].
+    written: Vec<Written>,
+    /// The whole words holding constants, by offset: the vptrs among them (a vptr slot is
+    /// never a field's alone), and any other address the image copies.
+    words: Vec<(usize, u64)>,
+}
+
+impl Outside {
+    /// Reads `object`, the constructor's stores into an object of `class`.
+    fn read(&mut self, object: &state::Memory, class: &ModuleClass) -> Result<&Outside, String> {
+        self.written.clear();
+        self.words.clear();
+        let size = class.size;
+        for (offset, cell) in object.cells() {
+            let end = offset + i64::from(cell.bytes);
+            if offset < 0 || end as usize > size {
+                return Err(format!(
+                    "stores outside the object (offset {offset}, {} bytes; sizeof is {size})",
+                    cell.bytes
+                ));
             }
-            let length = placement[k..]
-                .iter()
-                .take_while(|&&where_| !is_field_only(where_))
-                .count();
-            written.push(Written {
-                at: offset as usize + k,
-                bytes: length as u8,
-                value: value.map(|v| v >> (8 * k)),
-            });
-            k += length;
+            if fields_only(&class.placement, offset as usize..end as usize) {
+                continue; // most stores initialise fields
+            }
+            let value = cell.value.as_const();
+            if let Some(value) = value.filter(|_| cell.bytes == 8) {
+                self.words.push((offset as usize, value));
+            }
+            // the store's bytes outside fields, as pieces (one, unless it also wrote a field)
+            let placement = &class.placement[offset as usize..end as usize];
+            let mut k = 0;
+            while k < placement.len() {
+                if is_field_only(placement[k]) {
+                    k += 1;
+                    continue;
+                }
+                let length = placement[k..]
+                    .iter()
+                    .take_while(|&&where_| !is_field_only(where_))
+                    .count();
+                self.written.push(Written {
+                    at: offset as usize + k,
+                    bytes: length as u8,
+                    value: value.map(|v| v >> (8 * k)),
+                });
+                k += length;
+            }
         }
+        Ok(self)
     }
-    Ok(written)
 }
 
 /// The reading of a constructor that returned with `exit`: the words it leaves in the
@@ -345,7 +359,7 @@ fn read_words(
     process: &Process<'_>,
     candidate: &constructors::Candidate,
     exit: &State,
-    written: &[Written],
+    outside: &Outside,
     trace: explore::Trace,
 ) -> Result<ConstructorReading, String> {
     // who wrote an unknown value at a byte, to name them
@@ -358,18 +372,12 @@ fn read_words(
             })
             .map(|(_, cell)| cell.writer)
     };
-    // the whole words holding constants: named only where the image copies them (most are
-    // fields' initial values)
-    let constants = || {
-        exit.object.cells().filter_map(|(at, cell)| {
-            let value = cell.value.as_const().filter(|_| cell.bytes == 8)?;
-            Some((at as usize, value))
-        })
-    };
     let word_at = |offset: usize| {
-        constants()
-            .find(|&(at, _)| at == offset)
-            .map(|(_, value)| ImplicitWord::of(process, offset, value))
+        outside
+            .words
+            .iter()
+            .find(|&&(at, _)| at == offset)
+            .map(|&(_, value)| ImplicitWord::of(process, offset, value))
     };
     let mut words: Vec<ImplicitWord> = Vec::with_capacity(class.vptr_offsets.len());
     for &slot in &class.vptr_offsets {
@@ -383,7 +391,7 @@ fn read_words(
         }
     }
 
-    let image = classify_written(class, written).map_err(|failure| match failure {
+    let image = classify_written(class, &outside.written).map_err(|failure| match failure {
         ImageFailure::Anomalous(offsets) => format!(
             "bytes {offsets:?}, outside every field, hold values it cannot determine ({})",
             describe_writer(process, writer_of(offsets[0]))
@@ -392,7 +400,7 @@ fn read_words(
     })?;
     // the other words the image copies: an address in a field (a `std::function`'s manager,
     // a pointer member's default) is the field's
-    for (offset, value) in constants() {
+    for &(offset, value) in &outside.words {
         let implicit = image.byte_map()[offset] == ByteClass::Implicit;
         if implicit && !class.vptr_offsets.contains(&offset) {
             let word = ImplicitWord::of(process, offset, value);
