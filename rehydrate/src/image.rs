@@ -13,6 +13,7 @@
 //!   class is then unrehydratable.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::error::{CppOperation, Error};
 use crate::module::{ModuleClass, ModuleField};
@@ -41,30 +42,60 @@ pub(crate) enum Observed {
     Varying,
 }
 
-/// The image of one class in one build.
+/// The image of one class in one build: the writes a reload makes, and where each byte of
+/// the class lies (shared with the class), from which the rest is read when asked.
 #[derive(Debug, Clone)]
 pub struct ClassImage {
-    byte_map: Vec<ByteClass>,
+    placement: Arc<[u8]>,
     pub(crate) writes: Writes,
-    /// Implicit bytes outside the table's vptr slots and fields, as runs.
-    outside_slots: Vec<Range<usize>>,
 }
 
 impl ClassImage {
     /// What each byte of an object of the class is, one entry per byte.
-    pub fn byte_map(&self) -> &[ByteClass] {
-        &self.byte_map
+    pub fn byte_map(&self) -> Vec<ByteClass> {
+        let mut byte_map: Vec<ByteClass> = self
+            .placement
+            .iter()
+            .map(|&where_| {
+                if is_field_only(where_) {
+                    ByteClass::Field
+                } else {
+                    ByteClass::Padding
+                }
+            })
+            .collect();
+        for run in self.implicit_runs() {
+            byte_map[run].fill(ByteClass::Implicit);
+        }
+        byte_map
     }
 
     /// The implicit bytes (copied at every reload) as ascending, merged ranges.
     pub fn implicit_runs(&self) -> Vec<Range<usize>> {
-        runs_of(&self.byte_map, ByteClass::Implicit).collect()
+        let words = self.writes.words.iter().map(|&(at, _)| at..at + 8);
+        let bytes = self.writes.bytes.iter().map(|&(at, _)| at..at + 1);
+        let mut written: Vec<Range<usize>> = words.chain(bytes).collect();
+        written.sort_by_key(|run| run.start);
+        let mut runs: Vec<Range<usize>> = Vec::with_capacity(written.len());
+        for run in written {
+            match runs.last_mut() {
+                Some(last) if last.end == run.start => last.end = run.end,
+                _ => runs.push(run),
+            }
+        }
+        runs
     }
 
     /// Where the observation and the table differ in ways that need no refusal (implicit
     /// bytes outside vptr slots, such as padding a wide store wrote), for people to read.
     pub fn findings(&self) -> Vec<String> {
-        self.outside_slots
+        let mut outside_slots: Vec<Range<usize>> = Vec::new();
+        for at in self.implicit_runs().into_iter().flatten() {
+            if self.placement[at] == 0 {
+                extend_runs(&mut outside_slots, at);
+            }
+        }
+        outside_slots
             .iter()
             .map(|run| format!("implicit bytes {run:?} lie outside the table's vptr slots"))
             .collect()
@@ -194,7 +225,7 @@ impl Placement {
 
     /// Where each byte of an object of `size` bytes lies: made once per class with its
     /// table (the images of every load read it).
-    pub fn of(size: usize, fields: &[ModuleField], vptr_offsets: &[usize]) -> Box<[u8]> {
+    pub fn of(size: usize, fields: &[ModuleField], vptr_offsets: &[usize]) -> Arc<[u8]> {
         let mut place = vec![0u8; size];
         for range in fields.iter().map(|f| f.byte_range()) {
             let end = range.end.min(size);
@@ -208,7 +239,7 @@ impl Placement {
                 .iter_mut()
                 .for_each(|p| *p |= Placement::VPTR);
         }
-        place.into_boxed_slice()
+        place.into()
     }
 }
 
@@ -265,40 +296,18 @@ pub(crate) fn classify_written(
             .collect();
         return Err(ImageFailure::Anomalous(anomalous));
     }
-    // what no source saw written: fields and padding (one select per byte, vectorised)
-    let mut byte_map: Vec<ByteClass> = class
-        .placement
-        .iter()
-        .map(|&where_| {
-            if is_field_only(where_) {
-                ByteClass::Field
-            } else {
-                ByteClass::Padding
-            }
-        })
-        .collect();
     let mut writes = Writes {
         words: Vec::with_capacity(class.vptr_offsets.len()),
         bytes: Vec::new(),
     };
     let mut runs = Runs::default();
-    let mut outside_slots: Vec<Range<usize>> = Vec::new();
     for piece in written {
         runs.add(&mut writes, piece);
-        let bytes = piece.range();
-        byte_map[bytes.clone()].fill(ByteClass::Implicit);
-        // bytes in no field and no vptr slot (padding a wide store wrote): rare
-        if class.placement[bytes.clone()].contains(&0) {
-            for at in bytes.filter(|&at| class.placement[at] == 0) {
-                extend_runs(&mut outside_slots, at);
-            }
-        }
     }
     runs.finish(&mut writes);
     Ok(ClassImage {
-        byte_map,
+        placement: Arc::clone(&class.placement),
         writes,
-        outside_slots,
     })
 }
 
@@ -370,18 +379,6 @@ pub(crate) fn fields_only(placement: &[u8], bytes: Range<usize>) -> bool {
     let run = u64::MAX >> (64 - 8 * bytes.len().clamp(1, 8));
     let word = word & run | fields & !run;
     word & both == fields || bytes.is_empty()
-}
-
-/// The runs of bytes of `kind`, in order (most bytes are fields or padding: runs are found
-/// by skipping to them).
-fn runs_of(byte_map: &[ByteClass], kind: ByteClass) -> impl Iterator<Item = Range<usize>> + '_ {
-    let mut from = 0;
-    std::iter::from_fn(move || {
-        let start = from + byte_map[from..].iter().position(|&k| k == kind)?;
-        let length = byte_map[start..].iter().take_while(|&&k| k == kind).count();
-        from = start + length;
-        Some(start..from)
-    })
 }
 
 /// Adds `byte` to ascending runs: to the last one when it ends there, else as a new run.
@@ -467,8 +464,10 @@ pub(crate) mod tests {
         assert_eq!(image.writes.words, vec![(0, !0x1122_3344_5566_7788)]);
         assert_eq!(image.writes.word_at(0), Some(0x1122_3344_5566_7788));
         assert!(image.writes.bytes.is_empty());
-        assert!(image.byte_map[8..12].iter().all(|&b| b == ByteClass::Field));
-        assert!(image.byte_map[12..]
+        assert!(image.byte_map()[8..12]
+            .iter()
+            .all(|&b| b == ByteClass::Field));
+        assert!(image.byte_map()[12..]
             .iter()
             .all(|&b| b == ByteClass::Padding));
         assert!(image.findings().is_empty());

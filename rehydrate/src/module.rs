@@ -45,7 +45,7 @@ pub(crate) struct ModuleClass {
     pub bases: Vec<ModuleBase>,
     pub vptr_offsets: Vec<usize>,
     /// Where each byte lies: in a field, a vptr slot, both or neither (see [`Placement`]).
-    pub placement: Box<[u8]>,
+    pub placement: Arc<[u8]>,
     pub construct: Option<ConstructFn>,
     pub destroy: Option<DestroyFn>,
     pub measure_bases: Option<MeasureBasesFn>,

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use iced_x86::{Decoder, DecoderOptions};
 
 use crate::image::{
-    classify_written, fields_only, is_field_only, ByteClass, ClassImage, ImageFailure, Written,
+    classify_written, fields_only, is_field_only, ClassImage, ImageFailure, Written,
 };
 use crate::module::ModuleClass;
 pub(crate) use process::Process;
@@ -398,10 +398,11 @@ fn read_words(
         ),
         other => format!("{other:?}"),
     })?;
-    // the other words the image copies: an address in a field (a `std::function`'s manager,
-    // a pointer member's default) is the field's
+    // the other words the image copies (it copies every constant byte written outside the
+    // fields): an address in a field (a `std::function`'s manager, a pointer member's
+    // default) is the field's
     for &(offset, value) in &outside.words {
-        let implicit = image.byte_map()[offset] == ByteClass::Implicit;
+        let implicit = !is_field_only(class.placement[offset]);
         if implicit && !class.vptr_offsets.contains(&offset) {
             let word = ImplicitWord::of(process, offset, value);
             if word.symbol.is_some() {
