@@ -107,9 +107,9 @@ pub(crate) struct ElfIndex {
     /// Each symbol's start, in the same order: what [`ElfIndex::symbol_at`] searches (dense,
     /// so a search touches few cache lines).
     starts: Vec<u64>,
-    /// For each 4 KiB page of addresses from 0, how many symbols start below it: a search
-    /// for an address looks only at the symbols starting in its page.
-    symbols_below_page: Vec<u32>,
+    /// For each 256-byte block of addresses from 0, how many symbols start below it: a
+    /// search for an address looks only at the few symbols starting in its block.
+    symbols_below_block: Vec<u32>,
     /// Index into `symbols` by key; keys that occur more than once are absent (ambiguous).
     by_key: HashMap<Arc<str>, usize>,
     /// The constructors among `symbols`, by class (for the constructor analysis).
@@ -118,21 +118,26 @@ pub(crate) struct ElfIndex {
     pub first_segment: u64,
 }
 
-/// The page size of [`ElfIndex::symbol_at`]'s page table.
-const PAGE_BITS: u32 = 12;
-/// The most pages that table covers (4 GiB of addresses); symbols past it are found by a
+/// The block size of [`ElfIndex::symbol_at`]'s table (a 4-byte entry per 256 bytes of
+/// addresses: a table 1/64 the size of the build).
+const BLOCK_BITS: u32 = 8;
+/// The most blocks that table covers (1 GiB of addresses); symbols past it are found by a
 /// search of them all.
-const MOST_PAGES: u64 = 1 << 20;
+const MOST_BLOCKS: u64 = 1 << 22;
 
-/// For each page up to the one after the last symbol's start (at most [`MOST_PAGES`]), how
+/// For each block up to the one after the last symbol's start (at most [`MOST_BLOCKS`]), how
 /// many of `starts` (ascending) lie below it.
-fn symbols_below_each_page(starts: &[u64]) -> Vec<u32> {
+fn symbols_below_each_block(starts: &[u64]) -> Vec<u32> {
     let Some(&last) = starts.last() else {
         return Vec::new();
     };
-    let pages = ((last >> PAGE_BITS) + 2).min(MOST_PAGES);
-    (0..pages)
-        .map(|page| starts.partition_point(|&start| start < page << PAGE_BITS) as u32)
+    let blocks = ((last >> BLOCK_BITS) + 2).min(MOST_BLOCKS);
+    let mut below = 0;
+    (0..blocks)
+        .map(|block| {
+            below += starts[below..].partition_point(|&start| start < block << BLOCK_BITS);
+            below as u32
+        })
         .collect()
 }
 
@@ -270,14 +275,14 @@ impl ElfIndex {
         }
         let constructors = ConstructorIndex::of(&symbols);
         let starts: Vec<u64> = symbols.iter().map(|s| s.start).collect();
-        let symbols_below_page = symbols_below_each_page(&starts);
+        let symbols_below_block = symbols_below_each_block(&starts);
         Ok(ElfIndex {
             sections,
             symbols,
             thread_locals,
             registers_thread_local_destructors,
             starts,
-            symbols_below_page,
+            symbols_below_block,
             by_key,
             constructors,
             first_segment,
@@ -293,8 +298,8 @@ impl ElfIndex {
 
     /// The symbol holding `address`: of those that do, the one starting last (the innermost).
     pub fn symbol_at(&self, address: u64) -> Option<&Symbol> {
-        let page = (address >> PAGE_BITS) as usize;
-        let after = match self.symbols_below_page.get(page..=page + 1) {
+        let block = (address >> BLOCK_BITS) as usize;
+        let after = match self.symbols_below_block.get(block..=block + 1) {
             Some(&[from, to]) => {
                 let (from, to) = (from as usize, to as usize);
                 from + self.starts[from..to].partition_point(|&start| start <= address)
@@ -364,6 +369,13 @@ mod tests {
             size: 8,
             is_function: false,
         }
+    }
+
+    #[test]
+    fn each_block_counts_the_symbols_starting_below_it() {
+        let starts = [0x10, 0x100, 0x150, 0x400];
+        assert_eq!(symbols_below_each_block(&starts), vec![0, 1, 3, 3, 3, 4]);
+        assert!(symbols_below_each_block(&[]).is_empty());
     }
 
     #[test]
