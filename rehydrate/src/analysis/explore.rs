@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 use super::process::{Place, Process};
 use super::semantics::{Flow, Semantics};
 use super::state::{Ip, State, Writer, RSP};
-use super::value::{Value, Word};
+use super::value::{Fresh, Value, Word};
 use super::GiveUp;
 
 /// Instructions one analysis may execute, over every path and call.
@@ -392,8 +392,11 @@ impl<'p> Explorer<'p> {
         let opaque = |explorer: &mut Self, mut state: State, fresh: bool| {
             state.clobber_for_call();
             if fresh {
-                state.gpr[0] = Value::Fresh(explorer.next_fresh, 0);
-                explorer.next_fresh += 1;
+                state.gpr[0] = match explorer.next_fresh {
+                    id if id < Fresh::ALLOCATIONS => Value::Fresh(Fresh::start_of(id)),
+                    _ => Value::Unknown,
+                };
+                explorer.next_fresh = explorer.next_fresh.saturating_add(1);
             }
             if return_to.is_none() {
                 // a tail call returns to this function's caller

@@ -35,7 +35,37 @@ pub(crate) enum Value {
     Stack(i64),
     /// Memory an allocation call returned (`operator new`, `malloc`), plus an offset: never
     /// the object.
-    Fresh(u32, i64),
+    Fresh(Fresh),
+}
+
+/// A pointer into memory an allocation call returned: which allocation of the analysis, and
+/// how far into it (48 bits, wrapping there: far past any object). One word, so that a
+/// [`Value`] is a tag and a word, passed in registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Fresh(u64);
+
+impl Fresh {
+    /// How many allocations an analysis tells apart (what later ones return is unknown).
+    pub const ALLOCATIONS: u32 = 1 << 16;
+
+    /// The start of allocation `id` (below [`Self::ALLOCATIONS`]).
+    pub fn start_of(id: u32) -> Fresh {
+        debug_assert!(id < Self::ALLOCATIONS);
+        Fresh(u64::from(id) << 48)
+    }
+
+    fn id(self) -> u64 {
+        self.0 >> 48
+    }
+
+    fn offset(self) -> i64 {
+        ((self.0 << 16) as i64) >> 16
+    }
+
+    fn moved(self, delta: i64) -> Fresh {
+        let offset = self.offset().wrapping_add(delta) as u64 & ((1 << 48) - 1);
+        Fresh(self.id() << 48 | offset)
+    }
 }
 
 /// Where the symbolic regions are placed when two of their pointers are compared: far from
@@ -60,7 +90,7 @@ impl Value {
             Value::Const(word) => Value::constant(word.get().wrapping_add(delta as u64)),
             Value::This(k) => Value::This(k.wrapping_add(delta)),
             Value::Stack(k) => Value::Stack(k.wrapping_add(delta)),
-            Value::Fresh(id, k) => Value::Fresh(id, k.wrapping_add(delta)),
+            Value::Fresh(pointer) => Value::Fresh(pointer.moved(delta)),
             Value::Unknown => Value::Unknown,
         }
     }
@@ -80,8 +110,8 @@ impl Value {
             (Value::This(a), Value::This(b)) | (Value::Stack(a), Value::Stack(b)) => {
                 Value::constant(a.wrapping_sub(b) as u64)
             }
-            (Value::Fresh(i, a), Value::Fresh(j, b)) if i == j => {
-                Value::constant(a.wrapping_sub(b) as u64)
+            (Value::Fresh(a), Value::Fresh(b)) if a.id() == b.id() => {
+                Value::constant(a.offset().wrapping_sub(b.offset()) as u64)
             }
             _ => Value::Unknown,
         }
@@ -117,7 +147,7 @@ impl Value {
         let place = |value: Value| match value {
             Value::This(k) => Some((0, k)),
             Value::Stack(k) => Some((1, k)),
-            Value::Fresh(id, k) => Some((2 + u64::from(id), k)),
+            Value::Fresh(pointer) => Some((2 + pointer.id(), pointer.offset())),
             _ => None,
         };
         let address = |k: i64| REGION_BASE.wrapping_add(k as u64);
@@ -289,6 +319,27 @@ mod tests {
         );
         assert_eq!(cmp(0x80, 1, 1).condition(ConditionCode::o), Some(true));
         assert_eq!(cmp(1, 1, 8).condition(ConditionCode::p), None);
+    }
+
+    #[test]
+    fn pointers_into_allocations_keep_their_allocation_and_offset() {
+        let (first, second) = (
+            Value::Fresh(Fresh::start_of(0)),
+            Value::Fresh(Fresh::start_of(Fresh::ALLOCATIONS - 1)),
+        );
+        assert_eq!(first.offset(24).sub(first.offset(8)), Value::constant(16));
+        assert_eq!(first.offset(-8).sub(first), Value::constant(-8i64 as u64));
+        assert_eq!(
+            second.offset(-3).sub(second.offset(5)),
+            Value::constant(-8i64 as u64)
+        );
+        // different allocations: no known difference
+        assert_eq!(second.sub(first), Value::Unknown);
+        assert_eq!(first.offset(1).sub(second.offset(1)), Value::Unknown);
+        // far offsets wrap within the allocation, never into another one
+        let far = second.offset(1 << 47).offset(1 << 47);
+        assert_eq!(far, second);
+        assert_eq!(std::mem::size_of::<Value>(), 16);
     }
 
     #[test]
