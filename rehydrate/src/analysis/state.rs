@@ -78,17 +78,19 @@ impl Memory {
             return; // not a place a constructor's object or frame can be
         }
         let end = at + i64::from(bytes);
-        let new = cell_at(at, bytes, value, writer);
+        // made where it goes (a cell made once and copied is read back wider than its fields
+        // were written: the processor then waits for the writes to land)
+        let new = || cell_at(at, bytes, value, writer);
         // the common cases first: past every cell (a frame's pushes, a constructor's
         // stores in order), between two cells, or over exactly one cell of the same width
         match self.cells.last() {
             None => {
                 self.cells.reserve(CELLS_AT_FIRST); // one allocation, not a growth per store
-                self.cells.push(new);
+                self.cells.push(new());
                 return;
             }
             Some(cell) if cell.end() <= at => {
-                self.cells.push(new);
+                self.cells.push(new());
                 return;
             }
             _ => {}
@@ -96,14 +98,22 @@ impl Memory {
         let index = self.first_from(at);
         let next_start = self.cells.get(index).map_or(i64::MAX, Cell::start);
         if next_start == at && self.cells[index].bytes == bytes {
-            self.cells[index] = new;
+            self.cells[index] = new();
             return;
         }
         let after_previous = index == 0 || self.cells[index - 1].end() <= at;
         if after_previous && end <= next_start {
-            self.cells.insert(index, new);
+            self.cells.insert(index, PLACEHOLDER);
+            self.cells[index] = new();
             return;
         }
+        self.store_over(new());
+    }
+
+    /// [`Self::store`] of `new`, which overlaps cells stored before.
+    #[inline(never)]
+    fn store_over(&mut self, new: Cell) {
+        let (at, end) = (new.start(), new.end());
         // cells are at most 8 bytes: only those starting in at-7..end can overlap, and of
         // those, the ones from the first that ends past `at`
         let mut first = self.first_from(at - 7);
@@ -242,6 +252,15 @@ fn remainder(cell: Cell, bytes: std::ops::Range<i64>, out: &mut [Cell], count: &
 }
 
 /// A cell at `at` (within [`REACH`]: checked by the stores).
+/// What a slot holds while it is made room for.
+const PLACEHOLDER: Cell = Cell {
+    at: 0,
+    bytes: 0,
+    value: Value::Unknown,
+    writer: Writer::Disagreement,
+};
+
+#[inline(always)]
 fn cell_at(at: i64, bytes: u32, value: Value, writer: Writer) -> Cell {
     Cell {
         at: at as i32,
