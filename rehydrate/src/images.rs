@@ -13,7 +13,7 @@
 //! Any disagreement names the class, the offset and what each source said, and makes that
 //! class refuse to reload ([`ImageFailure::Disagreement`]).
 
-use crate::analysis::{Analyser, Analysis, ImplicitWord, Process};
+use crate::analysis::{Analyser, Analysis, ImplicitWord, Names, Process};
 use crate::image::{ClassImage, ImageFailure};
 use crate::module::{LoadedModule, ModuleClass};
 use crate::probe::{check_base_offsets_with, probe};
@@ -48,6 +48,8 @@ pub struct ClassInspection {
     /// Which source the image the runtime uses comes from (`analysis`, `probe`), or why
     /// there is none.
     pub image_source: Result<&'static str, String>,
+    /// What the names in the analysis and the probe's words refer to (the build's symbols).
+    pub names: Names,
 }
 
 impl ClassInspection {
@@ -133,6 +135,7 @@ fn image_of<'p>(
         }),
         disagreements,
         image_source: source,
+        names: process.names(),
     };
     (image, inspection)
 }
@@ -166,12 +169,12 @@ fn check_with_table(
             .word_at(slot)
             .map(|value| (value, ImplicitWord::of(process, slot, value)));
         match found {
-            Some((_, word)) if word.vtable().is_some() => {}
+            Some((_, word)) if word.vtable_in(process).is_some() => {}
             Some((value, word)) => disagreements.push(format!(
                 "offset {slot}: the table has a vptr slot, {source} found {} there",
-                match word.symbol {
-                    Some(_) => word.holds(),
-                    None => format!("the constant {value:#x}"),
+                match word.in_symbol() {
+                    true => word.holds_in(process),
+                    false => format!("the constant {value:#x}"),
                 }
             )),
             None => disagreements.push(format!(
@@ -182,13 +185,13 @@ fn check_with_table(
     for &(offset, complement) in &image.writes.words {
         let value = !complement;
         let word = ImplicitWord::of(process, offset, value);
-        let Some((group, _)) = word.vtable() else {
+        let Some((group, _)) = word.vtable_in(process) else {
             continue;
         };
         if !class.vptr_offsets.contains(&offset) {
             disagreements.push(format!(
                 "offset {offset}: {source} found a vptr ({}) where the table has no vptr slot",
-                word.holds()
+                word.holds_in(process)
             ));
         }
         let type_info = value
@@ -198,7 +201,7 @@ fn check_with_table(
         if !type_info.is_some_and(|t| t.name.starts_with("_ZTI")) {
             disagreements.push(format!(
                 "offset {offset}: {source} found {}, which is not an address point of {} (no type-info pointer before it)",
-                word.holds(), group
+                word.holds_in(process), group
             ));
         }
     }

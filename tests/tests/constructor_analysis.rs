@@ -112,8 +112,11 @@ fn the_analysis_agrees_with_the_probe_the_table_and_clang_for_every_build() {
                 };
                 // every function interpreted is named (a PLT stub is not listed: the function
                 // it jumps to is)
-                let unnamed: Vec<&str> =
-                    reading.followed().filter(|f| f.starts_with("0x")).collect();
+                let names = &inspection.names;
+                let unnamed: Vec<&str> = reading
+                    .followed(names)
+                    .filter(|f| f.starts_with("0x"))
+                    .collect();
                 if !unnamed.is_empty() {
                     problems.push(format!(
                         "{label}: functions followed without a name: {unnamed:?}"
@@ -122,7 +125,7 @@ fn the_analysis_agrees_with_the_probe_the_table_and_clang_for_every_build() {
                 let vptrs: Vec<usize> = reading
                     .words
                     .iter()
-                    .filter(|w| w.vtable().is_some())
+                    .filter(|w| names.vtable(w).is_some())
                     .map(|w| w.offset)
                     .collect();
                 if vptrs != inspection.table_vptr_slots {
@@ -141,22 +144,22 @@ fn the_analysis_agrees_with_the_probe_the_table_and_clang_for_every_build() {
                 if let Some(first) = reading
                     .words
                     .iter()
-                    .find(|w| w.offset == 0 && w.vtable().is_some())
+                    .find(|w| w.offset == 0 && names.vtable(w).is_some())
                 {
                     let own = format!("vtable for {class}+");
-                    if !first.holds().starts_with(&own) {
+                    if !names.holds(first).starts_with(&own) {
                         problems.push(format!(
                             "{label}: the vptr at 0 holds {}, not {own}..",
-                            first.holds()
+                            names.holds(first)
                         ));
                     }
                 }
-                for word in reading.words.iter().filter(|w| w.vtable().is_some()) {
-                    if !word.holds().starts_with("vtable for an::") {
+                for word in reading.words.iter().filter(|w| names.vtable(w).is_some()) {
+                    if !names.holds(word).starts_with("vtable for an::") {
                         problems.push(format!(
                             "{label}: offset {} holds {}",
                             word.offset,
-                            word.holds()
+                            names.holds(word)
                         ));
                     }
                 }

@@ -21,6 +21,8 @@ pub(crate) struct Candidate<'a> {
     address: Word,
     /// The mangled name (or, for the thunk, the class).
     pub name: &'a Arc<str>,
+    /// Its index in the build's symbols (`None` for the thunk).
+    pub symbol: Option<u32>,
     /// Which kind of constructor it is.
     pub label: &'static str,
     /// Best first: complete-object before base-object, the default constructor first.
@@ -164,6 +166,7 @@ pub(crate) fn candidates<'a>(
             candidates.push(Candidate {
                 address: Word::new(base + symbol.start),
                 name: &symbol.name,
+                symbol: Some(at),
                 label,
                 rank,
             });
@@ -176,6 +179,7 @@ pub(crate) fn candidates<'a>(
         candidates.push(Candidate {
             address: Word::new(construct as usize as u64),
             name: &class.name,
+            symbol: None,
             label: THUNK,
             rank: 4,
         });

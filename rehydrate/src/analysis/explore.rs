@@ -8,6 +8,7 @@ use std::sync::Arc;
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 use rustc_hash::FxHashMap;
 
+use super::names::SymbolName;
 use super::process::{Place, Process};
 use super::semantics::{Flow, Semantics};
 use super::state::{Ip, State, Writer, RSP};
@@ -82,7 +83,7 @@ pub(crate) struct Trace {
 #[derive(Debug, Clone)]
 pub(crate) struct Followed {
     /// Its mangled name (or address).
-    pub name: Arc<str>,
+    pub name: SymbolName,
     /// Its start and end, when its size is known (complemented).
     pub bounds: Option<(Word, Word)>,
 }
@@ -185,9 +186,10 @@ impl<'p> Explorer<'p> {
     ) -> Result<Option<State>, GiveUp> {
         let function = self.process.place(entry).filter(|p| p.start == entry);
         let entry_stack = state.gpr[RSP];
-        let name = function
-            .as_ref()
-            .map_or_else(|| Arc::from(format!("{entry:#x}")), Place::shared_name);
+        let name = function.as_ref().map_or_else(
+            || SymbolName::Elsewhere(Arc::from(format!("{entry:#x}"))),
+            Place::kept_name,
+        );
         let known = |f: &Followed| f.name == name;
         // a PLT stub (no symbol of its own) is not listed: the function it jumps to is
         let stub = function.is_none() && self.process.is_stub(entry);

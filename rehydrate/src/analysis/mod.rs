@@ -22,6 +22,7 @@
 
 pub(crate) mod constructors;
 mod explore;
+mod names;
 mod process;
 mod registers;
 mod semantics;
@@ -30,14 +31,14 @@ mod state;
 mod tests;
 mod value;
 
-use std::sync::Arc;
-
 use iced_x86::{Decoder, DecoderOptions};
 
 use crate::image::{
     classify_written, fields_only, is_field_only, ClassImage, ImageFailure, Written,
 };
 use crate::module::ModuleClass;
+pub use names::Names;
+use names::SymbolName;
 pub(crate) use process::Process;
 use state::{State, Writer};
 
@@ -75,14 +76,15 @@ impl GiveUp {
     }
 }
 
-/// One address-valued word the constructor leaves in the object.
+/// One address-valued word the constructor leaves in the object. What it points into is
+/// named by the [`Names`] of the build it was read in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImplicitWord {
     /// Byte offset in the object.
     pub offset: usize,
-    /// The symbol it points into (mangled) and how far past the symbol's start; `None` for
-    /// an address in no symbol.
-    pub symbol: Option<(Arc<str>, u64)>,
+    /// The symbol it points into and how far past the symbol's start; `None` for an address
+    /// in no symbol.
+    symbol: Option<(SymbolName, u64)>,
 }
 
 impl ImplicitWord {
@@ -92,26 +94,48 @@ impl ImplicitWord {
             offset,
             symbol: process
                 .place(value)
-                .map(|place| (place.shared_name(), value - place.start)),
+                .map(|place| (place.kept_name(), value - place.start)),
         }
     }
 
-    /// The vtable group (mangled symbol) and the address point's offset in it, when the word
-    /// points into a vtable.
-    pub fn vtable(&self) -> Option<(&str, u64)> {
+    /// Whether it points into a symbol.
+    pub fn in_symbol(&self) -> bool {
+        self.symbol.is_some()
+    }
+
+    /// [`Names::vtable`], named by the build `process` views.
+    pub(crate) fn vtable_in<'a>(&'a self, process: &'a Process<'_>) -> Option<(&'a str, u64)> {
+        self.target(|name| process.name_of(name))
+            .and_then(vtable_of)
+    }
+
+    /// [`Names::holds`], named by the build `process` views.
+    pub(crate) fn holds_in(&self, process: &Process<'_>) -> String {
+        holds_of(self.target(|name| process.name_of(name)))
+    }
+
+    /// The symbol it points into, named by `name`, and how far past the symbol's start.
+    fn target<'a>(
+        &'a self,
+        name: impl FnOnce(&'a SymbolName) -> &'a str,
+    ) -> Option<(&'a str, u64)> {
         self.symbol
             .as_ref()
-            .filter(|(name, _)| name.starts_with("_ZTV") || name.starts_with("_ZTC"))
-            .map(|(name, offset)| (name.as_ref(), *offset))
+            .map(|(symbol, offset)| (name(symbol), *offset))
     }
+}
 
-    /// What it points at, for people (`vtable for game::Robot+0x10`).
-    pub fn holds(&self) -> String {
-        match &self.symbol {
-            Some((name, 0)) => demangle(name),
-            Some((name, offset)) => format!("{}+{offset:#x}", demangle(name)),
-            None => "an address in no symbol".into(),
-        }
+/// A word's target when it is a vtable group (mangled symbol) and an address point in it.
+fn vtable_of((name, offset): (&str, u64)) -> Option<(&str, u64)> {
+    (name.starts_with("_ZTV") || name.starts_with("_ZTC")).then_some((name, offset))
+}
+
+/// What a word points at, for people (`vtable for game::Robot+0x10`).
+fn holds_of(target: Option<(&str, u64)>) -> String {
+    match target {
+        Some((name, 0)) => demangle(name),
+        Some((name, offset)) => format!("{}+{offset:#x}", demangle(name)),
+        None => "an address in no symbol".into(),
     }
 }
 
@@ -121,12 +145,14 @@ pub fn demangle(name: &str) -> String {
     process::Place::named(name).demangled()
 }
 
-/// What the analysis read from a constructor. Names are kept mangled (demangling is for
-/// people, and costs more than the analysis): see [`demangle`].
+/// What the analysis read from a constructor. Names refer to the symbols of the build it
+/// read, named by that build's [`Names`], and are mangled (demangling is for people, and
+/// costs more than the analysis): see [`demangle`].
 #[derive(Debug, Clone)]
 pub struct ConstructorReading {
-    /// The function executed: its mangled name, and what kind of constructor it is.
-    pub constructor: (Arc<str>, &'static str),
+    /// The function executed (its name; `None` for the module's construct thunk), and what
+    /// kind of constructor it is.
+    constructor: (Option<SymbolName>, &'static str),
     /// The address-valued words it leaves in the object outside fields (the vptrs), by
     /// offset: what the image copies at a reload.
     pub words: Vec<ImplicitWord>,
@@ -142,14 +168,18 @@ pub struct ConstructorReading {
 
 impl ConstructorReading {
     /// The function executed, for people (`game::Robot::Robot(int) (complete-object
-    /// constructor)`).
-    pub fn describe_constructor(&self) -> String {
-        constructors::describe(&self.constructor.0, self.constructor.1)
+    /// constructor)`), named by the [`Names`] of the build it was read in.
+    pub fn describe_constructor(&self, names: &Names) -> String {
+        match &self.constructor {
+            (Some(name), label) => constructors::describe(names.get(name), label),
+            (None, label) => format!("{label} (`new (p) T`)"),
+        }
     }
 
-    /// The functions interpreted, in the order first entered (mangled names, or addresses).
-    pub fn followed(&self) -> impl Iterator<Item = &str> {
-        self.all_followed().map(|f| f.name.as_ref())
+    /// The functions interpreted, in the order first entered (mangled names, or addresses),
+    /// named by the [`Names`] of the build it was read in.
+    pub fn followed<'a>(&'a self, names: &'a Names) -> impl Iterator<Item = &'a str> {
+        self.all_followed().map(|f| names.get(&f.name))
     }
 
     fn all_followed(&self) -> impl Iterator<Item = &explore::Followed> {
@@ -382,7 +412,7 @@ fn read_words(
     let mut words: Vec<ImplicitWord> = Vec::with_capacity(class.vptr_offsets.len());
     for &slot in &class.vptr_offsets {
         match word_at(slot) {
-            Some(word) if word.vtable().is_some() => words.push(word),
+            Some(word) if word.vtable_in(process).is_some() => words.push(word),
             word => {
                 let writer = writer_of(slot);
                 let cell = exit.object.cell_holding(slot as i64).map(|(_, cell)| cell);
@@ -412,7 +442,7 @@ fn read_words(
     }
     words.sort_by_key(|w| w.offset);
     Ok(ConstructorReading {
-        constructor: (Arc::clone(candidate.name), candidate.label),
+        constructor: (candidate.symbol.map(SymbolName::InBuild), candidate.label),
         words,
         entry: trace.entry,
         followed: trace.followed,
@@ -440,7 +470,7 @@ fn vptr_slot_failure(
         Some(Some(_)) => word
             .filter(|w| w.symbol.is_some())
             .map_or("a constant that is not a vtable address".into(), |w| {
-                w.holds()
+                w.holds_in(process)
             }),
         _ => "nothing".into(),
     };

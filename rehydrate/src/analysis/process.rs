@@ -12,6 +12,7 @@ use std::ffi::CStr;
 use std::ops::Range;
 use std::sync::Arc;
 
+use super::names::{Names, SymbolName};
 use super::value::Word;
 use crate::relocation::elf::{SectionKind, Symbol};
 use crate::relocation::BuildImage;
@@ -28,9 +29,8 @@ enum Access {
 pub(crate) struct Place<'b> {
     /// The mangled name (borrowed from the build's symbol table where it lies there).
     pub name: Cow<'b, str>,
-    /// The symbol table's own copy of the name, when it lies in the build (shared, not
-    /// copied, by what keeps it).
-    symbol_name: Option<&'b Arc<str>>,
+    /// Its index in the build's symbol table, when it lies in the build.
+    symbol: Option<u32>,
     pub start: u64,
     /// The end, when the symbol's size is known.
     pub end: Option<u64>,
@@ -43,17 +43,19 @@ impl<'b> Place<'b> {
     pub fn named(name: &'b str) -> Place<'b> {
         Place {
             name: Cow::Borrowed(name),
-            symbol_name: None,
+            symbol: None,
             start: 0,
             end: None,
             in_build: false,
         }
     }
 
-    /// The mangled name, to keep: the symbol table's (shared) where there is one.
-    pub fn shared_name(&self) -> Arc<str> {
-        self.symbol_name
-            .map_or_else(|| Arc::from(self.name.as_ref()), Arc::clone)
+    /// The mangled name, to keep: the build's symbol, or a copy of a name from elsewhere.
+    pub fn kept_name(&self) -> SymbolName {
+        match self.symbol {
+            Some(at) => SymbolName::InBuild(at),
+            None => SymbolName::Elsewhere(Arc::from(self.name.as_ref())),
+        }
     }
 
     /// The name as people write it.
@@ -203,6 +205,24 @@ impl<'b> Process<'b> {
         })
     }
 
+    /// The mangled name `name` stands for.
+    pub fn name_of<'n>(&'n self, name: &'n SymbolName) -> &'n str {
+        match name {
+            SymbolName::InBuild(at) => self
+                .build
+                .and_then(|build| build.index().symbols().get(*at as usize))
+                .map_or("?", |symbol| &symbol.name),
+            SymbolName::Elsewhere(name) => name,
+        }
+    }
+
+    /// What the names of the analysis's results refer to.
+    pub fn names(&self) -> Names {
+        self.build.map_or_else(Names::default, |build| {
+            Names::of(Arc::clone(build.shared_index()))
+        })
+    }
+
     /// The build analysed.
     pub fn build(&self) -> Option<&'b BuildImage> {
         self.build
@@ -223,10 +243,11 @@ impl<'b> Process<'b> {
     pub fn place(&self, address: u64) -> Option<Place<'b>> {
         if let Some(build) = self.build.filter(|_| self.in_build(address)) {
             let base = build.base() as u64;
-            let symbol = build.index().symbol_at(address - base)?;
+            let at = build.index().symbol_index_at(address - base)?;
+            let symbol = &build.index().symbols()[at];
             return Some(Place {
                 name: Cow::Borrowed(&symbol.name),
-                symbol_name: Some(&symbol.name),
+                symbol: Some(at as u32),
                 start: symbol.start + base,
                 end: (symbol.size > 0).then_some(symbol.start + symbol.size + base),
                 in_build: true,
@@ -262,7 +283,7 @@ fn dynamic_place(address: u64) -> Option<Place<'static>> {
     let name = unsafe { CStr::from_ptr(info.dli_sname) };
     Some(Place {
         name: Cow::Owned(name.to_string_lossy().into_owned()),
-        symbol_name: None,
+        symbol: None,
         start: info.dli_saddr as u64,
         end: None,
         in_build: false,

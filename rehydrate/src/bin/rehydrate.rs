@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rehydrate::analysis::{demangle, Analysis, ConstructorReading, ImplicitWord};
+use rehydrate::analysis::{demangle, Analysis, ConstructorReading, ImplicitWord, Names};
 use rehydrate::{ClassInspection, ProbePolicy, Runtime};
 use serde::Serialize;
 
@@ -107,10 +107,10 @@ fn print_text(inspection: &ClassInspection) {
         Analysis::Found(reading) => {
             println!(
                 "  analysis: {}, {} instructions",
-                reading.describe_constructor(),
+                reading.describe_constructor(&inspection.names),
                 reading.steps
             );
-            print_words(&reading.words);
+            print_words(&inspection.names, &reading.words);
             if !reading.not_followed.is_empty() {
                 println!(
                     "    calls not followed: {}",
@@ -124,7 +124,7 @@ fn print_text(inspection: &ClassInspection) {
         None => println!("  probe: not run (no usable default constructor)"),
         Some(Ok(words)) => {
             println!("  probe:");
-            print_words(words);
+            print_words(&inspection.names, words);
         }
         Some(Err(reason)) => println!("  probe failed: {reason}"),
     }
@@ -149,12 +149,12 @@ fn not_followed(reading: &ConstructorReading) -> Vec<String> {
         .collect()
 }
 
-fn print_words(words: &[ImplicitWord]) {
+fn print_words(names: &Names, words: &[ImplicitWord]) {
     if words.is_empty() {
         println!("    (no address-valued words)");
     }
     for word in words {
-        println!("    {:>4}: {}", word.offset, word.holds());
+        println!("    {:>4}: {}", word.offset, names.holds(word));
     }
 }
 
@@ -214,27 +214,27 @@ struct WordJson {
 }
 
 impl WordJson {
-    fn of(word: &ImplicitWord) -> WordJson {
+    fn of(names: &Names, word: &ImplicitWord) -> WordJson {
         WordJson {
             offset: word.offset,
-            holds: word.holds(),
-            vtable: word.vtable().map(|(symbol, _)| symbol.to_string()),
-            address_point: word.vtable().map(|(_, point)| point),
+            holds: names.holds(word),
+            vtable: names.vtable(word).map(|(symbol, _)| symbol.to_string()),
+            address_point: names.vtable(word).map(|(_, point)| point),
         }
     }
 }
 
-fn words(words: &[ImplicitWord]) -> Vec<WordJson> {
-    words.iter().map(WordJson::of).collect()
+fn words(names: &Names, words: &[ImplicitWord]) -> Vec<WordJson> {
+    words.iter().map(|word| WordJson::of(names, word)).collect()
 }
 
 impl ClassJson {
     fn of(inspection: &ClassInspection) -> ClassJson {
         let analysis = match &inspection.analysis {
             Analysis::Found(reading) => AnalysisJson::Found {
-                constructor: reading.describe_constructor(),
-                words: words(&reading.words),
-                followed: reading.followed().map(demangle).collect(),
+                constructor: reading.describe_constructor(&inspection.names),
+                words: words(&inspection.names, &reading.words),
+                followed: reading.followed(&inspection.names).map(demangle).collect(),
                 not_followed: not_followed(reading),
                 steps: reading.steps,
             },
@@ -245,7 +245,7 @@ impl ClassJson {
         };
         let probe = inspection.probe.as_ref().map(|result| match result {
             Ok(found) => ProbeJson::Ok {
-                words: words(found),
+                words: words(&inspection.names, found),
             },
             Err(reason) => ProbeJson::Failed {
                 reason: reason.clone(),

@@ -298,6 +298,11 @@ impl ElfIndex {
 
     /// The symbol holding `address`: of those that do, the one starting last (the innermost).
     pub fn symbol_at(&self, address: u64) -> Option<&Symbol> {
+        self.symbol_index_at(address).map(|at| &self.symbols[at])
+    }
+
+    /// [`Self::symbol_at`], as its index in [`Self::symbols`].
+    pub fn symbol_index_at(&self, address: u64) -> Option<usize> {
         let block = (address >> BLOCK_BITS) as usize;
         let after = match self.symbols_below_block.get(block..=block + 1) {
             Some(&[from, to]) => {
@@ -310,7 +315,8 @@ impl ElfIndex {
             .iter()
             .rev()
             .take(64)
-            .find(|s| s.contains(address))
+            .position(|s| s.contains(address))
+            .map(|back| after - 1 - back)
     }
 
     /// Whether `address` is the loader's: outside every section (the ELF and program headers,

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub(crate) use address_map::ReferenceKind;
 
@@ -82,7 +82,8 @@ impl Drop for ImagesLock {
 
 /// A loaded build's ELF index and where it lies.
 pub(crate) struct BuildImage {
-    index: ElfIndex,
+    /// Shared with what names the results of the constructor analysis.
+    index: Arc<ElfIndex>,
     /// The load bias (the address of the ELF header: the loader's, so never rewritten).
     base: usize,
     /// How many bytes from `base` the build's mappings cover.
@@ -98,7 +99,7 @@ impl BuildImage {
         }
         let base = span.start - index.first_segment as usize;
         Ok(BuildImage {
-            index,
+            index: Arc::new(index),
             base,
             length: span.end - base,
         })
@@ -116,6 +117,11 @@ impl BuildImage {
 
     /// The build's sections and symbols (file virtual addresses).
     pub fn index(&self) -> &ElfIndex {
+        &self.index
+    }
+
+    /// The same, to share.
+    pub fn shared_index(&self) -> &Arc<ElfIndex> {
         &self.index
     }
 
