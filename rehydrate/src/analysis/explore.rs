@@ -286,6 +286,9 @@ impl<'p> Explorer<'p> {
                             ));
                         }
                         state.gpr[RSP] = entry_stack.offset(8 + extra as i64);
+                        if exit.is_none() && work.is_empty() {
+                            return Ok(Some(state)); // the only path (not copied again)
+                        }
                         merge(&mut exit, state);
                         break;
                     }
