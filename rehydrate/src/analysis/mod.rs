@@ -37,6 +37,7 @@ use crate::image::{
     classify_written, fields_only, is_field_only, ClassImage, ImageFailure, Written,
 };
 use crate::module::ModuleClass;
+use crate::relocation::elf::is_vtable_name;
 pub use names::Names;
 use names::SymbolName;
 pub(crate) use process::Process;
@@ -109,6 +110,13 @@ impl ImplicitWord {
             .and_then(vtable_of)
     }
 
+    /// Whether it points into a vtable group of the build `process` views (or elsewhere).
+    pub(crate) fn is_vtable_in(&self, process: &Process<'_>) -> bool {
+        self.symbol
+            .as_ref()
+            .is_some_and(|(name, _)| process.is_vtable(name))
+    }
+
     /// [`Names::holds`], named by the build `process` views.
     pub(crate) fn holds_in(&self, process: &Process<'_>) -> String {
         holds_of(self.target(|name| process.name_of(name)))
@@ -127,7 +135,7 @@ impl ImplicitWord {
 
 /// A word's target when it is a vtable group (mangled symbol) and an address point in it.
 fn vtable_of((name, offset): (&str, u64)) -> Option<(&str, u64)> {
-    (name.starts_with("_ZTV") || name.starts_with("_ZTC")).then_some((name, offset))
+    is_vtable_name(name).then_some((name, offset))
 }
 
 /// What a word points at, for people (`vtable for game::Robot+0x10`).
@@ -412,7 +420,7 @@ fn read_words(
     let mut words: Vec<ImplicitWord> = Vec::with_capacity(class.vptr_offsets.len());
     for &slot in &class.vptr_offsets {
         match word_at(slot) {
-            Some(word) if word.vtable_in(process).is_some() => words.push(word),
+            Some(word) if word.is_vtable_in(process) => words.push(word),
             word => {
                 let writer = writer_of(slot);
                 let cell = exit.object.cell_holding(slot as i64).map(|(_, cell)| cell);

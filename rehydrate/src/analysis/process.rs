@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::names::{Names, SymbolName};
 use super::value::Word;
-use crate::relocation::elf::{SectionKind, Symbol};
+use crate::relocation::elf::{is_vtable_name, SectionKind, Symbol};
 use crate::relocation::BuildImage;
 
 /// What the analyser may read from a region.
@@ -66,6 +66,7 @@ impl<'b> Place<'b> {
             start: 0,
             size: 0,
             is_function: false,
+            vtable_group: false,
         }
         .demangled()
     }
@@ -213,6 +214,17 @@ impl<'b> Process<'b> {
                 .and_then(|build| build.index().symbols().get(*at as usize))
                 .map_or("?", |symbol| &symbol.name),
             SymbolName::Elsewhere(name) => name,
+        }
+    }
+
+    /// Whether `name` is a vtable group's ([`is_vtable_name`]).
+    pub fn is_vtable(&self, name: &SymbolName) -> bool {
+        match name {
+            SymbolName::InBuild(at) => self
+                .build
+                .and_then(|build| build.index().symbols().get(*at as usize))
+                .is_some_and(Symbol::is_vtable_group),
+            SymbolName::Elsewhere(name) => is_vtable_name(name),
         }
     }
 

@@ -15,6 +15,7 @@ use super::registers::Gpr;
 use super::state::{Ip, Lanes, State, Writer, RSP};
 use super::value::{Flags, Value};
 use super::GiveUp;
+use crate::relocation::elf::is_vtable_name;
 
 /// Where execution goes after an instruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -899,7 +900,7 @@ impl<'p> Semantics<'p> {
             Value::Stack(k) => state.stack.store(k, bytes, value, writer),
             Value::Unknown => {
                 if let Some(place) = value.as_const().and_then(|v| self.process.place(v)) {
-                    if place.name.starts_with("_ZTV") || place.name.starts_with("_ZTC") {
+                    if is_vtable_name(&place.name) {
                         let ip = match writer {
                             Writer::Instruction(word) => word.get(),
                             Writer::Disagreement => 0,

@@ -49,6 +49,14 @@ pub(crate) struct Symbol {
     pub start: u64,
     pub size: u64,
     pub is_function: bool,
+    /// Whether it is a vtable group: see [`Self::is_vtable_group`].
+    pub vtable_group: bool,
+}
+
+/// Whether a mangled name is a vtable group's (`_ZTV`) or a construction vtable group's
+/// (`_ZTC`).
+pub(crate) fn is_vtable_name(name: &str) -> bool {
+    name.starts_with("_ZTV") || name.starts_with("_ZTC")
 }
 
 impl Symbol {
@@ -84,9 +92,10 @@ impl Symbol {
         address == self.start || (address > self.start && address < self.start + self.size)
     }
 
-    /// A vtable group (`_ZTV`) or construction vtable group (`_ZTC`).
+    /// A vtable group (`_ZTV`) or construction vtable group (`_ZTC`): known without reading
+    /// the name (every vptr a reload or an analysis meets is asked about).
     pub fn is_vtable_group(&self) -> bool {
-        self.name.starts_with("_ZTV") || self.name.starts_with("_ZTC")
+        self.vtable_group
     }
 }
 
@@ -247,6 +256,7 @@ impl ElfIndex {
                 name.clone()
             };
             symbols.push(Symbol {
+                vtable_group: is_vtable_name(&name),
                 name,
                 key,
                 start: symbol.address(),
@@ -374,6 +384,7 @@ mod tests {
             start: 0,
             size: 8,
             is_function: false,
+            vtable_group: is_vtable_name(name),
         }
     }
 
