@@ -1215,10 +1215,11 @@ fn patch_stopped(objects: &[usize], image: &ClassImage) {
 #[doc(hidden)]
 pub mod measure {
     use super::Runtime;
-    use crate::analysis::{Analyser, Analysis, ConstructorReading, Process};
+    use crate::analysis::{decode_spans, decode_spans_in_place, Analyser, Analysis, Process};
 
-    /// The analyses of every class of a build that gave an image.
-    pub struct Readings(Vec<ConstructorReading>);
+    /// Where the functions lie that the analyses of every class of a build that gave an
+    /// image interpreted (what the baselines decode), per class.
+    pub struct Readings(Vec<Vec<(u64, u64)>>);
 
     impl Readings {
         /// How many classes.
@@ -1246,8 +1247,8 @@ pub mod measure {
             .count()
     }
 
-    /// The analyses of every class of the current build that gave an image (what
-    /// [`decode_what_was_analysed`] decodes).
+    /// The functions the analyses of every class of the current build that gave an image
+    /// interpreted (what [`decode_what_was_analysed`] decodes), looked up once here.
     pub fn readings(runtime: &Runtime) -> Readings {
         let build = runtime.shared.read();
         let process = Process::snapshot(&build.elf);
@@ -1257,7 +1258,7 @@ pub mod measure {
             .classes
             .iter()
             .filter_map(|class| match analyser.analyse(class) {
-                Analysis::Found(reading) => Some(*reading),
+                Analysis::Found(reading) => Some(reading.spans(&process)),
                 Analysis::GaveUp { .. } => None,
             })
             .collect();
@@ -1272,7 +1273,7 @@ pub mod measure {
         readings
             .0
             .iter()
-            .map(|reading| reading.decode_entered(&process))
+            .map(|spans| decode_spans(&process, spans))
             .sum()
     }
 
@@ -1285,7 +1286,7 @@ pub mod measure {
         readings
             .0
             .iter()
-            .map(|reading| reading.decode_entered_in_place(&process, &mut decoder))
+            .map(|spans| decode_spans_in_place(&process, spans, &mut decoder))
             .sum()
     }
 

@@ -113,7 +113,7 @@ fn the_analysis_agrees_with_the_probe_the_table_and_clang_for_every_build() {
                 // every function interpreted is named (a PLT stub is not listed: the function
                 // it jumps to is)
                 let names = &inspection.names;
-                let unnamed: Vec<&str> = reading
+                let unnamed: Vec<_> = reading
                     .followed(names)
                     .filter(|f| f.starts_with("0x"))
                     .collect();

@@ -69,9 +69,9 @@ fn never_returns(name: &str) -> bool {
 /// What one analysis did besides its result.
 #[derive(Debug, Default)]
 pub(crate) struct Trace {
-    /// The function it started in, then the others it interpreted, in the order first
-    /// entered (most analyses interpret one function: it is kept apart, not allocated).
-    pub entry: Option<Followed>,
+    /// The function it started in (its address: most analyses never need its symbol), then
+    /// the others it interpreted, in the order first entered.
+    pub entry: Option<Word>,
     pub followed: Vec<Followed>,
     /// Calls it did not follow (mangled name, or address) with why: outside the build, too
     /// deep, or its own analysis gave up in a function that is not a constructor.
@@ -86,6 +86,26 @@ pub(crate) struct Followed {
     pub name: SymbolName,
     /// Its start and end, when its size is known (complemented).
     pub bounds: Option<(Word, Word)>,
+}
+
+/// The function being run, looked up in the symbol table when first needed (its bounds tell
+/// a tail call from a jump within it; straight-line code never needs them).
+struct Running<'p> {
+    entry: u64,
+    place: Option<Option<Place<'p>>>,
+}
+
+impl<'p> Running<'p> {
+    fn at(entry: u64) -> Running<'p> {
+        Running { entry, place: None }
+    }
+
+    fn place(&mut self, process: &'p Process<'p>) -> Option<&Place<'p>> {
+        let entry = self.entry;
+        self.place
+            .get_or_insert_with(|| process.place(entry).filter(|p| p.start == entry))
+            .as_ref()
+    }
 }
 
 /// One analysis: the budget, the path so far, and the instructions' semantics.
@@ -184,32 +204,13 @@ impl<'p> Explorer<'p> {
         mut state: State,
         depth: usize,
     ) -> Result<Option<State>, GiveUp> {
-        let function = self.process.place(entry).filter(|p| p.start == entry);
         let entry_stack = state.gpr[RSP];
-        let name = function.as_ref().map_or_else(
-            || SymbolName::Elsewhere(Arc::from(format!("{entry:#x}"))),
-            Place::kept_name,
-        );
-        let known = |f: &Followed| f.name == name;
-        // a PLT stub (no symbol of its own) is not listed: the function it jumps to is
-        let stub = function.is_none() && self.process.is_stub(entry);
-        if !stub
-            && !self
-                .trace
-                .entry
-                .iter()
-                .chain(&self.trace.followed)
-                .any(known)
-        {
-            let bounds = function.as_ref().and_then(|f| f.end);
-            let followed = Followed {
-                name,
-                bounds: bounds.map(|end| (Word::new(entry), Word::new(end))),
-            };
-            match self.trace.entry {
-                None => self.trace.entry = Some(followed),
-                Some(_) => self.trace.followed.push(followed),
-            }
+        let mut function = Running::at(entry);
+        if self.trace.entry.is_none() {
+            // the analysed constructor: named when someone asks (see `ConstructorReading`)
+            self.trace.entry = Some(Word::new(entry));
+        } else {
+            self.list_followed(entry, function.place(self.process));
         }
         // addresses kept in the heap are complemented (see `value`)
         // the entry's path, then the branches queued (most functions have none: no allocation)
@@ -232,7 +233,7 @@ impl<'p> Explorer<'p> {
                 match self.semantics.execute(&mut state, &ins)? {
                     Flow::Next => ip = next,
                     Flow::Jump(target) => {
-                        if self.is_tail_call(function.as_ref(), entry, target) {
+                        if self.is_tail_call(function.place(self.process), entry, target) {
                             if let Some(returned) = self.call(target, state, None, depth)? {
                                 merge(&mut exit, returned);
                             }
@@ -248,7 +249,7 @@ impl<'p> Explorer<'p> {
                                 "an indirect jump through an address it cannot determine",
                             ));
                         };
-                        if self.is_tail_call(function.as_ref(), entry, target)
+                        if self.is_tail_call(function.place(self.process), entry, target)
                             || !self.process.in_build(target)
                         {
                             if let Some(returned) = self.call(target, state, None, depth)? {
@@ -266,7 +267,7 @@ impl<'p> Explorer<'p> {
                     }
                     Flow::Call(target) => {
                         let falls_off = function
-                            .as_ref()
+                            .place(self.process)
                             .and_then(|f| f.end)
                             .is_some_and(|end| next >= end);
                         match self.call_value(target, state, Some(next), depth)? {
@@ -302,6 +303,25 @@ impl<'p> Explorer<'p> {
             state = queued;
         }
         Ok(exit)
+    }
+
+    /// Lists the function at `entry` (`function`, its symbol) among those followed, unless it
+    /// is there already or is a PLT stub (the function it jumps to is listed).
+    fn list_followed(&mut self, entry: u64, function: Option<&Place>) {
+        let name = function.map_or_else(
+            || SymbolName::Elsewhere(Arc::from(format!("{entry:#x}"))),
+            Place::kept_name,
+        );
+        let stub = function.is_none() && self.process.is_stub(entry);
+        let known = self.trace.entry == Some(Word::new(entry))
+            || self.trace.followed.iter().any(|f| f.name == name);
+        if !stub && !known {
+            let bounds = function.and_then(|f| f.end);
+            self.trace.followed.push(Followed {
+                name,
+                bounds: bounds.map(|end| (Word::new(entry), Word::new(end))),
+            });
+        }
     }
 
     /// Moves the decoder to `ip` (after a jump, a call, or at a path's start: calls move it

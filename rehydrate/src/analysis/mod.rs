@@ -31,6 +31,8 @@ mod state;
 mod tests;
 mod value;
 
+use std::borrow::Cow;
+
 use iced_x86::{Decoder, DecoderOptions};
 
 use crate::image::{
@@ -164,8 +166,9 @@ pub struct ConstructorReading {
     /// The address-valued words it leaves in the object outside fields (the vptrs), by
     /// offset: what the image copies at a reload.
     pub words: Vec<ImplicitWord>,
-    /// The functions interpreted, in the order first entered: see [`Self::followed`].
-    entry: Option<explore::Followed>,
+    /// The functions interpreted, in the order first entered: see [`Self::followed`]. The
+    /// first (the constructor, or the thunk) by address: its symbol is looked up when asked.
+    entry: value::Word,
     followed: Vec<explore::Followed>,
     /// Calls not followed: the function (mangled, or an address) and why.
     pub not_followed: Vec<(String, String)>,
@@ -186,54 +189,68 @@ impl ConstructorReading {
 
     /// The functions interpreted, in the order first entered (mangled names, or addresses),
     /// named by the [`Names`] of the build it was read in.
-    pub fn followed<'a>(&'a self, names: &'a Names) -> impl Iterator<Item = &'a str> {
-        self.all_followed().map(|f| names.get(&f.name))
+    pub fn followed<'a>(&'a self, names: &'a Names) -> impl Iterator<Item = Cow<'a, str>> {
+        std::iter::once(names.function_at(self.entry.get())).chain(
+            self.followed
+                .iter()
+                .map(|f| Cow::Borrowed(names.get(&f.name))),
+        )
     }
 
-    fn all_followed(&self) -> impl Iterator<Item = &explore::Followed> {
-        self.entry.iter().chain(&self.followed)
+    /// Where each function interpreted lies (start, end), when its size is known: what the
+    /// analysis benchmark's baselines decode.
+    pub(crate) fn spans(&self, process: &Process<'_>) -> Vec<(u64, u64)> {
+        let entry = self.entry.get();
+        let entry_end = process
+            .place(entry)
+            .filter(|place| place.start == entry)
+            .and_then(|place| place.end);
+        let followed = self.followed.iter().filter_map(|f| f.bounds);
+        entry_end
+            .map(|end| (entry, end))
+            .into_iter()
+            .chain(followed.map(|(start, end)| (start.get(), end.get())))
+            .collect()
     }
+}
 
-    /// [`Self::decode_entered`] with one decoder, moved to each function (`decoder`, made at
-    /// the first and kept between readings), as the analysis decodes: iced-x86's decoding
-    /// without setting a decoder up per function.
-    pub(crate) fn decode_entered_in_place<'p>(
-        &self,
-        process: &'p Process<'p>,
-        decoder: &mut Option<explore::SectionDecoder<'p>>,
-    ) -> usize {
-        let mut decoded = 0;
-        for &(start, end) in self.all_followed().filter_map(|f| f.bounds.as_ref()) {
-            let (start, end) = (start.get(), end.get());
-            let span = match decoder {
-                Some(decoder) => decoder.decode_span(process, start, end),
-                None => explore::SectionDecoder::at(process, start)
-                    .and_then(|made| decoder.insert(made).decode_span(process, start, end)),
-            };
-            decoded += span.unwrap_or(0);
+/// Decodes `spans` with one decoder, moved to each (`decoder`, made at the first and kept
+/// between calls), as the analysis decodes: iced-x86's decoding without setting a decoder up
+/// per function. Returns the instructions decoded.
+pub(crate) fn decode_spans_in_place<'p>(
+    process: &'p Process<'p>,
+    spans: &[(u64, u64)],
+    decoder: &mut Option<explore::SectionDecoder<'p>>,
+) -> usize {
+    let mut decoded = 0;
+    for &(start, end) in spans {
+        let span = match decoder {
+            Some(decoder) => decoder.decode_span(process, start, end),
+            None => explore::SectionDecoder::at(process, start)
+                .and_then(|made| decoder.insert(made).decode_span(process, start, end)),
+        };
+        decoded += span.unwrap_or(0);
+    }
+    decoded
+}
+
+/// Decodes `spans` with iced-x86 alone, a decoder for each, from start to end: the baseline
+/// of the analysis benchmark. Returns the instructions decoded.
+pub(crate) fn decode_spans(process: &Process<'_>, spans: &[(u64, u64)]) -> usize {
+    let mut decoded = 0;
+    for &(start, end) in spans {
+        let Some(code) = process.code(start) else {
+            continue;
+        };
+        let length = ((end - start) as usize).min(code.len());
+        let mut decoder = Decoder::with_ip(64, &code[..length], start, DecoderOptions::NONE);
+        let mut instruction = iced_x86::Instruction::default();
+        while decoder.can_decode() {
+            decoder.decode_out(&mut instruction);
+            decoded += 1;
         }
-        decoded
     }
-
-    /// Decodes, with iced-x86 alone, every function this analysis interpreted, once each from
-    /// start to end: the baseline of the analysis benchmark. Returns the instructions decoded.
-    pub(crate) fn decode_entered(&self, process: &Process<'_>) -> usize {
-        let mut decoded = 0;
-        for &(start, end) in self.all_followed().filter_map(|f| f.bounds.as_ref()) {
-            let (start, end) = (start.get(), end.get());
-            let Some(code) = process.code(start) else {
-                continue;
-            };
-            let length = ((end - start) as usize).min(code.len());
-            let mut decoder = Decoder::with_ip(64, &code[..length], start, DecoderOptions::NONE);
-            let mut instruction = iced_x86::Instruction::default();
-            while decoder.can_decode() {
-                decoder.decode_out(&mut instruction);
-                decoded += 1;
-            }
-        }
-        decoded
-    }
+    decoded
 }
 
 /// The analysis of one class.
@@ -452,7 +469,7 @@ fn read_words(
     Ok(ConstructorReading {
         constructor: (candidate.symbol.map(SymbolName::InBuild), candidate.label),
         words,
-        entry: trace.entry,
+        entry: value::Word::new(candidate.address()),
         followed: trace.followed,
         not_followed: trace.not_followed,
         steps: trace.steps,

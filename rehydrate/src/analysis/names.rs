@@ -3,6 +3,7 @@
 //! copies no name and counts no reference (it runs for every class at every load). The
 //! table itself, [`Names`], is shared by what shows the results to people.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::ImplicitWord;
@@ -17,23 +18,35 @@ pub(crate) enum SymbolName {
     Elsewhere(Arc<str>),
 }
 
-/// The symbol table of the build an analysis read: what its [`SymbolName`]s name.
+/// The symbol table of the build an analysis read (and the build's load bias): what its
+/// [`SymbolName`]s and addresses name.
 #[derive(Clone, Default)]
-pub struct Names(Option<Arc<ElfIndex>>);
+pub struct Names(Option<(Arc<ElfIndex>, u64)>);
 
 impl std::fmt::Debug for Names {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
-            Some(index) => write!(f, "Names({} symbols)", index.symbols().len()),
+            Some((index, _)) => write!(f, "Names({} symbols)", index.symbols().len()),
             None => f.write_str("Names(none)"),
         }
     }
 }
 
 impl Names {
-    /// The names of the build whose symbol table is `index`.
-    pub(crate) fn of(index: Arc<ElfIndex>) -> Names {
-        Names(Some(index))
+    /// The names of the build whose symbol table is `index`, loaded with the bias `base`.
+    pub(crate) fn of(index: Arc<ElfIndex>, base: u64) -> Names {
+        Names(Some((index, base)))
+    }
+
+    /// The name of the function starting at `address`, or the address written out.
+    pub(crate) fn function_at(&self, address: u64) -> Cow<'_, str> {
+        self.0
+            .as_ref()
+            .and_then(|(index, base)| {
+                let symbol = index.symbol_at(address.checked_sub(*base)?)?;
+                (symbol.start + base == address).then_some(&*symbol.name)
+            })
+            .map_or_else(|| Cow::Owned(format!("{address:#x}")), Cow::Borrowed)
     }
 
     /// The mangled name `name` stands for.
@@ -42,7 +55,7 @@ impl Names {
             SymbolName::InBuild(at) => self
                 .0
                 .as_ref()
-                .and_then(|index| index.symbols().get(*at as usize))
+                .and_then(|(index, _)| index.symbols().get(*at as usize))
                 .map_or("?", |symbol| &symbol.name),
             SymbolName::Elsewhere(name) => name,
         }

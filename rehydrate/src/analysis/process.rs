@@ -231,7 +231,7 @@ impl<'b> Process<'b> {
     /// What the names of the analysis's results refer to.
     pub fn names(&self) -> Names {
         self.build.map_or_else(Names::default, |build| {
-            Names::of(Arc::clone(build.shared_index()))
+            Names::of(Arc::clone(build.shared_index()), build.base() as u64)
         })
     }
 

@@ -234,7 +234,10 @@ impl ClassJson {
             Analysis::Found(reading) => AnalysisJson::Found {
                 constructor: reading.describe_constructor(&inspection.names),
                 words: words(&inspection.names, &reading.words),
-                followed: reading.followed(&inspection.names).map(demangle).collect(),
+                followed: reading
+                    .followed(&inspection.names)
+                    .map(|name| demangle(&name))
+                    .collect(),
                 not_followed: not_followed(reading),
                 steps: reading.steps,
             },
