@@ -216,12 +216,14 @@ impl ImageFailure {
 }
 
 /// A byte of an object lies in a declared field ([`Placement::FIELD`]), in a vptr slot the
-/// table names ([`Placement::VPTR`]), both, or neither.
+/// table names ([`Placement::VPTR`]), both, or neither; the first byte of each vptr slot is
+/// marked as such too ([`Placement::SLOT`]: where each slot starts is read with the rest).
 pub(crate) struct Placement;
 
 impl Placement {
     pub const FIELD: u8 = 1;
     pub const VPTR: u8 = 2;
+    pub const SLOT: u8 = 4;
 
     /// Where each byte of an object of `size` bytes lies: made once per class with its
     /// table (the images of every load read it).
@@ -238,6 +240,9 @@ impl Placement {
             place[slot.min(end)..end]
                 .iter_mut()
                 .for_each(|p| *p |= Placement::VPTR);
+            if let Some(first) = place.get_mut(slot) {
+                *first |= Placement::SLOT;
+            }
         }
         place.into()
     }
@@ -471,6 +476,16 @@ pub(crate) mod tests {
             .iter()
             .all(|&b| b == ByteClass::Padding));
         assert!(image.findings().is_empty());
+    }
+
+    #[test]
+    fn each_vptr_slot_is_placed_with_where_it_starts() {
+        let placement = Placement::of(24, &[], &[0, 8]);
+        let slot = Placement::VPTR | Placement::SLOT;
+        assert_eq!(placement[0], slot);
+        assert!(placement[1..8].iter().all(|&p| p == Placement::VPTR));
+        assert_eq!(placement[8], slot);
+        assert!(placement[16..].iter().all(|&p| p == 0));
     }
 
     #[test]

@@ -36,7 +36,7 @@ use std::borrow::Cow;
 use iced_x86::{Decoder, DecoderOptions};
 
 use crate::image::{
-    classify_written, fields_only, is_field_only, ClassImage, ImageFailure, Written,
+    classify_written, fields_only, is_field_only, ClassImage, ImageFailure, Placement, Written,
 };
 use crate::module::ModuleClass;
 use crate::relocation::elf::is_vtable_name;
@@ -427,22 +427,55 @@ fn read_words(
             })
             .map(|(_, cell)| cell.writer)
     };
-    let word_at = |offset: usize| {
-        outside
-            .words
-            .iter()
-            .find(|&&(at, _)| at == offset)
-            .map(|&(_, value)| ImplicitWord::of(process, offset, value))
-    };
+    // the vptr slots (each must hold a vtable address), then the other words the image
+    // copies (it copies every constant byte written outside the fields: an address in a
+    // field, a `std::function`'s manager or a pointer member's default, is the field's);
+    // where each slot starts is read from the placement, with the stores
     let mut words: Vec<ImplicitWord> = Vec::with_capacity(class.vptr_offsets.len());
-    for &slot in &class.vptr_offsets {
-        match word_at(slot) {
-            Some(word) if word.is_vtable_in(process) => words.push(word),
-            word => {
-                let writer = writer_of(slot);
-                let cell = exit.object.cell_holding(slot as i64).map(|(_, cell)| cell);
-                return Err(vptr_slot_failure(process, slot, word, cell, writer, &trace));
+    let mut slots = 0;
+    for &(offset, value) in &outside.words {
+        let placed = class.placement[offset];
+        let word = if placed & Placement::SLOT != 0 {
+            let word = ImplicitWord::of(process, offset, value);
+            if !word.is_vtable_in(process) {
+                let cell = exit
+                    .object
+                    .cell_holding(offset as i64)
+                    .map(|(_, cell)| cell);
+                let writer = writer_of(offset);
+                return Err(vptr_slot_failure(
+                    process,
+                    offset,
+                    Some(word),
+                    cell,
+                    writer,
+                    &trace,
+                ));
             }
+            slots += 1;
+            word
+        } else if !is_field_only(placed) {
+            let word = ImplicitWord::of(process, offset, value);
+            if !word.in_symbol() {
+                continue;
+            }
+            word
+        } else {
+            continue;
+        };
+        words.push(word);
+    }
+    if slots < class.vptr_offsets.len() {
+        // a slot without a constant word: the first, in the table's order
+        let missing = class
+            .vptr_offsets
+            .iter()
+            .copied()
+            .find(|&slot| !words.iter().any(|w| w.offset == slot));
+        if let Some(slot) = missing {
+            let cell = exit.object.cell_holding(slot as i64).map(|(_, cell)| cell);
+            let writer = writer_of(slot);
+            return Err(vptr_slot_failure(process, slot, None, cell, writer, &trace));
         }
     }
 
@@ -453,19 +486,6 @@ fn read_words(
         ),
         other => format!("{other:?}"),
     })?;
-    // the other words the image copies (it copies every constant byte written outside the
-    // fields): an address in a field (a `std::function`'s manager, a pointer member's
-    // default) is the field's
-    for &(offset, value) in &outside.words {
-        let implicit = !is_field_only(class.placement[offset]);
-        if implicit && !class.vptr_offsets.contains(&offset) {
-            let word = ImplicitWord::of(process, offset, value);
-            if word.symbol.is_some() {
-                words.push(word);
-            }
-        }
-    }
-    words.sort_by_key(|w| w.offset);
     Ok(ConstructorReading {
         constructor: (candidate.symbol.map(SymbolName::InBuild), candidate.label),
         words,
