@@ -18,6 +18,18 @@ pub(crate) enum SymbolName {
     Elsewhere(Arc<str>),
 }
 
+impl SymbolName {
+    /// The mangled name, from the symbol table `index` of the build it was read in.
+    pub(crate) fn in_table<'a>(&'a self, index: Option<&'a ElfIndex>) -> &'a str {
+        match self {
+            SymbolName::InBuild(at) => index
+                .and_then(|index| index.symbols().get(*at as usize))
+                .map_or("?", |symbol| &symbol.name),
+            SymbolName::Elsewhere(name) => name,
+        }
+    }
+}
+
 /// The symbol table of the build an analysis read (and the build's load bias): what its
 /// [`SymbolName`]s and addresses name.
 #[derive(Clone, Default)]
@@ -51,14 +63,7 @@ impl Names {
 
     /// The mangled name `name` stands for.
     pub(crate) fn get<'a>(&'a self, name: &'a SymbolName) -> &'a str {
-        match name {
-            SymbolName::InBuild(at) => self
-                .0
-                .as_ref()
-                .and_then(|(index, _)| index.symbols().get(*at as usize))
-                .map_or("?", |symbol| &symbol.name),
-            SymbolName::Elsewhere(name) => name,
-        }
+        name.in_table(self.0.as_ref().map(|(index, _)| &**index))
     }
 
     /// The vtable group (mangled symbol) `word` points into and the address point's offset in

@@ -208,13 +208,7 @@ impl<'b> Process<'b> {
 
     /// The mangled name `name` stands for.
     pub fn name_of<'n>(&'n self, name: &'n SymbolName) -> &'n str {
-        match name {
-            SymbolName::InBuild(at) => self
-                .build
-                .and_then(|build| build.index().symbols().get(*at as usize))
-                .map_or("?", |symbol| &symbol.name),
-            SymbolName::Elsewhere(name) => name,
-        }
+        name.in_table(self.build.map(BuildImage::index))
     }
 
     /// Whether `name` is a vtable group's ([`is_vtable_name`]).
