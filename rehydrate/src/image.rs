@@ -249,16 +249,29 @@ impl Placement {
 }
 
 /// Bytes a source saw written outside a class's fields: `bytes` (1 to 8) bytes from `at`,
-/// holding the bytes of `value` in order (little-endian), or values not known in advance
-/// (`value` is `None`).
+/// holding the bytes of a value in order (little-endian), or values not known in advance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Written {
     pub at: usize,
     pub bytes: u8,
-    pub value: Option<u64>,
+    /// The value, complemented (mostly vptrs: the runtime's memory must not look like
+    /// references into a build to a reload's scan, freed memory included).
+    complement: Option<u64>,
 }
 
 impl Written {
+    pub fn new(at: usize, bytes: u8, value: Option<u64>) -> Written {
+        Written {
+            at,
+            bytes,
+            complement: value.map(|value| !value),
+        }
+    }
+
+    pub fn value(&self) -> Option<u64> {
+        self.complement.map(|complement| !complement)
+    }
+
     fn range(&self) -> Range<usize> {
         self.at..self.at + usize::from(self.bytes)
     }
@@ -274,13 +287,12 @@ pub(crate) fn classify(
         .zip(class.placement.iter())
         .enumerate()
         .filter(|&(_, (&seen, &where_))| seen != Observed::Untouched && !is_field_only(where_))
-        .map(|(at, (&seen, _))| Written {
-            at,
-            bytes: 1,
-            value: match seen {
+        .map(|(at, (&seen, _))| {
+            let value = match seen {
                 Observed::Constant(byte) => Some(u64::from(byte)),
                 _ => None,
-            },
+            };
+            Written::new(at, 1, value)
         })
         .collect();
     classify_written(class, &written)
@@ -293,10 +305,10 @@ pub(crate) fn classify_written(
     class: &ModuleClass,
     written: &[Written],
 ) -> Result<ClassImage, ImageFailure> {
-    if written.iter().any(|w| w.value.is_none()) {
+    if written.iter().any(|w| w.value().is_none()) {
         let anomalous = written
             .iter()
-            .filter(|w| w.value.is_none())
+            .filter(|w| w.value().is_none())
             .flat_map(Written::range)
             .collect();
         return Err(ImageFailure::Anomalous(anomalous));
@@ -331,7 +343,7 @@ struct Runs {
 impl Runs {
     /// Adds `piece` (a constant), after every piece before it.
     fn add(&mut self, writes: &mut Writes, piece: &Written) {
-        let value = piece.value.unwrap_or(0);
+        let value = piece.value().unwrap_or(0);
         if piece.at != self.end {
             self.finish(writes); // a new run
         }
@@ -501,11 +513,7 @@ pub(crate) mod tests {
 
     #[test]
     fn stores_of_any_width_make_whole_words_from_each_run_start() {
-        let piece = |at, bytes, value| Written {
-            at,
-            bytes,
-            value: Some(value),
-        };
+        let piece = |at, bytes, value| Written::new(at, bytes, Some(value));
         // 4 + 4 bytes: one word; then 8 + 2 bytes after a gap: a word and two bytes
         let written = [
             piece(0, 4, 0x5566_7788),

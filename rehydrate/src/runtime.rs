@@ -1215,11 +1215,11 @@ fn patch_stopped(objects: &[usize], image: &ClassImage) {
 #[doc(hidden)]
 pub mod measure {
     use super::Runtime;
-    use crate::analysis::{decode_spans, decode_spans_in_place, Analyser, Analysis, Process};
+    use crate::analysis::{decode_spans, decode_spans_in_place, Analyser, Analysis, Process, Span};
 
     /// Where the functions lie that the analyses of every class of a build that gave an
     /// image interpreted (what the baselines decode), per class.
-    pub struct Readings(Vec<Vec<(u64, u64)>>);
+    pub struct Readings(Vec<Vec<Span>>);
 
     impl Readings {
         /// How many classes.

@@ -197,9 +197,9 @@ impl ConstructorReading {
         )
     }
 
-    /// Where each function interpreted lies (start, end), when its size is known: what the
-    /// analysis benchmark's baselines decode.
-    pub(crate) fn spans(&self, process: &Process<'_>) -> Vec<(u64, u64)> {
+    /// Where each function interpreted lies, when its size is known: what the analysis
+    /// benchmark's baselines decode.
+    pub(crate) fn spans(&self, process: &Process<'_>) -> Vec<Span> {
         let entry = self.entry.get();
         let entry_end = process
             .place(entry)
@@ -207,23 +207,28 @@ impl ConstructorReading {
             .and_then(|place| place.end);
         let followed = self.followed.iter().filter_map(|f| f.bounds);
         entry_end
-            .map(|end| (entry, end))
+            .map(|end| Span(value::Word::new(entry), value::Word::new(end)))
             .into_iter()
-            .chain(followed.map(|(start, end)| (start.get(), end.get())))
+            .chain(followed.map(|(start, end)| Span(start, end)))
             .collect()
     }
 }
+
+/// Where a function lies: its start and end, complemented (see [`value::Word`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span(value::Word, value::Word);
 
 /// Decodes `spans` with one decoder, moved to each (`decoder`, made at the first and kept
 /// between calls), as the analysis decodes: iced-x86's decoding without setting a decoder up
 /// per function. Returns the instructions decoded.
 pub(crate) fn decode_spans_in_place<'p>(
     process: &'p Process<'p>,
-    spans: &[(u64, u64)],
+    spans: &[Span],
     decoder: &mut Option<explore::SectionDecoder<'p>>,
 ) -> usize {
     let mut decoded = 0;
-    for &(start, end) in spans {
+    for &Span(start, end) in spans {
+        let (start, end) = (start.get(), end.get());
         let span = match decoder {
             Some(decoder) => decoder.decode_span(process, start, end),
             None => explore::SectionDecoder::at(process, start)
@@ -236,9 +241,10 @@ pub(crate) fn decode_spans_in_place<'p>(
 
 /// Decodes `spans` with iced-x86 alone, a decoder for each, from start to end: the baseline
 /// of the analysis benchmark. Returns the instructions decoded.
-pub(crate) fn decode_spans(process: &Process<'_>, spans: &[(u64, u64)]) -> usize {
+pub(crate) fn decode_spans(process: &Process<'_>, spans: &[Span]) -> usize {
     let mut decoded = 0;
-    for &(start, end) in spans {
+    for &Span(start, end) in spans {
+        let (start, end) = (start.get(), end.get());
         let Some(code) = process.code(start) else {
             continue;
         };
@@ -359,7 +365,7 @@ struct Outside {
     written: Vec<Written>,
     /// The whole words holding constants, by offset: the vptrs among them (a vptr slot is
     /// never a field's alone), and any other address the image copies.
-    words: Vec<(usize, u64)>,
+    words: Vec<(usize, value::Word)>,
 }
 
 impl Outside {
@@ -381,7 +387,7 @@ impl Outside {
             }
             let value = cell.value.as_const();
             if let Some(value) = value.filter(|_| cell.bytes == 8) {
-                self.words.push((offset as usize, value));
+                self.words.push((offset as usize, value::Word::new(value)));
             }
             // the store's bytes outside fields, as pieces (one, unless it also wrote a field)
             let placement = &class.placement[offset as usize..end as usize];
@@ -395,11 +401,9 @@ impl Outside {
                     .iter()
                     .take_while(|&&where_| !is_field_only(where_))
                     .count();
-                self.written.push(Written {
-                    at: offset as usize + k,
-                    bytes: length as u8,
-                    value: value.map(|v| v >> (8 * k)),
-                });
+                let piece = value.map(|v| v >> (8 * k));
+                self.written
+                    .push(Written::new(offset as usize + k, length as u8, piece));
                 k += length;
             }
         }
@@ -434,6 +438,7 @@ fn read_words(
     let mut words: Vec<ImplicitWord> = Vec::with_capacity(class.vptr_offsets.len());
     let mut slots = 0;
     for &(offset, value) in &outside.words {
+        let value = value.get();
         let placed = class.placement[offset];
         let word = if placed & Placement::SLOT != 0 {
             let word = ImplicitWord::of(process, offset, value);

@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::value::Word;
 use super::ImplicitWord;
 use crate::relocation::elf::ElfIndex;
 
@@ -30,10 +31,11 @@ impl SymbolName {
     }
 }
 
-/// The symbol table of the build an analysis read (and the build's load bias): what its
-/// [`SymbolName`]s and addresses name.
+/// The symbol table of the build an analysis read (and the build's load bias, complemented:
+/// the runtime's memory must not look like references into a build to a reload's scan):
+/// what its [`SymbolName`]s and addresses name.
 #[derive(Clone, Default)]
-pub struct Names(Option<(Arc<ElfIndex>, u64)>);
+pub struct Names(Option<(Arc<ElfIndex>, Word)>);
 
 impl std::fmt::Debug for Names {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,7 +49,7 @@ impl std::fmt::Debug for Names {
 impl Names {
     /// The names of the build whose symbol table is `index`, loaded with the bias `base`.
     pub(crate) fn of(index: Arc<ElfIndex>, base: u64) -> Names {
-        Names(Some((index, base)))
+        Names(Some((index, Word::new(base))))
     }
 
     /// The name of the function starting at `address`, or the address written out.
@@ -55,7 +57,8 @@ impl Names {
         self.0
             .as_ref()
             .and_then(|(index, base)| {
-                let symbol = index.symbol_at(address.checked_sub(*base)?)?;
+                let base = base.get();
+                let symbol = index.symbol_at(address.checked_sub(base)?)?;
                 (symbol.start + base == address).then_some(&*symbol.name)
             })
             .map_or_else(|| Cow::Owned(format!("{address:#x}")), Cow::Borrowed)
