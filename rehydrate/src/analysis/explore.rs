@@ -197,13 +197,9 @@ impl<'p> Explorer<'p> {
     }
 
     /// Runs the function at `entry` from `state` (its return address already pushed) to its
-    /// returns: the join of the states it returns with, or `None` when no path returns.
-    pub fn run(
-        &mut self,
-        entry: u64,
-        mut state: State,
-        depth: usize,
-    ) -> Result<Option<State>, GiveUp> {
+    /// returns, leaving in `state` the join of the states it returns with; `false` when no
+    /// path returns (`state` is then left as it is).
+    pub fn run(&mut self, entry: u64, state: &mut State, depth: usize) -> Result<bool, GiveUp> {
         let entry_stack = state.gpr[RSP];
         let mut function = Running::at(entry);
         if self.trace.entry.is_none() {
@@ -230,12 +226,12 @@ impl<'p> Explorer<'p> {
                     return Err(GiveUp::at(ip, "bytes it cannot decode"));
                 }
                 let next = ins.next_ip();
-                match self.semantics.execute(&mut state, &ins)? {
+                match self.semantics.execute(state, &ins)? {
                     Flow::Next => ip = next,
                     Flow::Jump(target) => {
                         if self.is_tail_call(function.place(self.process), entry, target) {
-                            if let Some(returned) = self.call(target, state, None, depth)? {
-                                merge(&mut exit, returned);
+                            if self.call(target, state, None, depth)? {
+                                merge(&mut exit, std::mem::take(state));
                             }
                             break;
                         }
@@ -252,8 +248,8 @@ impl<'p> Explorer<'p> {
                         if self.is_tail_call(function.place(self.process), entry, target)
                             || !self.process.in_build(target)
                         {
-                            if let Some(returned) = self.call(target, state, None, depth)? {
-                                merge(&mut exit, returned);
+                            if self.call(target, state, None, depth)? {
+                                merge(&mut exit, std::mem::take(state));
                             }
                             break;
                         }
@@ -262,6 +258,7 @@ impl<'p> Explorer<'p> {
                     }
                     Flow::Either { taken, not_taken } => {
                         enqueue(&mut work, &mut seen, &mut joined, taken, state.clone());
+                        let state = std::mem::take(state);
                         enqueue(&mut work, &mut seen, &mut joined, not_taken, state);
                         break;
                     }
@@ -270,14 +267,11 @@ impl<'p> Explorer<'p> {
                             .place(self.process)
                             .and_then(|f| f.end)
                             .is_some_and(|end| next >= end);
-                        match self.call_value(target, state, Some(next), depth)? {
-                            Some(returned) if !falls_off => {
-                                state = returned;
-                                ip = next;
-                                self.seek(ip)?;
-                            }
-                            _ => break, // a call that does not return
+                        if !self.call_value(target, state, Some(next), depth)? || falls_off {
+                            break; // a call that does not return
                         }
+                        ip = next;
+                        self.seek(ip)?;
                     }
                     Flow::Return { extra } => {
                         if state.gpr[RSP] != entry_stack {
@@ -288,9 +282,9 @@ impl<'p> Explorer<'p> {
                         }
                         state.gpr[RSP] = entry_stack.offset(8 + extra as i64);
                         if exit.is_none() && work.is_empty() {
-                            return Ok(Some(state)); // the only path (not copied again)
+                            return Ok(true); // the only path: its state is the exit
                         }
-                        merge(&mut exit, state);
+                        merge(&mut exit, std::mem::take(state));
                         break;
                     }
                     Flow::Stop => break,
@@ -300,9 +294,15 @@ impl<'p> Explorer<'p> {
                 break;
             };
             ip = start.get();
-            state = queued;
+            *state = queued;
         }
-        Ok(exit)
+        match exit {
+            Some(exit) => {
+                *state = exit;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Lists the function at `entry` (`function`, its symbol) among those followed, unless it
@@ -380,13 +380,14 @@ impl<'p> Explorer<'p> {
             .is_some_and(|p| p.name.contains(".cold"))
     }
 
+    /// [`Self::call`] of whatever `target` holds.
     fn call_value(
         &mut self,
         target: Value,
-        mut state: State,
+        state: &mut State,
         return_to: Option<u64>,
         depth: usize,
-    ) -> Result<Option<State>, GiveUp> {
+    ) -> Result<bool, GiveUp> {
         match target.as_const() {
             Some(target) => self.call(target, state, return_to, depth),
             None => {
@@ -395,42 +396,29 @@ impl<'p> Explorer<'p> {
                     "through an address it cannot determine".into(),
                 ));
                 state.clobber_for_call();
-                Ok(Some(state))
+                Ok(true)
             }
         }
     }
 
     /// A call of `target` (`return_to` is where it returns; `None` for a tail call, which
-    /// returns to this function's caller).
+    /// returns to this function's caller), leaving in `state` the state it returns with;
+    /// `false` when it does not return.
     fn call(
         &mut self,
         target: u64,
-        state: State,
+        state: &mut State,
         return_to: Option<u64>,
         depth: usize,
-    ) -> Result<Option<State>, GiveUp> {
+    ) -> Result<bool, GiveUp> {
         let place = self.process.place(target).filter(|p| p.start == target);
         let name = place.as_ref().map(|p| p.name.clone()).unwrap_or_default();
         if never_returns(&name) {
-            return Ok(None);
+            return Ok(false);
         }
-        let opaque = |explorer: &mut Self, mut state: State, fresh: bool| {
-            state.clobber_for_call();
-            if fresh {
-                state.gpr[0] = match explorer.next_fresh {
-                    id if id < Fresh::ALLOCATIONS => Value::Fresh(Fresh::start_of(id)),
-                    _ => Value::Unknown,
-                };
-                explorer.next_fresh = explorer.next_fresh.saturating_add(1);
-            }
-            if return_to.is_none() {
-                // a tail call returns to this function's caller
-                state.gpr[RSP] = state.gpr[RSP].offset(8);
-            }
-            state
-        };
         if ALLOCATORS.contains(&name.as_ref()) {
-            return Ok(Some(opaque(self, state, true)));
+            self.opaque_call(state, return_to, true);
+            return Ok(true);
         }
         let called = || {
             place
@@ -444,18 +432,21 @@ impl<'p> Explorer<'p> {
                 "outside the build"
             };
             self.trace.not_followed.push((called(), why.into()));
-            return Ok(Some(opaque(self, state, false)));
+            self.opaque_call(state, return_to, false);
+            return Ok(true);
         }
-        let mut callee = state.clone();
-        let caller_stack = state.gpr[RSP];
+        // a constructor's state is run in place (when it gives up, so does the analysis); a
+        // helper's on a copy, the caller's kept for a helper it cannot follow
+        let constructor = self.is_constructor(target, &name);
+        let mut copy = (!constructor).then(|| state.clone());
+        let callee = copy.as_mut().unwrap_or(state);
         if let Some(return_to) = return_to {
-            let pushed = caller_stack.offset(-8);
+            let pushed = callee.gpr[RSP].offset(-8);
             callee.gpr[RSP] = pushed;
             let writer = Writer::Instruction(Ip::new(target));
             self.semantics
-                .store(&mut callee, pushed, 8, Value::constant(return_to), writer)?;
+                .store(callee, pushed, 8, Value::constant(return_to), writer)?;
         }
-        let constructor = self.is_constructor(target, &name);
         let outer_limit = self.limit;
         if !constructor {
             self.limit = outer_limit.min(self.trace.steps + HELPER_STEPS);
@@ -463,25 +454,46 @@ impl<'p> Explorer<'p> {
         let outcome = self.run(target, callee, depth + 1);
         self.limit = outer_limit;
         match outcome {
-            Ok(Some(mut returned)) => {
-                if let Value::Stack(k) = returned.gpr[RSP] {
-                    returned.stack.forget_below(k);
+            Ok(true) => {
+                if let Value::Stack(k) = callee.gpr[RSP] {
+                    callee.stack.forget_below(k);
                 }
-                Ok(Some(returned))
+                if let Some(returned) = copy {
+                    *state = returned;
+                }
+                Ok(true)
             }
-            Ok(None) => Ok(None),
+            Ok(false) => Ok(false),
             Err(give_up) if !give_up.fatal && !constructor => {
                 // Only constructors and destructors write vptrs (the Itanium ABI): a helper it
                 // cannot follow only clobbers what a call may.
                 self.trace
                     .not_followed
                     .push((called(), format!("its analysis gave up: {}", give_up.what)));
-                Ok(Some(opaque(self, state, false)))
+                self.opaque_call(state, return_to, false);
+                Ok(true)
             }
             Err(mut give_up) => {
                 give_up.called_in.push(called());
                 Err(give_up)
             }
+        }
+    }
+
+    /// What a call it does not follow leaves in `state`: the caller-saved registers
+    /// clobbered, and `rax` fresh memory when it is an allocation (`fresh`).
+    fn opaque_call(&mut self, state: &mut State, return_to: Option<u64>, fresh: bool) {
+        state.clobber_for_call();
+        if fresh {
+            state.gpr[0] = match self.next_fresh {
+                id if id < Fresh::ALLOCATIONS => Value::Fresh(Fresh::start_of(id)),
+                _ => Value::Unknown,
+            };
+            self.next_fresh = self.next_fresh.saturating_add(1);
+        }
+        if return_to.is_none() {
+            // a tail call returns to this function's caller
+            state.gpr[RSP] = state.gpr[RSP].offset(8);
         }
     }
 

@@ -279,7 +279,8 @@ pub(crate) struct Analyser<'p> {
     process: &'p Process<'p>,
     decoder: Option<Box<explore::SectionDecoder<'p>>>,
     outside: Outside,
-    spare: state::Spare,
+    /// The state analyses run in (its memories' buffers kept from one to the next).
+    state: State,
     candidates: Vec<constructors::Candidate<'p>>,
 }
 
@@ -290,7 +291,7 @@ impl<'p> Analyser<'p> {
             process,
             decoder: None,
             outside: Outside::default(),
-            spare: state::Spare::default(),
+            state: State::default(),
             candidates: Vec::new(),
         }
     }
@@ -339,21 +340,19 @@ impl<'p> Analyser<'p> {
         let process = self.process;
         let mut explorer = explore::Explorer::new(process, class.size as u64);
         explorer.decoder = self.decoder.take();
-        let entry = State::at_constructor_entry_in(std::mem::take(&mut self.spare));
-        let mut outcome = explorer.run(candidate.address(), entry, 0);
+        let exit = &mut self.state;
+        exit.enter_constructor();
+        let outcome = explorer.run(candidate.address(), exit, 0);
         self.decoder = explorer.decoder.take();
-        let trace = std::mem::take(&mut explorer.trace);
-        let exit = match &mut outcome {
-            Ok(Some(exit)) => exit,
-            Ok(None) => return Err("no path returns (every one throws or stops)".into()),
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => return Err("no path returns (every one throws or stops)".into()),
             Err(give_up) => return Err(give_up.reason(process)),
-        };
-        let reading = self
-            .outside
+        }
+        let trace = std::mem::take(&mut explorer.trace);
+        self.outside
             .read(&exit.object, class)
-            .and_then(|outside| read_words(class, process, candidate, exit, outside, trace));
-        self.spare = exit.take_spare();
-        reading
+            .and_then(|outside| read_words(class, process, candidate, exit, outside, trace))
     }
 }
 

@@ -364,11 +364,17 @@ pub(crate) const RDI: usize = 7;
 /// The registers a call may change (System V).
 pub(crate) const CALLER_SAVED: [usize; 9] = [0, 1, 2, 6, 7, 8, 9, 10, 11];
 
-/// The memories' buffers of a state no longer needed, emptied, for the next analysis's.
-#[derive(Debug, Default)]
-pub(crate) struct Spare {
-    object: Vec<Cell>,
-    stack: Vec<Cell>,
+impl Default for State {
+    /// Nothing known (no allocation): what a state moved out of is left with.
+    fn default() -> State {
+        State {
+            gpr: [Value::Unknown; 16],
+            vector: VectorFile::default(),
+            flags: Flags::Unknown,
+            object: Memory::default(),
+            stack: Memory::default(),
+        }
+    }
 }
 
 impl State {
@@ -376,32 +382,21 @@ impl State {
     /// stack, everything else unknown.
     #[cfg(test)]
     pub fn at_constructor_entry() -> State {
-        State::at_constructor_entry_in(Spare::default())
+        let mut state = State::default();
+        state.enter_constructor();
+        state
     }
 
-    /// [`State::at_constructor_entry`], its memories in `spare`'s buffers.
-    pub fn at_constructor_entry_in(spare: Spare) -> State {
-        let mut gpr = [Value::Unknown; 16];
-        gpr[RDI] = Value::This(0);
-        gpr[RSP] = Value::Stack(0);
-        State {
-            gpr,
-            vector: VectorFile::default(),
-            flags: Flags::Unknown,
-            object: Memory {
-                cells: spare.object,
-            },
-            stack: Memory { cells: spare.stack },
-        }
-    }
-
-    /// Its memories' buffers, emptied (the state is left with none).
-    pub fn take_spare(&mut self) -> Spare {
-        let mut object = std::mem::take(&mut self.object.cells);
-        let mut stack = std::mem::take(&mut self.stack.cells);
-        object.clear();
-        stack.clear();
-        Spare { object, stack }
+    /// Makes this the state at the entry of a constructor (see
+    /// [`State::at_constructor_entry`]), keeping its memories' buffers.
+    pub fn enter_constructor(&mut self) {
+        self.gpr = [Value::Unknown; 16];
+        self.gpr[RDI] = Value::This(0);
+        self.gpr[RSP] = Value::Stack(0);
+        self.vector.forget();
+        self.flags = Flags::Unknown;
+        self.object.cells.clear();
+        self.stack.cells.clear();
     }
 
     /// What a call to a function the analyser does not follow leaves: the caller-saved

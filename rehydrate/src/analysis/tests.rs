@@ -147,12 +147,15 @@ impl Page {
         Page { start }
     }
 
+    /// The state the function at `entry` returns with (`None`: no path returns).
     fn run(&self, entry: usize) -> (Result<Option<State>, GiveUp>, usize) {
         let start = self.start as u64;
         let process = Process::of_code(start..start + PAGE as u64);
         let mut explorer = Explorer::new(&process, 64);
-        let outcome = explorer.run(start + entry as u64, State::at_constructor_entry(), 0);
-        (outcome, explorer.trace.steps)
+        let mut state = State::at_constructor_entry();
+        let outcome = explorer.run(start + entry as u64, &mut state, 0);
+        let returned = outcome.map(|returns| returns.then_some(state));
+        (returned, explorer.trace.steps)
     }
 
     fn returned(&self, entry: usize) -> State {
