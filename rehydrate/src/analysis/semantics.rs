@@ -65,6 +65,7 @@ impl<'p> Semantics<'p> {
     }
 
     /// Executes `ins` on `state`.
+    #[inline(always)]
     pub fn execute(&mut self, state: &mut State, ins: &Instruction) -> Result<Flow, GiveUp> {
         let writer = Writer::Instruction(Ip::new(ins.ip()));
         // the instructions constructors are mostly made of, none of which changes the flow
