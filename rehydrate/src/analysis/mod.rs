@@ -322,7 +322,7 @@ impl<'p> Analyser<'p> {
         let mut failures = Vec::new();
         for candidate in candidates {
             match self.analyse_one(class, candidate) {
-                Ok(reading) => return Analysis::Found(Box::new(reading)),
+                Ok(reading) => return Analysis::Found(reading),
                 Err(reason) => failures.push(format!("{}: {reason}", candidate.description())),
             }
         }
@@ -336,7 +336,7 @@ impl<'p> Analyser<'p> {
         &mut self,
         class: &ModuleClass,
         candidate: &constructors::Candidate,
-    ) -> Result<ConstructorReading, String> {
+    ) -> Result<Box<ConstructorReading>, String> {
         let process = self.process;
         let mut explorer = explore::Explorer::new(process, class.size as u64);
         explorer.decoder = self.decoder.take();
@@ -419,7 +419,7 @@ fn read_words(
     exit: &State,
     outside: &Outside,
     trace: explore::Trace,
-) -> Result<ConstructorReading, String> {
+) -> Result<Box<ConstructorReading>, String> {
     // who wrote an unknown value at a byte, to name them
     let writer_of = |byte: usize| {
         exit.object
@@ -490,7 +490,9 @@ fn read_words(
         ),
         other => format!("{other:?}"),
     })?;
-    Ok(ConstructorReading {
+    // made in its box (a reading made first and moved there is read back in wider pieces
+    // than it was written, and the processor waits for the writes to land)
+    Ok(Box::new(ConstructorReading {
         constructor: (candidate.symbol.map(SymbolName::InBuild), candidate.label),
         words,
         entry: value::Word::new(candidate.address()),
@@ -498,7 +500,7 @@ fn read_words(
         not_followed: trace.not_followed,
         steps: trace.steps,
         image,
-    })
+    }))
 }
 
 /// Why the table's vptr slot at `slot` holds no vtable address when the constructor returns
