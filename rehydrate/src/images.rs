@@ -123,6 +123,7 @@ fn image_of<'p>(
             ),
         }
     };
+    let names = process.names();
     let inspection = ClassInspection {
         class: class.name.to_string(),
         size: class.size,
@@ -130,29 +131,14 @@ fn image_of<'p>(
         analysis,
         probe: probed.map(|result| {
             result
-                .map(|image| words_of(process, &image))
+                .map(|image| names.words_of(&image.writes))
                 .map_err(|failure| failure.to_error(&class.name).to_string())
         }),
         disagreements,
         image_source: source,
-        names: process.names(),
+        names,
     };
     (image, inspection)
-}
-
-/// The address-valued words of an image.
-fn words_of(process: &Process<'_>, image: &ClassImage) -> Vec<ImplicitWord> {
-    image
-        .writes
-        .words
-        .iter()
-        .filter_map(|&(offset, complement)| {
-            let value = !complement;
-            process
-                .place(value)
-                .map(|_| ImplicitWord::of(process, offset, value))
-        })
-        .collect()
 }
 
 /// The image's vptrs against the table's slots and the vtable symbols.

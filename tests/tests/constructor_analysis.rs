@@ -122,8 +122,8 @@ fn the_analysis_agrees_with_the_probe_the_table_and_clang_for_every_build() {
                         "{label}: functions followed without a name: {unnamed:?}"
                     ));
                 }
-                let vptrs: Vec<usize> = reading
-                    .words
+                let words = reading.words(names);
+                let vptrs: Vec<usize> = words
                     .iter()
                     .filter(|w| names.vtable(w).is_some())
                     .map(|w| w.offset)
@@ -141,8 +141,7 @@ fn the_analysis_agrees_with_the_probe_the_table_and_clang_for_every_build() {
                     )),
                 }
                 // the primary vptr of a dynamic class points into its own vtable group
-                if let Some(first) = reading
-                    .words
+                if let Some(first) = words
                     .iter()
                     .find(|w| w.offset == 0 && names.vtable(w).is_some())
                 {
@@ -154,7 +153,7 @@ fn the_analysis_agrees_with_the_probe_the_table_and_clang_for_every_build() {
                         ));
                     }
                 }
-                for word in reading.words.iter().filter(|w| names.vtable(w).is_some()) {
+                for word in words.iter().filter(|w| names.vtable(w).is_some()) {
                     if !names.holds(word).starts_with("vtable for an::") {
                         problems.push(format!(
                             "{label}: offset {} holds {}",
@@ -166,11 +165,8 @@ fn the_analysis_agrees_with_the_probe_the_table_and_clang_for_every_build() {
                 let constructible = !ANALYSIS_WITHOUT_DEFAULT_CONSTRUCTOR.contains(&class);
                 match (&inspection.probe, constructible) {
                     (Some(Ok(probed)), true) => {
-                        if *probed != reading.words {
-                            problems.push(format!(
-                                "{label}: analysis {:?}, probe {probed:?}",
-                                reading.words
-                            ));
+                        if *probed != words {
+                            problems.push(format!("{label}: analysis {words:?}, probe {probed:?}"));
                         }
                     }
                     (None, false) => {}

@@ -352,7 +352,13 @@ fn the_constructor_analysis_reads_box2d() {
                 rehydrate::analysis::Analysis::Found(reading) => {
                     handled += 1;
                     if let Some(Ok(words)) = &class.probe {
-                        assert_eq!(&reading.words, words, "{}: {}", compiler.name, class.class);
+                        assert_eq!(
+                            &reading.words(&class.names),
+                            words,
+                            "{}: {}",
+                            compiler.name,
+                            class.class
+                        );
                     }
                 }
                 rehydrate::analysis::Analysis::GaveUp { reason, .. } => {

@@ -112,13 +112,6 @@ impl ImplicitWord {
             .and_then(vtable_of)
     }
 
-    /// Whether it points into a vtable group of the build `process` views (or elsewhere).
-    pub(crate) fn is_vtable_in(&self, process: &Process<'_>) -> bool {
-        self.symbol
-            .as_ref()
-            .is_some_and(|(name, _)| process.is_vtable(name))
-    }
-
     /// [`Names::holds`], named by the build `process` views.
     pub(crate) fn holds_in(&self, process: &Process<'_>) -> String {
         holds_of(self.target(|name| process.name_of(name)))
@@ -163,9 +156,6 @@ pub struct ConstructorReading {
     /// The function executed (its name; `None` for the module's construct thunk), and what
     /// kind of constructor it is.
     constructor: (Option<SymbolName>, &'static str),
-    /// The address-valued words it leaves in the object outside fields (the vptrs), by
-    /// offset: what the image copies at a reload.
-    pub words: Vec<ImplicitWord>,
     /// The functions interpreted, in the order first entered: see [`Self::followed`]. The
     /// first (the constructor, or the thunk) by address: its symbol is looked up when asked.
     entry: value::Word,
@@ -185,6 +175,13 @@ impl ConstructorReading {
             (Some(name), label) => constructors::describe(names.get(name), label),
             (None, label) => format!("{label} (`new (p) T`)"),
         }
+    }
+
+    /// The address-valued words it leaves in the object outside fields (the vptrs), by
+    /// offset, named by the [`Names`] of the build it was read in: the words of its image
+    /// that point into a symbol (looked up when asked: a load needs only the image).
+    pub fn words(&self, names: &Names) -> Vec<ImplicitWord> {
+        names.words_of(&self.image.writes)
     }
 
     /// The functions interpreted, in the order first entered (mangled names, or addresses),
@@ -362,16 +359,16 @@ impl<'p> Analyser<'p> {
 struct Outside {
     /// The bytes written, ascending, store by store; see [`classify_written`].
     written: Vec<Written>,
-    /// The whole words holding constants, by offset: the vptrs among them (a vptr slot is
-    /// never a field's alone), and any other address the image copies.
-    words: Vec<(usize, value::Word)>,
+    /// The constant whole words stored where a vptr slot starts (a vptr slot is never a
+    /// field's alone), by offset.
+    slots: Vec<(usize, value::Word)>,
 }
 
 impl Outside {
     /// Reads `object`, the constructor's stores into an object of `class`.
     fn read(&mut self, object: &state::Memory, class: &ModuleClass) -> Result<&Outside, String> {
         self.written.clear();
-        self.words.clear();
+        self.slots.clear();
         let size = class.size;
         for (offset, cell) in object.cells() {
             let end = offset + i64::from(cell.bytes);
@@ -385,8 +382,9 @@ impl Outside {
                 continue; // most stores initialise fields
             }
             let value = cell.value.as_const();
-            if let Some(value) = value.filter(|_| cell.bytes == 8) {
-                self.words.push((offset as usize, value::Word::new(value)));
+            let slot = class.placement[offset as usize] & Placement::SLOT != 0;
+            if let Some(value) = value.filter(|_| cell.bytes == 8 && slot) {
+                self.slots.push((offset as usize, value::Word::new(value)));
             }
             // the store's bytes outside fields, as pieces (one, unless it also wrote a field)
             let placement = &class.placement[offset as usize..end as usize];
@@ -430,52 +428,33 @@ fn read_words(
             })
             .map(|(_, cell)| cell.writer)
     };
-    // the vptr slots (each must hold a vtable address), then the other words the image
-    // copies (it copies every constant byte written outside the fields: an address in a
-    // field, a `std::function`'s manager or a pointer member's default, is the field's);
-    // where each slot starts is read from the placement, with the stores
-    let mut words: Vec<ImplicitWord> = Vec::with_capacity(class.vptr_offsets.len());
-    let mut slots = 0;
-    for &(offset, value) in &outside.words {
+    // each vptr slot must hold a vtable address; the image copies every constant byte
+    // written outside the fields (an address in a field, a `std::function`'s manager or a
+    // pointer member's default, is the field's), and which of its words point into symbols
+    // is looked up when asked (`ConstructorReading::words`)
+    for &(slot, value) in &outside.slots {
         let value = value.get();
-        let placed = class.placement[offset];
-        let word = if placed & Placement::SLOT != 0 {
-            let word = ImplicitWord::of(process, offset, value);
-            if !word.is_vtable_in(process) {
-                let cell = exit
-                    .object
-                    .cell_holding(offset as i64)
-                    .map(|(_, cell)| cell);
-                let writer = writer_of(offset);
-                return Err(vptr_slot_failure(
-                    process,
-                    offset,
-                    Some(word),
-                    cell,
-                    writer,
-                    &trace,
-                ));
-            }
-            slots += 1;
-            word
-        } else if !is_field_only(placed) {
-            let word = ImplicitWord::of(process, offset, value);
-            if !word.in_symbol() {
-                continue;
-            }
-            word
-        } else {
-            continue;
-        };
-        words.push(word);
+        if !process.is_in_vtable(value) {
+            let cell = exit.object.cell_holding(slot as i64).map(|(_, cell)| cell);
+            let word = ImplicitWord::of(process, slot, value);
+            let writer = writer_of(slot);
+            return Err(vptr_slot_failure(
+                process,
+                slot,
+                Some(word),
+                cell,
+                writer,
+                &trace,
+            ));
+        }
     }
-    if slots < class.vptr_offsets.len() {
+    if outside.slots.len() < class.vptr_offsets.len() {
         // a slot without a constant word: the first, in the table's order
         let missing = class
             .vptr_offsets
             .iter()
             .copied()
-            .find(|&slot| !words.iter().any(|w| w.offset == slot));
+            .find(|&slot| !outside.slots.iter().any(|&(at, _)| at == slot));
         if let Some(slot) = missing {
             let cell = exit.object.cell_holding(slot as i64).map(|(_, cell)| cell);
             let writer = writer_of(slot);
@@ -494,7 +473,6 @@ fn read_words(
     // than it was written, and the processor waits for the writes to land)
     Ok(Box::new(ConstructorReading {
         constructor: (candidate.symbol.map(SymbolName::InBuild), candidate.label),
-        words,
         entry: value::Word::new(candidate.address()),
         followed: trace.followed,
         not_followed: trace.not_followed,

@@ -6,8 +6,10 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::process::dynamic_place;
 use super::value::Word;
 use super::ImplicitWord;
+use crate::image::Writes;
 use crate::relocation::elf::ElfIndex;
 
 /// A mangled name: a symbol of the analysed build, or a name from elsewhere (another loaded
@@ -31,42 +33,86 @@ impl SymbolName {
     }
 }
 
-/// The symbol table of the build an analysis read (and the build's load bias, complemented:
-/// the runtime's memory must not look like references into a build to a reload's scan):
-/// what its [`SymbolName`]s and addresses name.
+/// The symbol table of the build an analysis read, where the build is mapped (its load bias,
+/// complemented: the runtime's memory must not look like references into a build to a
+/// reload's scan; and its length): what its [`SymbolName`]s and addresses name.
 #[derive(Clone, Default)]
-pub struct Names(Option<(Arc<ElfIndex>, Word)>);
+pub struct Names(Option<Build>);
+
+#[derive(Clone)]
+struct Build {
+    index: Arc<ElfIndex>,
+    base: Word,
+    length: u64,
+}
 
 impl std::fmt::Debug for Names {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
-            Some((index, _)) => write!(f, "Names({} symbols)", index.symbols().len()),
+            Some(build) => write!(f, "Names({} symbols)", build.index.symbols().len()),
             None => f.write_str("Names(none)"),
         }
     }
 }
 
 impl Names {
-    /// The names of the build whose symbol table is `index`, loaded with the bias `base`.
-    pub(crate) fn of(index: Arc<ElfIndex>, base: u64) -> Names {
-        Names(Some((index, Word::new(base))))
+    /// The names of the build whose symbol table is `index`, mapped at `range` (its load
+    /// bias, and the end of its mapping).
+    pub(crate) fn of(index: Arc<ElfIndex>, range: std::ops::Range<u64>) -> Names {
+        Names(Some(Build {
+            index,
+            base: Word::new(range.start),
+            length: range.end - range.start,
+        }))
     }
 
     /// The name of the function starting at `address`, or the address written out.
     pub(crate) fn function_at(&self, address: u64) -> Cow<'_, str> {
         self.0
             .as_ref()
-            .and_then(|(index, base)| {
-                let base = base.get();
-                let symbol = index.symbol_at(address.checked_sub(base)?)?;
+            .and_then(|build| {
+                let base = build.base.get();
+                let symbol = build.index.symbol_at(address.checked_sub(base)?)?;
                 (symbol.start + base == address).then_some(&*symbol.name)
             })
             .map_or_else(|| Cow::Owned(format!("{address:#x}")), Cow::Borrowed)
     }
 
+    /// The address-valued words `writes` make (those pointing into a symbol of the build or
+    /// of another loaded object), by offset: what a reload copies into an object that
+    /// references code or data.
+    pub(crate) fn words_of(&self, writes: &Writes) -> Vec<ImplicitWord> {
+        writes
+            .words
+            .iter()
+            .filter_map(|&(offset, complement)| {
+                let value = !complement;
+                let symbol = self.symbol_holding(value)?;
+                Some(ImplicitWord {
+                    offset,
+                    symbol: Some(symbol),
+                })
+            })
+            .collect()
+    }
+
+    /// The symbol `address` lies in (of the build, or a dynamic symbol of another loaded
+    /// object) and how far past its start, as [`ImplicitWord::of`] names it.
+    fn symbol_holding(&self, address: u64) -> Option<(SymbolName, u64)> {
+        if let Some(build) = &self.0 {
+            let offset = address.wrapping_sub(build.base.get());
+            if offset < build.length {
+                let at = build.index.symbol_index_at(offset)?;
+                let start = build.index.symbols()[at].start;
+                return Some((SymbolName::InBuild(at as u32), offset - start));
+            }
+        }
+        dynamic_place(address).map(|place| (place.kept_name(), address - place.start))
+    }
+
     /// The mangled name `name` stands for.
     pub(crate) fn get<'a>(&'a self, name: &'a SymbolName) -> &'a str {
-        name.in_table(self.0.as_ref().map(|(index, _)| &**index))
+        name.in_table(self.0.as_ref().map(|build| &*build.index))
     }
 
     /// The vtable group (mangled symbol) `word` points into and the address point's offset in

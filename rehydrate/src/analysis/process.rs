@@ -211,21 +211,14 @@ impl<'b> Process<'b> {
         name.in_table(self.build.map(BuildImage::index))
     }
 
-    /// Whether `name` is a vtable group's ([`is_vtable_name`]).
-    pub fn is_vtable(&self, name: &SymbolName) -> bool {
-        match name {
-            SymbolName::InBuild(at) => self
-                .build
-                .and_then(|build| build.index().symbols().get(*at as usize))
-                .is_some_and(Symbol::is_vtable_group),
-            SymbolName::Elsewhere(name) => is_vtable_name(name),
-        }
-    }
-
     /// What the names of the analysis's results refer to.
     pub fn names(&self) -> Names {
         self.build.map_or_else(Names::default, |build| {
-            Names::of(Arc::clone(build.shared_index()), build.base() as u64)
+            let range = build.range();
+            Names::of(
+                Arc::clone(build.shared_index()),
+                range.start as u64..range.end as u64,
+            )
         })
     }
 
@@ -262,6 +255,18 @@ impl<'b> Process<'b> {
         dynamic_place(address)
     }
 
+    /// Whether `address` lies in a vtable group (of the build, or a dynamic symbol of another
+    /// loaded object), as [`super::ImplicitWord::of`] would name it.
+    pub fn is_in_vtable(&self, address: u64) -> bool {
+        if let Some(build) = self.build.filter(|_| self.in_build(address)) {
+            let index = build.index();
+            return index
+                .symbol_index_at(address - build.base() as u64)
+                .is_some_and(|at| index.symbols()[at].is_vtable_group());
+        }
+        dynamic_place(address).is_some_and(|place| is_vtable_name(&place.name))
+    }
+
     /// `address` for people: `symbol+offset`, or the bare address.
     pub fn describe(&self, address: u64) -> String {
         match self.place(address) {
@@ -273,7 +278,7 @@ impl<'b> Process<'b> {
 }
 
 /// The nearest dynamic symbol at or below `address` in whichever object holds it.
-fn dynamic_place(address: u64) -> Option<Place<'static>> {
+pub(crate) fn dynamic_place(address: u64) -> Option<Place<'static>> {
     let mut info = libc::Dl_info {
         dli_fname: std::ptr::null(),
         dli_fbase: std::ptr::null_mut(),

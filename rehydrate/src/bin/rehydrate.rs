@@ -110,7 +110,7 @@ fn print_text(inspection: &ClassInspection) {
                 reading.describe_constructor(&inspection.names),
                 reading.steps
             );
-            print_words(&inspection.names, &reading.words);
+            print_words(&inspection.names, &reading.words(&inspection.names));
             if !reading.not_followed.is_empty() {
                 println!(
                     "    calls not followed: {}",
@@ -233,7 +233,7 @@ impl ClassJson {
         let analysis = match &inspection.analysis {
             Analysis::Found(reading) => AnalysisJson::Found {
                 constructor: reading.describe_constructor(&inspection.names),
-                words: words(&inspection.names, &reading.words),
+                words: words(&inspection.names, &reading.words(&inspection.names)),
                 followed: reading
                     .followed(&inspection.names)
                     .map(|name| demangle(&name))
