@@ -73,16 +73,30 @@ impl Memory {
 
     /// Stores `value` (`bytes` wide, at most 8) at `at`; what it overlaps is cut back (the
     /// bytes of a constant outside the store stay known).
+    #[inline(always)]
     pub fn store(&mut self, at: i64, bytes: u32, value: Value, writer: Writer) {
         if !(1..=8).contains(&bytes) || !(-REACH..=REACH).contains(&at) {
             return; // not a place a constructor's object or frame can be
         }
+        // the most common case here, where the instruction is executed: past every cell (a
+        // frame's pushes, a constructor's stores in order), with room for one more
+        let past_every_cell = self.cells.last().is_some_and(|cell| cell.end() <= at);
+        if past_every_cell && self.cells.len() < self.cells.capacity() {
+            // made where it goes (a cell made once and copied is read back wider than its
+            // fields were written: the processor then waits for the writes to land)
+            self.cells.push(cell_at(at, bytes, value, writer));
+            return;
+        }
+        self.store_among(at, bytes, value, writer);
+    }
+
+    /// [`Self::store`] in the other cases.
+    #[inline(never)]
+    fn store_among(&mut self, at: i64, bytes: u32, value: Value, writer: Writer) {
         let end = at + i64::from(bytes);
-        // made where it goes (a cell made once and copied is read back wider than its fields
-        // were written: the processor then waits for the writes to land)
         let new = || cell_at(at, bytes, value, writer);
-        // the common cases first: past every cell (a frame's pushes, a constructor's
-        // stores in order), between two cells, or over exactly one cell of the same width
+        // the common cases first: past every cell, between two cells, or over exactly one
+        // cell of the same width
         match self.cells.last() {
             None => {
                 self.cells.reserve(CELLS_AT_FIRST); // one allocation, not a growth per store
