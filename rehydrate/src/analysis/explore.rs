@@ -108,20 +108,23 @@ impl<'p> Running<'p> {
     }
 }
 
-/// One analysis: the budget, the path so far, and the instructions' semantics.
+/// Runs analyses, one at a time: the budget, the path so far, and the instructions'
+/// semantics (kept from one analysis to the next, with what it learnt of the build).
 pub(crate) struct Explorer<'p> {
     process: &'p Process<'p>,
     semantics: Semantics<'p>,
     next_fresh: u32,
     pub trace: Trace,
-    /// Whether each function called is a constructor, by address (complemented).
+    /// Whether each function called is a constructor, by address (complemented): the
+    /// build's, kept from one analysis to the next.
     constructors: FxHashMap<Word, bool>,
     /// The step count the function being run may reach ([`HELPER_STEPS`] past a helper's
     /// entry).
     limit: usize,
     /// Decodes the code section last read, moved to each path's start and back after each
-    /// call (made once, not per path or call: a decoder is a few hundred bytes to set up).
-    pub decoder: Option<Box<SectionDecoder<'p>>>,
+    /// call (made once, not per path, call or analysis: a decoder is a few hundred bytes to
+    /// set up).
+    decoder: Option<Box<SectionDecoder<'p>>>,
 }
 
 /// A decoder over one whole code section.
@@ -184,16 +187,25 @@ impl<'p> SectionDecoder<'p> {
 }
 
 impl<'p> Explorer<'p> {
-    pub fn new(process: &'p Process<'p>, object_size: u64) -> Explorer<'p> {
+    pub fn new(process: &'p Process<'p>) -> Explorer<'p> {
         Explorer {
             process,
-            semantics: Semantics::new(process, object_size),
+            semantics: Semantics::new(process),
             next_fresh: 0,
             trace: Trace::default(),
             constructors: FxHashMap::default(),
             limit: MAX_STEPS,
             decoder: None,
         }
+    }
+
+    /// Starts an analysis of a constructor of an object of `object_size` bytes: the budget
+    /// and the trace start over (the last analysis's trace is taken, or dropped).
+    pub fn start(&mut self, object_size: u64) {
+        self.semantics.object_size = object_size;
+        self.next_fresh = 0;
+        self.trace = Trace::default();
+        self.limit = MAX_STEPS;
     }
 
     /// Runs the function at `entry` from `state` (its return address already pushed) to its
@@ -208,11 +220,9 @@ impl<'p> Explorer<'p> {
         } else {
             self.list_followed(entry, function.place(self.process));
         }
-        // addresses kept in the heap are complemented (see `value`)
-        // the entry's path, then the branches queued (most functions have none: no allocation)
-        let mut work = Vec::new();
-        let mut seen: FxHashMap<Word, Vec<State>> = FxHashMap::default();
-        let mut joined: FxHashMap<Word, State> = FxHashMap::default();
+        // the entry's path, then the paths its branches queued (made at the first branch:
+        // most functions have none)
+        let mut paths: Option<Box<Paths>> = None;
         let mut exit: Option<State> = None;
         let mut ip = entry;
         loop {
@@ -257,9 +267,9 @@ impl<'p> Explorer<'p> {
                         self.seek(ip)?;
                     }
                     Flow::Either { taken, not_taken } => {
-                        enqueue(&mut work, &mut seen, &mut joined, taken, state.clone());
-                        let state = std::mem::take(state);
-                        enqueue(&mut work, &mut seen, &mut joined, not_taken, state);
+                        let paths = paths.get_or_insert_with(Box::default);
+                        paths.enqueue(taken, state.clone());
+                        paths.enqueue(not_taken, std::mem::take(state));
                         break;
                     }
                     Flow::Call(target) => {
@@ -281,7 +291,7 @@ impl<'p> Explorer<'p> {
                             ));
                         }
                         state.gpr[RSP] = entry_stack.offset(8 + extra as i64);
-                        if exit.is_none() && work.is_empty() {
+                        if exit.is_none() && paths.as_ref().is_none_or(|p| p.work.is_empty()) {
                             return Ok(true); // the only path: its state is the exit
                         }
                         merge(&mut exit, std::mem::take(state));
@@ -290,7 +300,7 @@ impl<'p> Explorer<'p> {
                     Flow::Stop => break,
                 }
             }
-            let Some((start, queued)) = work.pop() else {
+            let Some((start, queued)) = paths.as_mut().and_then(|p| p.work.pop()) else {
                 break;
             };
             ip = start.get();
@@ -513,33 +523,39 @@ fn merge(exit: &mut Option<State>, state: State) {
     }
 }
 
-/// Queues a path at `target` unless one in the same state was queued there already; past
-/// [`MAX_STATES_PER_POINT`] states the point keeps their join, queued again only when it
-/// changed.
-fn enqueue(
-    work: &mut Vec<(Word, State)>,
-    seen: &mut FxHashMap<Word, Vec<State>>,
-    joined: &mut FxHashMap<Word, State>,
-    target: u64,
-    state: State,
-) {
-    let target = Word::new(target);
-    let states = seen.entry(target).or_default();
-    if states.contains(&state) {
-        return;
+/// The paths of one function still to run, and the states that reached each branch target.
+#[derive(Default)]
+struct Paths {
+    /// Where each path starts (complemented: addresses kept in the heap are, see `value`)
+    /// and its state there.
+    work: Vec<(Word, State)>,
+    seen: FxHashMap<Word, Vec<State>>,
+    joined: FxHashMap<Word, State>,
+}
+
+impl Paths {
+    /// Queues a path at `target` unless one in the same state was queued there already;
+    /// past [`MAX_STATES_PER_POINT`] states the point keeps their join, queued again only
+    /// when it changed.
+    fn enqueue(&mut self, target: u64, state: State) {
+        let target = Word::new(target);
+        let states = self.seen.entry(target).or_default();
+        if states.contains(&state) {
+            return;
+        }
+        if states.len() < MAX_STATES_PER_POINT {
+            states.push(state.clone());
+            self.work.push((target, state));
+            return;
+        }
+        let merged = match self.joined.get(&target) {
+            Some(previous) => previous.join(&state),
+            None => states.iter().fold(state, |acc, s| acc.join(s)),
+        };
+        if self.joined.get(&target) == Some(&merged) {
+            return;
+        }
+        self.joined.insert(target, merged.clone());
+        self.work.push((target, merged));
     }
-    if states.len() < MAX_STATES_PER_POINT {
-        states.push(state.clone());
-        work.push((target, state));
-        return;
-    }
-    let merged = match joined.get(&target) {
-        Some(previous) => previous.join(&state),
-        None => states.iter().fold(state, |acc, s| acc.join(s)),
-    };
-    if joined.get(&target) == Some(&merged) {
-        return;
-    }
-    joined.insert(target, merged.clone());
-    work.push((target, merged));
 }

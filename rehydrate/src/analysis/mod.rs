@@ -274,7 +274,7 @@ pub enum Analysis {
 /// (a decoder of the build's code, buffers) from one to the next.
 pub(crate) struct Analyser<'p> {
     process: &'p Process<'p>,
-    decoder: Option<Box<explore::SectionDecoder<'p>>>,
+    explorer: explore::Explorer<'p>,
     outside: Outside,
     /// The state analyses run in (its memories' buffers kept from one to the next).
     state: State,
@@ -286,7 +286,7 @@ impl<'p> Analyser<'p> {
     pub fn new(process: &'p Process<'p>) -> Analyser<'p> {
         Analyser {
             process,
-            decoder: None,
+            explorer: explore::Explorer::new(process),
             outside: Outside::default(),
             state: State::default(),
             candidates: Vec::new(),
@@ -335,12 +335,11 @@ impl<'p> Analyser<'p> {
         candidate: &constructors::Candidate,
     ) -> Result<Box<ConstructorReading>, String> {
         let process = self.process;
-        let mut explorer = explore::Explorer::new(process, class.size as u64);
-        explorer.decoder = self.decoder.take();
+        let explorer = &mut self.explorer;
+        explorer.start(class.size as u64);
         let exit = &mut self.state;
         exit.enter_constructor();
         let outcome = explorer.run(candidate.address(), exit, 0);
-        self.decoder = explorer.decoder.take();
         match outcome {
             Ok(true) => {}
             Ok(false) => return Err("no path returns (every one throws or stops)".into()),

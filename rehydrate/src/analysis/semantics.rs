@@ -43,7 +43,7 @@ pub(crate) enum Flow {
 pub(crate) struct Semantics<'p> {
     process: &'p Process<'p>,
     /// `sizeof` the class: how far a store of unknown extent into the object may reach.
-    object_size: u64,
+    pub object_size: u64,
     /// For instructions it does not model; made at the first (it allocates, and most
     /// constructors have none).
     info: Option<InstructionInfoFactory>,
@@ -56,10 +56,12 @@ const RDI: usize = 7;
 const RBP: usize = 5;
 
 impl<'p> Semantics<'p> {
-    pub fn new(process: &'p Process<'p>, object_size: u64) -> Semantics<'p> {
+    /// The semantics of instructions of the build `process` views (see
+    /// [`Self::object_size`]: none until an analysis sets it).
+    pub fn new(process: &'p Process<'p>) -> Semantics<'p> {
         Semantics {
             process,
-            object_size,
+            object_size: 0,
             info: None,
         }
     }

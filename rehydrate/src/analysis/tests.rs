@@ -151,7 +151,8 @@ impl Page {
     fn run(&self, entry: usize) -> (Result<Option<State>, GiveUp>, usize) {
         let start = self.start as u64;
         let process = Process::of_code(start..start + PAGE as u64);
-        let mut explorer = Explorer::new(&process, 64);
+        let mut explorer = Explorer::new(&process);
+        explorer.start(64);
         let mut state = State::at_constructor_entry();
         let outcome = explorer.run(start + entry as u64, &mut state, 0);
         let returned = outcome.map(|returns| returns.then_some(state));
