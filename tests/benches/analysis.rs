@@ -11,12 +11,13 @@
 //! The build's constructor index (class -> its constructors' symbols) is made with its ELF
 //! index when the build is loaded, as the symbol table is, and timed on its own.
 //!
-//! Criterion's groups, then the three alternated in one loop (medians of 15), whose ratios
-//! are the ones to report. Run with `cargo bench -p integration-tests --bench analysis`.
+//! Criterion's groups, then the three alternated in one loop, 51 rounds: the medians of the
+//! rounds' ratios are the ones to report. Run with
+//! `cargo bench -p integration-tests --bench analysis`.
 #![allow(missing_docs)] // criterion's macros generate undocumented functions
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use integration_tests::gxx;
@@ -99,18 +100,22 @@ fn bench(c: &mut Criterion) {
     alternating(&runtime, &readings);
 }
 
-/// The three measured alternately, 15 times, and the ratios of the medians: a shared machine
-/// whose speed drifts sees the same machine in all three.
+/// Rounds of [`alternating`].
+const ROUNDS: usize = 51;
+
+/// The three measured alternately, [`ROUNDS`] times; each ratio is the median of the rounds'
+/// ratios: a shared machine whose speed drifts, or that another tenant loads for a while,
+/// sees the same machine in the two workloads of one round.
 fn alternating(runtime: &Runtime, readings: &rehydrate::measure::Readings) {
     let time = |work: &mut dyn FnMut()| {
         let started = Instant::now();
         work();
-        started.elapsed()
+        started.elapsed().as_secs_f64()
     };
     let (mut decode, mut probe, mut analyse) = (Vec::new(), Vec::new(), Vec::new());
     let mut decode_in_place = Vec::new();
     let mut index = Vec::new();
-    for _ in 0..15 {
+    for _ in 0..ROUNDS {
         index.push(time(&mut || {
             std::hint::black_box(index_constructors(runtime));
         }));
@@ -127,29 +132,32 @@ fn alternating(runtime: &Runtime, readings: &rehydrate::measure::Readings) {
             std::hint::black_box(analyse_every_class(runtime));
         }));
     }
-    let median = |mut samples: Vec<Duration>| {
-        samples.sort();
+    let median = |samples: &[f64]| {
+        let mut samples = samples.to_vec();
+        samples.sort_by(f64::total_cmp);
         samples[samples.len() / 2]
     };
-    let (decode, probe, analyse) = (median(decode), median(probe), median(analyse));
-    let decode_in_place = median(decode_in_place);
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let ratio = |work: &[f64], baseline: &[f64]| {
+        let ratios: Vec<f64> = work.iter().zip(baseline).map(|(w, b)| w / b).collect();
+        median(&ratios)
+    };
+    let ms = |seconds: f64| seconds * 1e3;
     eprintln!(
         "the constructor index, made once per build when its ELF file is read (not in the \
          analysis's time): {:.2} ms",
-        ms(median(index))
+        ms(median(&index))
     );
     eprintln!(
-        "alternating, medians of 15: decode only {:.2} ms (one decoder: {:.2} ms), probe {:.2} ms, \
-         analysis {:.2} ms; analysis / decode {:.2}x (one decoder: {:.2}x; goal <= 4x), \
-         analysis / probe {:.2}x (goal < 1x)",
-        ms(decode),
-        ms(decode_in_place),
-        ms(probe),
-        ms(analyse),
-        analyse.as_secs_f64() / decode.as_secs_f64(),
-        analyse.as_secs_f64() / decode_in_place.as_secs_f64(),
-        analyse.as_secs_f64() / probe.as_secs_f64()
+        "alternating, {ROUNDS} rounds, medians: decode only {:.2} ms (one decoder: {:.2} ms), \
+         probe {:.2} ms, analysis {:.2} ms; medians of the rounds' ratios: analysis / decode \
+         {:.2}x (one decoder: {:.2}x; goal <= 4x), analysis / probe {:.2}x (goal < 1x)",
+        ms(median(&decode)),
+        ms(median(&decode_in_place)),
+        ms(median(&probe)),
+        ms(median(&analyse)),
+        ratio(&analyse, &decode),
+        ratio(&analyse, &decode_in_place),
+        ratio(&analyse, &probe)
     );
 }
 
