@@ -200,11 +200,15 @@ impl<'p> Explorer<'p> {
     }
 
     /// Starts an analysis of a constructor of an object of `object_size` bytes: the budget
-    /// and the trace start over (the last analysis's trace is taken, or dropped).
+    /// and the trace start over (the last analysis's trace was taken, or is emptied here).
     pub fn start(&mut self, object_size: u64) {
         self.semantics.object_size = object_size;
         self.next_fresh = 0;
-        self.trace = Trace::default();
+        let trace = &mut self.trace;
+        trace.entry = None;
+        trace.followed.clear();
+        trace.not_followed.clear();
+        trace.steps = 0;
         self.limit = MAX_STEPS;
     }
 
