@@ -123,8 +123,9 @@ pub(crate) struct Explorer<'p> {
     limit: usize,
     /// Decodes the code section last read, moved to each path's start and back after each
     /// call (made once, not per path, call or analysis: a decoder is a few hundred bytes to
-    /// set up).
-    decoder: Option<Box<SectionDecoder<'p>>>,
+    /// set up). Kept in place, not boxed: it holds raw pointers into the build's code, which
+    /// must not be left in freed heap memory (see `value::Word`).
+    decoder: Option<SectionDecoder<'p>>,
 }
 
 /// A decoder over one whole code section.
@@ -344,7 +345,7 @@ impl<'p> Explorer<'p> {
         match &mut self.decoder {
             Some(decoder) => decoder.seek(self.process, ip),
             None => {
-                self.decoder = Some(Box::new(SectionDecoder::at(self.process, ip)?));
+                self.decoder = Some(SectionDecoder::at(self.process, ip)?);
                 Ok(())
             }
         }
@@ -501,7 +502,7 @@ impl<'p> Explorer<'p> {
         if fresh {
             state.gpr[0] = match self.next_fresh {
                 id if id < Fresh::ALLOCATIONS => Value::Fresh(Fresh::start_of(id)),
-                _ => Value::Unknown,
+                _ => Value::UNKNOWN,
             };
             self.next_fresh = self.next_fresh.saturating_add(1);
         }

@@ -160,10 +160,10 @@ impl<'p> Semantics<'p> {
                 let (value, count) = (self.read(state, ins, 0), self.read(state, ins, 1));
                 let result = match (value.as_const(), count.as_const()) {
                     (Some(v), Some(c)) => Value::constant(shift(ins.mnemonic(), v, c, bytes)),
-                    _ => Value::Unknown,
+                    _ => Value::UNKNOWN,
                 };
                 self.write(state, ins, 0, result, writer)?;
-                state.flags = Flags::Unknown;
+                state.flags = Flags::UNKNOWN;
             }
             Mnemonic::Imul if ins.op_count() >= 2 => {
                 let (a, b) = if ins.op_count() == 3 {
@@ -175,10 +175,10 @@ impl<'p> Semantics<'p> {
                     (Some(x), Some(y)) => Value::constant(x.wrapping_mul(y)),
                     (None, Some(y)) => a.scale(y),
                     (Some(x), None) => b.scale(x),
-                    _ => Value::Unknown,
+                    _ => Value::UNKNOWN,
                 };
                 self.write(state, ins, 0, product, writer)?;
-                state.flags = Flags::Unknown;
+                state.flags = Flags::UNKNOWN;
             }
             Mnemonic::Cdqe => {
                 state.gpr[RAX] = state.gpr[RAX].map_const(|v| sign_extend(v, 4));
@@ -237,7 +237,7 @@ impl<'p> Semantics<'p> {
                 let value = state
                     .flags
                     .condition(ins.condition_code())
-                    .map_or(Value::Unknown, |c| Value::constant(u64::from(c)));
+                    .map_or(Value::UNKNOWN, |c| Value::constant(u64::from(c)));
                 self.write(state, ins, 0, value, writer)?;
             }
             Mnemonic::Push => {
@@ -308,8 +308,8 @@ impl<'p> Semantics<'p> {
         let bytes = self.operand_bytes(ins, 0);
         let (a, b) = (self.read(state, ins, 0), self.read(state, ins, 1));
         let (result, flags) = match ins.mnemonic() {
-            Mnemonic::Add => (a.add(b), Flags::Add { a, b, bytes }),
-            _ => (a.sub(b), Flags::Sub { a, b, bytes }),
+            Mnemonic::Add => (a.add(b), Flags::add(a, b, bytes)),
+            _ => (a.sub(b), Flags::sub(a, b, bytes)),
         };
         if ins.mnemonic() != Mnemonic::Cmp {
             self.write(state, ins, 0, result.truncate(bytes), writer)?;
@@ -339,14 +339,14 @@ impl<'p> Semantics<'p> {
                 {
                     Value::constant(0)
                 }
-                _ => Value::Unknown,
+                _ => Value::UNKNOWN,
             },
         }
         .truncate(bytes);
         if ins.mnemonic() != Mnemonic::Test {
             self.write(state, ins, 0, result, writer)?;
         }
-        state.flags = Flags::Logic { result, bytes };
+        state.flags = Flags::logic(result, bytes);
         Ok(())
     }
 
@@ -355,18 +355,11 @@ impl<'p> Semantics<'p> {
         let a = self.read(state, ins, 0);
         let one = Value::constant(1);
         let (result, flags) = match ins.mnemonic() {
-            Mnemonic::Inc => (a.add(one), Flags::Add { a, b: one, bytes }),
-            Mnemonic::Dec => (a.sub(one), Flags::Sub { a, b: one, bytes }),
+            Mnemonic::Inc => (a.add(one), Flags::add(a, one, bytes)),
+            Mnemonic::Dec => (a.sub(one), Flags::sub(a, one, bytes)),
             Mnemonic::Neg => {
                 let zero = Value::constant(0);
-                (
-                    zero.sub(a),
-                    Flags::Sub {
-                        a: zero,
-                        b: a,
-                        bytes,
-                    },
-                )
+                (zero.sub(a), Flags::sub(zero, a, bytes))
             }
             _ => (a.map_const(|v| !v), state.flags),
         };
@@ -403,8 +396,8 @@ impl<'p> Semantics<'p> {
             }
             _ => {
                 self.clobber_from(state, destination, None, writer);
-                state.gpr[RDI] = Value::Unknown;
-                state.gpr[RCX] = Value::Unknown;
+                state.gpr[RDI] = Value::UNKNOWN;
+                state.gpr[RCX] = Value::UNKNOWN;
             }
         }
         Ok(())
@@ -520,7 +513,7 @@ impl<'p> Semantics<'p> {
                 self.widen(
                     state,
                     ins,
-                    [source[0], source[0], Value::Unknown, Value::Unknown],
+                    [source[0], source[0], Value::UNKNOWN, Value::UNKNOWN],
                     vex,
                 )
             }
@@ -540,14 +533,14 @@ impl<'p> Semantics<'p> {
                 let same = ins.op_kind(count - 1) == OpKind::Register
                     && ins.op_register(count - 1) == ins.op_register(count - 2);
                 let (a, b) = self.two_sources(state, ins);
-                let mut value = [Value::Unknown; 4];
+                let mut value = [Value::UNKNOWN; 4];
                 for lane in 0..4 {
                     value[lane] = if same {
                         Value::constant(0)
                     } else {
                         match (a[lane].as_const(), b[lane].as_const()) {
                             (Some(x), Some(y)) => Value::constant(x ^ y),
-                            _ => Value::Unknown,
+                            _ => Value::UNKNOWN,
                         }
                     };
                 }
@@ -556,7 +549,7 @@ impl<'p> Semantics<'p> {
             Mnemonic::Pshufd | Mnemonic::Vpshufd => {
                 let source = lanes_of(self, state, 1);
                 let selector = imm(ins, 2);
-                let mut value = [Value::Unknown; 4];
+                let mut value = [Value::UNKNOWN; 4];
                 for (quad, lane) in value.iter_mut().enumerate() {
                     let (low, high) = (
                         selector >> (4 * (quad % 2)) & 3,
@@ -656,7 +649,7 @@ impl<'p> Semantics<'p> {
         } else {
             None
         }
-        .unwrap_or([Value::Unknown; 4]);
+        .unwrap_or([Value::UNKNOWN; 4]);
         if vex {
             [value[0], value[1], zero, zero]
         } else {
@@ -669,17 +662,17 @@ impl<'p> Semantics<'p> {
             OpKind::Register if ins.op_register(op).is_vector_register() => state
                 .vector
                 .get(vector_index(ins.op_register(op)))
-                .unwrap_or([Value::Unknown; 4]),
+                .unwrap_or([Value::UNKNOWN; 4]),
             OpKind::Register => [
                 self.read(state, ins, op),
-                Value::Unknown,
-                Value::Unknown,
-                Value::Unknown,
+                Value::UNKNOWN,
+                Value::UNKNOWN,
+                Value::UNKNOWN,
             ],
             OpKind::Memory => {
                 let address = self.address(state, ins);
                 let bytes = ins.memory_size().size() as u32;
-                let mut lanes = [Value::Unknown; 4];
+                let mut lanes = [Value::UNKNOWN; 4];
                 if bytes <= 8 {
                     lanes[0] = self.load(state, address, bytes);
                 } else {
@@ -689,7 +682,7 @@ impl<'p> Semantics<'p> {
                 }
                 lanes
             }
-            _ => [Value::Unknown; 4],
+            _ => [Value::UNKNOWN; 4],
         }
     }
 
@@ -721,10 +714,18 @@ impl<'p> Semantics<'p> {
     /// An instruction not modelled: every register and memory location it writes becomes
     /// unknown.
     fn unmodeled(&mut self, state: &mut State, ins: &Instruction, writer: Writer) {
-        let info = self
-            .info
-            .get_or_insert_with(InstructionInfoFactory::new)
-            .info(ins);
+        // iced-x86's factory is given the instruction without the displacement of a
+        // rip-relative or absolute operand: that is an address in the build, which the
+        // factory's buffers would keep and free with it (see `value::Word`); the operand's
+        // address is a constant either way, and a store to a constant address changes
+        // neither the object nor the frame
+        let mut neutral = *ins;
+        let absolute = ins.memory_base() == Register::None && ins.memory_index() == Register::None;
+        if ins.is_ip_rel_memory_operand() || absolute {
+            neutral.set_memory_displacement64(0);
+        }
+        let mut factory = self.info.take().unwrap_or_else(InstructionInfoFactory::new);
+        let info = factory.info(&neutral);
         let writes = |access: OpAccess| {
             matches!(
                 access,
@@ -734,51 +735,32 @@ impl<'p> Semantics<'p> {
                     | OpAccess::ReadCondWrite
             )
         };
-        let registers: Vec<Register> = info
-            .used_registers()
-            .iter()
-            .filter(|r| writes(r.access()))
-            .map(|r| r.register())
-            .collect();
-        let memories: Vec<(Register, Register, u32, u64, u64)> = info
-            .used_memory()
-            .iter()
-            .filter(|m| writes(m.access()))
-            .map(|m| {
-                (
-                    m.base(),
-                    m.index(),
-                    m.scale(),
-                    m.displacement(),
-                    m.memory_size().size() as u64,
-                )
-            })
-            .collect();
-        for register in registers {
+        for used in info.used_registers().iter().filter(|r| writes(r.access())) {
+            let register = used.register();
             if let Some(gpr) = Gpr::of(register) {
-                state.gpr[usize::from(gpr.index)] = Value::Unknown;
+                state.gpr[usize::from(gpr.index)] = Value::UNKNOWN;
             } else if register.is_vector_register() {
-                self.write_lanes(state, register, [Value::Unknown; 4]);
+                self.write_lanes(state, register, [Value::UNKNOWN; 4]);
             }
         }
-        for (base, index, scale, displacement, bytes) in memories {
-            let base = if base == Register::None {
-                Value::constant(0)
-            } else {
-                read_register(state, base)
+        for used in info.used_memory().iter().filter(|m| writes(m.access())) {
+            let base = match used.base() {
+                Register::None => Value::constant(0),
+                base => read_register(state, base),
             };
-            let index = if index == Register::None {
-                Value::constant(0)
-            } else {
-                read_register(state, index).scale(u64::from(scale))
+            let index = match used.index() {
+                Register::None => Value::constant(0),
+                index => read_register(state, index).scale(u64::from(used.scale())),
             };
-            let address = base.add(index).offset(displacement as i64);
+            let address = base.add(index).offset(used.displacement() as i64);
+            let bytes = used.memory_size().size() as u64;
             let extent =
                 (bytes > 0 && !ins.has_rep_prefix() && !ins.has_repne_prefix()).then_some(bytes);
             self.clobber_from(state, address, extent, writer);
         }
+        self.info = Some(factory);
         if ins.rflags_modified() != 0 {
-            state.flags = Flags::Unknown;
+            state.flags = Flags::UNKNOWN;
         }
     }
 
@@ -811,7 +793,7 @@ impl<'p> Semantics<'p> {
     pub fn address(&self, state: &State, ins: &Instruction) -> Value {
         // only a prefix names `fs` or `gs` (thread-local storage)
         if matches!(ins.segment_prefix(), Register::FS | Register::GS) {
-            return Value::Unknown;
+            return Value::UNKNOWN;
         }
         if ins.is_ip_rel_memory_operand() {
             return Value::constant(ins.ip_rel_memory_address());
@@ -841,7 +823,7 @@ impl<'p> Semantics<'p> {
                     return state
                         .vector
                         .get(vector_index(register))
-                        .map_or(Value::Unknown, |lanes| lanes[0]);
+                        .map_or(Value::UNKNOWN, |lanes| lanes[0]);
                 }
                 read_register(state, register)
             }
@@ -859,7 +841,7 @@ impl<'p> Semantics<'p> {
             OpKind::Immediate8to32 => Value::constant(ins.immediate8to32() as u64),
             OpKind::Immediate8to64 => Value::constant(ins.immediate8to64() as u64),
             OpKind::Immediate32to64 => Value::constant(ins.immediate32to64() as u64),
-            _ => Value::Unknown,
+            _ => Value::UNKNOWN,
         }
     }
 
@@ -897,8 +879,8 @@ impl<'p> Semantics<'p> {
             Value::Const(word) => self
                 .process
                 .read(word.get(), bytes)
-                .map_or(Value::Unknown, Value::constant),
-            _ => Value::Unknown,
+                .map_or(Value::UNKNOWN, Value::constant),
+            _ => Value::UNKNOWN,
         }
     }
 
@@ -917,7 +899,7 @@ impl<'p> Semantics<'p> {
         match address {
             Value::This(k) => state.object.store(k, bytes, value, writer),
             Value::Stack(k) => state.stack.store(k, bytes, value, writer),
-            Value::Unknown => {
+            Value::Unknown(_) => {
                 if let Some(place) = value.as_const().and_then(|v| self.process.place(v)) {
                     if is_vtable_name(&place.name) {
                         let ip = match writer {
@@ -950,7 +932,7 @@ fn lanes(state: &State, register: Register) -> Lanes {
     state
         .vector
         .get(vector_index(register))
-        .unwrap_or([Value::Unknown; 4])
+        .unwrap_or([Value::UNKNOWN; 4])
 }
 
 fn is_vector(ins: &Instruction, op: u32) -> bool {
@@ -970,7 +952,7 @@ fn vector_index(register: Register) -> usize {
 #[inline(always)]
 pub(crate) fn read_register(state: &State, register: Register) -> Value {
     let Some(gpr) = Gpr::of(register) else {
-        return Value::Unknown;
+        return Value::UNKNOWN;
     };
     let full = state.gpr[usize::from(gpr.index)];
     if gpr.high {
@@ -999,7 +981,7 @@ pub(crate) fn write_register(state: &mut State, register: Register, value: Value
                 let mask = super::value::mask(bytes);
                 Value::constant(old & !mask | new & mask)
             }
-            _ => Value::Unknown,
+            _ => Value::UNKNOWN,
         },
     };
 }

@@ -160,7 +160,7 @@ impl Memory {
     /// bytes put together; anything else is unknown.
     pub fn load(&self, at: i64, bytes: u32) -> Value {
         if !(1..=8).contains(&bytes) || !(-REACH..=REACH).contains(&at) {
-            return Value::Unknown;
+            return Value::UNKNOWN;
         }
         if let Ok(index) = self.cells.binary_search_by_key(&at, Cell::start) {
             let cell = &self.cells[index];
@@ -174,10 +174,10 @@ impl Memory {
         let mut value = 0u64;
         for byte in at..at + i64::from(bytes) {
             let Some((start, cell)) = self.cell_holding(byte) else {
-                return Value::Unknown;
+                return Value::UNKNOWN;
             };
             let Some(v) = cell.value.as_const() else {
-                return Value::Unknown;
+                return Value::UNKNOWN;
             };
             value |= (v >> ((byte - start) * 8) & 0xFF) << ((byte - at) * 8);
         }
@@ -190,7 +190,7 @@ impl Memory {
         let end = at.saturating_add(bytes.min(REACH as u64) as i64);
         while offset < end {
             let width = (end - offset).min(8) as u32;
-            self.store(offset, width, Value::Unknown, writer);
+            self.store(offset, width, Value::UNKNOWN, writer);
             offset += i64::from(width);
         }
     }
@@ -259,7 +259,7 @@ fn remainder(cell: Cell, bytes: std::ops::Range<i64>, out: &mut [Cell], count: &
         }
         None => {
             let width = (bytes.end - bytes.start) as u32;
-            out[*count] = cell_at(bytes.start, width, Value::Unknown, cell.writer);
+            out[*count] = cell_at(bytes.start, width, Value::UNKNOWN, cell.writer);
             *count += 1;
         }
     }
@@ -270,7 +270,7 @@ fn remainder(cell: Cell, bytes: std::ops::Range<i64>, out: &mut [Cell], count: &
 const PLACEHOLDER: Cell = Cell {
     at: 0,
     bytes: 0,
-    value: Value::Unknown,
+    value: Value::UNKNOWN,
     writer: Writer::Disagreement,
 };
 
@@ -303,7 +303,7 @@ pub(crate) type Lanes = [Value; 4];
 pub(crate) struct VectorFile(Option<Box<[Lanes; 16]>>);
 
 /// A register nothing is known of.
-const UNKNOWN_LANES: Lanes = [Value::Unknown; 4];
+const UNKNOWN_LANES: Lanes = [Value::UNKNOWN; 4];
 
 impl VectorFile {
     /// The lanes of register `index`; `None` past the 16 tracked (`xmm16` and up).
@@ -382,9 +382,9 @@ impl Default for State {
     /// Nothing known (no allocation): what a state moved out of is left with.
     fn default() -> State {
         State {
-            gpr: [Value::Unknown; 16],
+            gpr: [Value::UNKNOWN; 16],
             vector: VectorFile::default(),
-            flags: Flags::Unknown,
+            flags: Flags::UNKNOWN,
             object: Memory::default(),
             stack: Memory::default(),
         }
@@ -404,11 +404,11 @@ impl State {
     /// Makes this the state at the entry of a constructor (see
     /// [`State::at_constructor_entry`]), keeping its memories' buffers.
     pub fn enter_constructor(&mut self) {
-        self.gpr = [Value::Unknown; 16];
+        self.gpr = [Value::UNKNOWN; 16];
         self.gpr[RDI] = Value::This(0);
         self.gpr[RSP] = Value::Stack(0);
         self.vector.forget();
-        self.flags = Flags::Unknown;
+        self.flags = Flags::UNKNOWN;
         self.object.cells.clear();
         self.stack.cells.clear();
     }
@@ -417,10 +417,10 @@ impl State {
     /// registers, every vector register and the flags unknown.
     pub fn clobber_for_call(&mut self) {
         for register in CALLER_SAVED {
-            self.gpr[register] = Value::Unknown;
+            self.gpr[register] = Value::UNKNOWN;
         }
         self.vector.forget();
-        self.flags = Flags::Unknown;
+        self.flags = Flags::UNKNOWN;
     }
 
     /// What two paths agree on.
@@ -435,7 +435,7 @@ impl State {
             flags: if self.flags == other.flags {
                 self.flags
             } else {
-                Flags::Unknown
+                Flags::UNKNOWN
             },
             object: self.object.join(&other.object),
             stack: self.stack.join(&other.stack),
@@ -460,9 +460,9 @@ mod tests {
         assert_eq!(memory.load(0, 8), Value::constant(0x1122_3344_AAAA_7788));
         memory.store(8, 8, Value::This(16), W);
         assert_eq!(memory.load(8, 8), Value::This(16));
-        assert_eq!(memory.load(8, 4), Value::Unknown);
+        assert_eq!(memory.load(8, 4), Value::UNKNOWN);
         memory.store(12, 4, Value::constant(1), W);
-        assert_eq!(memory.load(8, 8), Value::Unknown);
+        assert_eq!(memory.load(8, 8), Value::UNKNOWN);
         assert_eq!(memory.load(12, 4), Value::constant(1));
     }
 
@@ -480,7 +480,7 @@ mod tests {
             for _ in 0..30 {
                 let (at, bytes) = (next(32) as i64, next(8) as u32 + 1);
                 let value = (next(3) > 0).then(|| next(u64::MAX));
-                let stored = value.map_or(Value::Unknown, |v| Value::constant(v & mask(bytes)));
+                let stored = value.map_or(Value::UNKNOWN, |v| Value::constant(v & mask(bytes)));
                 memory.store(at, bytes, stored, W);
                 for k in 0..bytes as usize {
                     model[at as usize + k] = Some(value.map(|v| (v >> (8 * k)) as u8));
@@ -496,7 +496,7 @@ mod tests {
                     let loaded = memory.load(byte as i64, 1);
                     match expected {
                         Some(Some(v)) => assert_eq!(loaded, Value::constant(u64::from(*v))),
-                        _ => assert_eq!(loaded, Value::Unknown, "byte {byte}"),
+                        _ => assert_eq!(loaded, Value::UNKNOWN, "byte {byte}"),
                     }
                     let held = cells
                         .iter()
@@ -518,8 +518,8 @@ mod tests {
         a.store(16, 8, Value::constant(4), W);
         let joined = a.join(&b);
         assert_eq!(joined.load(0, 8), Value::constant(1));
-        assert_eq!(joined.load(8, 8), Value::Unknown);
-        assert_eq!(joined.load(16, 8), Value::Unknown);
+        assert_eq!(joined.load(8, 8), Value::UNKNOWN);
+        assert_eq!(joined.load(16, 8), Value::UNKNOWN);
         assert!(joined.cells().all(|(_, c)| c.bytes <= 8));
     }
 }

@@ -211,14 +211,14 @@ fn a_loop_with_a_known_count_is_followed_to_its_end() {
 fn paths_keep_only_what_they_agree_on() {
     let page = Page::with(&CODE);
     let disagree = page.returned(DISAGREE);
-    assert_eq!(word(&disagree, 0), Value::Unknown);
+    assert_eq!(word(&disagree, 0), Value::UNKNOWN);
     assert!(disagree
         .object
         .cells()
         .all(|(_, c)| c.writer == Writer::Disagreement));
     let agree = page.returned(AGREE);
     assert_eq!(word(&agree, 0), Value::constant(5));
-    assert_eq!(agree.object.load(8, 4), Value::Unknown);
+    assert_eq!(agree.object.load(8, 4), Value::UNKNOWN);
 }
 
 #[test]

@@ -21,12 +21,13 @@ impl Word {
     }
 }
 
-/// A value the analyser tracks.
+/// A value the analyser tracks: a tag and a word, each written whole (see [`Blank`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u64)]
 pub(crate) enum Value {
     /// Anything: an argument, a field's contents, a result of arithmetic it does not follow,
-    /// or two paths that disagree.
-    Unknown,
+    /// or two paths that disagree ([`Value::UNKNOWN`]).
+    Unknown(Blank),
     /// A known constant (an address or a plain number).
     Const(Word),
     /// The address of the object under construction plus an offset.
@@ -37,6 +38,14 @@ pub(crate) enum Value {
     /// the object.
     Fresh(Fresh),
 }
+
+/// What an unknown value carries in its word: always zero. Without it the word would be
+/// whatever the register or memory it was made in last held, a raw address as likely as not,
+/// and states are copied into the heap: a reload's scan would take such a word in freed
+/// memory for a reference into the build (see [`Word`]). For the same reason the tag is a
+/// whole word (`repr(u64)`), not a byte beside seven left as they were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Blank(u64);
 
 /// A pointer into memory an allocation call returned: which allocation of the analysis, and
 /// how far into it (48 bits, wrapping there: far past any object). One word, so that a
@@ -73,6 +82,9 @@ impl Fresh {
 const REGION_BASE: u64 = 0x0000_4000_0000_0000;
 
 impl Value {
+    /// Nothing known.
+    pub const UNKNOWN: Value = Value::Unknown(Blank(0));
+
     pub fn constant(value: u64) -> Value {
         Value::Const(Word::new(value))
     }
@@ -91,7 +103,7 @@ impl Value {
             Value::This(k) => Value::This(k.wrapping_add(delta)),
             Value::Stack(k) => Value::Stack(k.wrapping_add(delta)),
             Value::Fresh(pointer) => Value::Fresh(pointer.moved(delta)),
-            Value::Unknown => Value::Unknown,
+            Value::Unknown(_) => Value::UNKNOWN,
         }
     }
 
@@ -100,7 +112,7 @@ impl Value {
             (value, Value::Const(word)) | (Value::Const(word), value) => {
                 value.offset(word.get() as i64)
             }
-            _ => Value::Unknown,
+            _ => Value::UNKNOWN,
         }
     }
 
@@ -113,7 +125,7 @@ impl Value {
             (Value::Fresh(a), Value::Fresh(b)) if a.id() == b.id() => {
                 Value::constant(a.offset().wrapping_sub(b.offset()) as u64)
             }
-            _ => Value::Unknown,
+            _ => Value::UNKNOWN,
         }
     }
 
@@ -123,14 +135,14 @@ impl Value {
             (_, 0) => Value::constant(0),
             (value, 1) => value,
             (Value::Const(word), _) => Value::constant(word.get().wrapping_mul(factor)),
-            _ => Value::Unknown,
+            _ => Value::UNKNOWN,
         }
     }
 
     /// Applies a function of constants; anything else is unknown.
     pub fn map_const(self, f: impl FnOnce(u64) -> u64) -> Value {
         self.as_const()
-            .map_or(Value::Unknown, |v| Value::constant(f(v)))
+            .map_or(Value::UNKNOWN, |v| Value::constant(f(v)))
     }
 
     /// The low `bytes` bytes, zero-extended: a pointer does not survive truncation.
@@ -173,7 +185,7 @@ impl Value {
         if self == other {
             self
         } else {
-            Value::Unknown
+            Value::UNKNOWN
         }
     }
 }
@@ -188,26 +200,29 @@ pub(crate) fn mask(bytes: u32) -> u64 {
 }
 
 /// What the last flag-setting instruction computed, as far as the branches that follow need.
+/// Every byte is written, whatever it holds (states are copied into the heap: see [`Blank`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Flags {
+#[repr(C)]
+pub(crate) struct Flags {
+    operation: Operation,
+    /// How wide the operands are.
+    bytes: u32,
+    /// The operands (`Sub`, `Add`), or the result and nothing (`Logic`).
+    a: Value,
+    b: Value,
+}
+
+/// What set the flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+enum Operation {
     Unknown,
-    /// `a - b` (`cmp`, `sub`, `dec` with b = 1, `neg` with a = 0), `bytes` wide.
-    Sub {
-        a: Value,
-        b: Value,
-        bytes: u32,
-    },
+    /// `a - b` (`cmp`, `sub`, `dec` with b = 1, `neg` with a = 0).
+    Sub,
     /// `a + b` (`add`, `inc`).
-    Add {
-        a: Value,
-        b: Value,
-        bytes: u32,
-    },
+    Add,
     /// A logical result (`test`, `and`, `or`, `xor`): carry and overflow clear.
-    Logic {
-        result: Value,
-        bytes: u32,
-    },
+    Logic,
 }
 
 /// The flags a condition reads.
@@ -219,6 +234,44 @@ struct Bits {
 }
 
 impl Flags {
+    /// Nothing known.
+    pub const UNKNOWN: Flags = Flags {
+        operation: Operation::Unknown,
+        bytes: 0,
+        a: Value::UNKNOWN,
+        b: Value::UNKNOWN,
+    };
+
+    /// `a - b`, `bytes` wide.
+    pub fn sub(a: Value, b: Value, bytes: u32) -> Flags {
+        Flags {
+            operation: Operation::Sub,
+            bytes,
+            a,
+            b,
+        }
+    }
+
+    /// `a + b`, `bytes` wide.
+    pub fn add(a: Value, b: Value, bytes: u32) -> Flags {
+        Flags {
+            operation: Operation::Add,
+            bytes,
+            a,
+            b,
+        }
+    }
+
+    /// A logical `result`, `bytes` wide.
+    pub fn logic(result: Value, bytes: u32) -> Flags {
+        Flags {
+            operation: Operation::Logic,
+            bytes,
+            a: result,
+            b: Value::UNKNOWN,
+        }
+    }
+
     /// The outcome of a condition, when the flags are known.
     pub fn condition(self, code: ConditionCode) -> Option<bool> {
         let bits = self.bits()?;
@@ -243,19 +296,14 @@ impl Flags {
     }
 
     fn bits(self) -> Option<Bits> {
-        let width = match self {
-            Flags::Sub { bytes, .. } | Flags::Add { bytes, .. } | Flags::Logic { bytes, .. } => {
-                bytes
-            }
-            Flags::Unknown => return None,
-        };
-        if !(1..=8).contains(&width) {
+        let Flags { a, b, bytes, .. } = self;
+        if self.operation == Operation::Unknown || !(1..=8).contains(&bytes) {
             return None;
         }
         let sign_of = |value: u64, bytes: u32| value >> (bytes * 8 - 1) & 1 == 1;
-        match self {
-            Flags::Unknown => None,
-            Flags::Sub { a, b, bytes } => {
+        match self.operation {
+            Operation::Unknown => None,
+            Operation::Sub => {
                 let (x, y) = a.comparable(b)?;
                 let m = mask(bytes);
                 let (x, y) = (x & m, y & m);
@@ -267,7 +315,7 @@ impl Flags {
                     overflow: sign_of((x ^ y) & (x ^ r), bytes),
                 })
             }
-            Flags::Add { a, b, bytes } => {
+            Operation::Add => {
                 let (x, y) = (a.as_const()?, b.as_const()?);
                 let m = mask(bytes);
                 let (x, y) = (x & m, y & m);
@@ -279,7 +327,8 @@ impl Flags {
                     overflow: sign_of(!(x ^ y) & (x ^ r), bytes),
                 })
             }
-            Flags::Logic { result, bytes } => {
+            Operation::Logic => {
+                let result = a;
                 let r = match result.as_const() {
                     Some(r) => r & mask(bytes),
                     // a pointer tested against itself: not null, not negative
@@ -303,11 +352,7 @@ mod tests {
 
     #[test]
     fn comparisons_of_constants_follow_the_processor() {
-        let cmp = |a: u64, b: u64, bytes| Flags::Sub {
-            a: Value::constant(a),
-            b: Value::constant(b),
-            bytes,
-        };
+        let cmp = |a: u64, b: u64, bytes| Flags::sub(Value::constant(a), Value::constant(b), bytes);
         assert_eq!(cmp(3, 5, 8).condition(ConditionCode::b), Some(true));
         assert_eq!(cmp(3, 5, 8).condition(ConditionCode::l), Some(true));
         assert_eq!(cmp(u64::MAX, 5, 8).condition(ConditionCode::l), Some(true));
@@ -334,8 +379,8 @@ mod tests {
             Value::constant(-8i64 as u64)
         );
         // different allocations: no known difference
-        assert_eq!(second.sub(first), Value::Unknown);
-        assert_eq!(first.offset(1).sub(second.offset(1)), Value::Unknown);
+        assert_eq!(second.sub(first), Value::UNKNOWN);
+        assert_eq!(first.offset(1).sub(second.offset(1)), Value::UNKNOWN);
         // far offsets wrap within the allocation, never into another one
         let far = second.offset(1 << 47).offset(1 << 47);
         assert_eq!(far, second);
@@ -344,39 +389,20 @@ mod tests {
 
     #[test]
     fn pointers_compare_within_their_region_and_against_null() {
-        let same = Flags::Sub {
-            a: Value::This(8),
-            b: Value::This(40),
-            bytes: 8,
-        };
+        let same = Flags::sub(Value::This(8), Value::This(40), 8);
         assert_eq!(same.condition(ConditionCode::ne), Some(true));
         assert_eq!(same.condition(ConditionCode::b), Some(true));
-        let null_check = Flags::Logic {
-            result: Value::This(0),
-            bytes: 8,
-        };
+        let null_check = Flags::logic(Value::This(0), 8);
         assert_eq!(null_check.condition(ConditionCode::e), Some(false));
-        let apart = Flags::Sub {
-            a: Value::This(8),
-            b: Value::Stack(8),
-            bytes: 8,
-        };
+        let apart = Flags::sub(Value::This(8), Value::Stack(8), 8);
         assert_eq!(apart.condition(ConditionCode::e), None);
-        let unknown = Flags::Sub {
-            a: Value::Unknown,
-            b: Value::constant(0),
-            bytes: 8,
-        };
+        let unknown = Flags::sub(Value::UNKNOWN, Value::constant(0), 8);
         assert_eq!(unknown.condition(ConditionCode::e), None);
     }
 
     #[test]
     fn additions_set_carry_and_zero() {
-        let add = Flags::Add {
-            a: Value::constant(u64::MAX),
-            b: Value::constant(1),
-            bytes: 8,
-        };
+        let add = Flags::add(Value::constant(u64::MAX), Value::constant(1), 8);
         assert_eq!(add.condition(ConditionCode::e), Some(true));
         assert_eq!(add.condition(ConditionCode::b), Some(true));
     }
@@ -385,12 +411,12 @@ mod tests {
     fn arithmetic_keeps_pointers_and_constants() {
         assert_eq!(Value::This(8).add(Value::constant(8)), Value::This(16));
         assert_eq!(Value::This(24).sub(Value::This(8)), Value::constant(16));
-        assert_eq!(Value::This(8).truncate(4), Value::Unknown);
+        assert_eq!(Value::This(8).truncate(4), Value::UNKNOWN);
         assert_eq!(
             Value::constant(0x1_0000_0002).truncate(4),
             Value::constant(2)
         );
-        assert_eq!(Value::This(8).add(Value::This(8)), Value::Unknown);
+        assert_eq!(Value::This(8).add(Value::This(8)), Value::UNKNOWN);
         assert_eq!(Word::new(5).get(), 5);
     }
 }
