@@ -215,7 +215,7 @@ impl<'p> Explorer<'p> {
 
     /// Runs the function at `entry` from `state` (its return address already pushed) to its
     /// returns, leaving in `state` the join of the states it returns with; `false` when no
-    /// path returns (`state` is then left as it is).
+    /// path returns (what `state` then holds means nothing).
     pub fn run(&mut self, entry: u64, state: &mut State, depth: usize) -> Result<bool, GiveUp> {
         let entry_stack = state.gpr[RSP];
         let mut function = Running::at(entry);

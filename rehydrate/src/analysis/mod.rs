@@ -348,7 +348,7 @@ impl<'p> Analyser<'p> {
         let trace = std::mem::take(&mut explorer.trace);
         self.outside
             .read(&exit.object, class)
-            .and_then(|outside| read_words(class, process, candidate, exit, outside, trace))
+            .and_then(|outside| reading_of(class, process, candidate, exit, outside, trace))
     }
 }
 
@@ -407,9 +407,9 @@ impl Outside {
     }
 }
 
-/// The reading of a constructor that returned with `exit`: the words it leaves in the
-/// object, its image.
-fn read_words(
+/// The reading of a constructor that returned with `exit`: its vptr slots checked (each
+/// must hold a vtable address), its image.
+fn reading_of(
     class: &ModuleClass,
     process: &Process<'_>,
     candidate: &constructors::Candidate,
