@@ -28,7 +28,7 @@ pub(crate) enum Writer {
     Disagreement,
 }
 
-/// An instruction's address, kept complemented as [`Word`] is, and never zero: a
+/// An instruction's address, kept complemented as [`super::value::Word`] is, and never zero: a
 /// [`Writer`] takes eight bytes, not sixteen (cells are copied with every state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Ip(NonZeroU64);
@@ -401,8 +401,8 @@ impl State {
         state
     }
 
-    /// Makes this the state at the entry of a constructor (see
-    /// [`State::at_constructor_entry`]), keeping its memories' buffers.
+    /// Makes this the state at the entry of a constructor (`this` in `rdi`, the return
+    /// address on the stack, everything else unknown), keeping its memories' buffers.
     pub fn enter_constructor(&mut self) {
         self.gpr = [Value::UNKNOWN; 16];
         self.gpr[RDI] = Value::This(0);
