@@ -19,6 +19,7 @@ mod barrier;
 mod bindings;
 mod error;
 pub mod forwarder;
+mod hidden;
 pub mod image;
 mod images;
 mod layout_gate;

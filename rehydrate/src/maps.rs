@@ -1,18 +1,12 @@
 //! Reading `/proc/self/maps`: where a loaded module's image lies, whether it is gone, and every
 //! mapping the relocation scans.
+//!
+//! The file is kept as text and read line by line ([`lines`]), never collected into a list of
+//! ranges: such a list, once freed, would leave the builds' addresses in heap memory, where a
+//! reload's scan would take them for references (see `crate::hidden`).
 
 use std::ops::Range;
 use std::path::Path;
-
-/// One line of `/proc/self/maps`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapping {
-    pub range: Range<usize>,
-    /// `rwxp`-style permissions.
-    pub perms: String,
-    /// A path, a `[name]` such as `[heap]`, or empty for an anonymous mapping.
-    pub name: String,
-}
 
 /// One line of `/proc/self/maps`, borrowing the text it was read from (no allocation).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,25 +18,6 @@ pub struct MappingRef<'t> {
     pub name: &'t str,
 }
 
-impl Mapping {
-    pub fn borrowed(&self) -> MappingRef<'_> {
-        MappingRef {
-            range: self.range.clone(),
-            perms: &self.perms,
-            name: &self.name,
-        }
-    }
-
-    pub fn readable_and_writable(&self) -> bool {
-        self.borrowed().readable_and_writable()
-    }
-
-    /// An anonymous mapping no one may access (a guard page, a reservation).
-    pub fn no_access_anonymous(&self) -> bool {
-        self.borrowed().no_access_anonymous()
-    }
-}
-
 impl MappingRef<'_> {
     pub fn readable_and_writable(&self) -> bool {
         self.perms.starts_with("rw")
@@ -51,14 +26,6 @@ impl MappingRef<'_> {
     /// An anonymous mapping no one may access (a guard page, a reservation).
     pub fn no_access_anonymous(&self) -> bool {
         self.perms.starts_with("---") && self.name.is_empty()
-    }
-
-    pub fn to_owned(&self) -> Mapping {
-        Mapping {
-            range: self.range.clone(),
-            perms: self.perms.to_string(),
-            name: self.name.to_string(),
-        }
     }
 }
 
@@ -82,15 +49,10 @@ pub fn map_anonymous(hint: usize, length: usize, prot: i32) -> std::io::Result<*
     Ok(mapped.cast())
 }
 
-/// Every mapping of this process, in address order (empty when the file cannot be read).
-pub fn all() -> Vec<Mapping> {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return Vec::new();
-    };
-    maps.lines()
-        .filter_map(parse_line)
-        .map(|m| m.to_owned())
-        .collect()
+/// The text of `/proc/self/maps` (empty when it cannot be read): its mappings, in address
+/// order, are its [`lines`].
+pub fn text() -> String {
+    std::fs::read_to_string("/proc/self/maps").unwrap_or_default()
 }
 
 /// Reads `/proc/self/maps` into `text` without allocating: false when it does not fit in its
@@ -152,17 +114,24 @@ fn parse_line(line: &str) -> Option<MappingRef<'_>> {
 /// Address ranges of every mapping of `path` in this process.
 pub fn mappings_of(path: &Path) -> Vec<Range<usize>> {
     let wanted = path.to_string_lossy();
-    all()
-        .into_iter()
+    let text = text();
+    lines(text.as_bytes())
         .filter(|m| m.name == wanted)
         .map(|m| m.range)
         .collect()
 }
 
+/// Whether any mapping of `path` is left in this process.
+pub fn is_mapped(path: &Path) -> bool {
+    let wanted = path.to_string_lossy();
+    lines(text().as_bytes()).any(|m| m.name == wanted)
+}
+
 /// Whether `range` is covered, end to end, by anonymous no-access mappings (a reservation).
 pub fn is_reserved(range: &Range<usize>) -> bool {
     let mut covered = range.start;
-    for mapping in all() {
+    let text = text();
+    for mapping in lines(text.as_bytes()) {
         if covered >= range.end {
             break;
         }
@@ -178,8 +147,8 @@ pub fn is_reserved(range: &Range<usize>) -> bool {
 
 /// Whether any mapping in this process is writable and executable at once.
 pub fn writable_and_executable_mappings() -> Vec<String> {
-    all()
-        .into_iter()
+    let text = text();
+    lines(text.as_bytes())
         .filter(|m| m.perms.contains('w') && m.perms.contains('x'))
         .map(|m| {
             format!(
@@ -211,11 +180,15 @@ mod tests {
         let mut text = Vec::with_capacity(1 << 20);
         assert!(read_without_allocating(&mut text));
         assert_eq!(text.capacity(), 1 << 20);
-        let raw: Vec<Mapping> = lines(&text).map(|m| m.to_owned()).collect();
         let here = std::ptr::addr_of!(text) as usize;
-        assert!(raw
-            .iter()
-            .any(|m| m.range.contains(&here) && m.readable_and_writable()));
+        assert!(lines(&text).any(|m| m.range.contains(&here) && m.readable_and_writable()));
+        let as_text = super::text();
+        assert_eq!(
+            lines(&text).filter(|m| m.name == "[stack]").count(),
+            lines(as_text.as_bytes())
+                .filter(|m| m.name == "[stack]")
+                .count()
+        );
         let mut small = Vec::with_capacity(16);
         assert!(!read_without_allocating(&mut small), "does not fit");
         assert_eq!(small.capacity(), 16);

@@ -522,7 +522,7 @@ impl Drop for LoadedModule {
         // The library, the only other holder of the pointer, was closed just above.
         // SAFETY: `host` came from `Box::into_raw` in `describe` and is freed only here.
         drop(unsafe { Box::from_raw(self.host.as_ptr()) });
-        let unmapped = crate::maps::mappings_of(&self.shadow).is_empty();
+        let unmapped = !crate::maps::is_mapped(&self.shadow);
         if unmapped && !self.span.is_empty() && !reserve(&self.span) {
             tracing::warn!(module = %self.source.display(), "the unloaded build's address range could not be reserved");
         }

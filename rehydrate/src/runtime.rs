@@ -798,7 +798,7 @@ impl Reload<'_> {
         drop(old_module); // dlclose; the module's static destructors may untrack objects
         let unload_time = started.elapsed();
         drop(gate);
-        let old_image_unmapped = crate::maps::mappings_of(&old_shadow).is_empty();
+        let old_image_unmapped = !crate::maps::is_mapped(&old_shadow);
         let old_image_kept_because = (!old_image_unmapped).then(|| why_still_mapped(&old_elf));
         if let Some(why) = &old_image_kept_because {
             tracing::warn!(path = %old_shadow.display(), "the old build is still mapped: {why}");

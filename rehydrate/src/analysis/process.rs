@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::names::{Names, SymbolName};
-use super::value::Word;
+use crate::hidden::HiddenRange;
 use crate::relocation::elf::{is_vtable_name, SectionKind, Symbol};
 use crate::relocation::BuildImage;
 
@@ -72,24 +72,20 @@ impl<'b> Place<'b> {
     }
 }
 
-/// A range of addresses, kept complemented: the runtime's memory must not look like
-/// references into a build to a reload's scan.
+/// A range of addresses of the process (kept complemented: see [`crate::hidden`]).
 #[derive(Debug, Clone, Copy)]
-struct Span {
-    start: Word,
-    end: Word,
-}
+struct Span(HiddenRange);
 
 impl Span {
     fn new(range: Range<u64>) -> Span {
-        Span {
-            start: Word::new(range.start),
-            end: Word::new(range.end),
-        }
+        Span(HiddenRange::new(
+            &(range.start as usize..range.end as usize),
+        ))
     }
 
     fn range(self) -> Range<u64> {
-        self.start.get()..self.end.get()
+        let range = self.0.get();
+        range.start as u64..range.end as u64
     }
 }
 
@@ -153,7 +149,7 @@ impl<'b> Process<'b> {
     fn region(&self, address: u64) -> Option<(Range<u64>, Access)> {
         let after = self
             .regions
-            .partition_point(|(span, _)| span.start.get() <= address);
+            .partition_point(|(span, _)| span.range().start <= address);
         let (span, access) = self.regions.get(after.checked_sub(1)?)?;
         let range = span.range();
         range.contains(&address).then_some((range, *access))

@@ -319,7 +319,7 @@ pub(crate) fn plan(
     let rewrites = Rewrites::new(
         pieces
             .into_iter()
-            .map(|(piece, list)| (piece.range.start, list)),
+            .map(|(piece, list)| (piece.span.get().start, list)),
     );
     let mut tally = Tally::new();
     let mut others = Vec::new();
@@ -457,7 +457,7 @@ pub(crate) fn plan(
         stacks: regions
             .iter()
             .filter(|r| r.stack_of.is_some())
-            .map(|r| r.range.clone())
+            .map(|r| r.span.get())
             .collect(),
         excluded: [old.range(), new.range()],
         maps_text: Vec::with_capacity(2 * maps_size + (64 << 10)),
@@ -754,8 +754,9 @@ fn describe_stale(old: &BuildImage, region: &Region, location: usize, vaddr: u64
     } else {
         &region.name
     };
+    let range = region.span.get();
     format!(
         "{location:#x} in {mapping} ({:#x}-{:#x}) points at {what}",
-        region.range.start, region.range.end
+        range.start, range.end
     )
 }

@@ -129,7 +129,7 @@ impl Tally {
         match slot.1 {
             Cached::To(index, kind) => {
                 self.counts.bump(kind);
-                let at = ((word.location - piece.range.start) / 8) as u32;
+                let at = ((word.location - piece.span.get().start) / 8) as u32;
                 rewrites.push(PieceWord::new(at, index));
             }
             Cached::Other => self.others.push((piece.region, word)),

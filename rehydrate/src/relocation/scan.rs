@@ -8,10 +8,13 @@
 
 use std::ops::Range;
 
+use crate::hidden::HiddenRange;
+
 /// One writable mapping of the process.
 #[derive(Debug, Clone)]
 pub(crate) struct Region {
-    pub range: Range<usize>,
+    /// Where it lies (kept complemented: see [`crate::hidden`]).
+    pub span: HiddenRange,
     /// The mapping's name in `/proc/self/maps` (a path, `[heap]`, or empty).
     pub name: String,
     /// The thread whose stack this is (0: a thread stack whose thread is unknown, found by its
@@ -33,13 +36,15 @@ pub(crate) struct Found {
 /// mappings; thread stacks are marked.
 pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
     let stacks = thread_stack_pointers();
-    let mappings = crate::maps::all();
+    let maps = crate::maps::text();
     let valgrind = crate::valgrind::running();
-    let mut regions = Vec::new();
-    for (i, mapping) in mappings.iter().enumerate() {
+    let mut regions = Vec::with_capacity(crate::maps::lines(maps.as_bytes()).count());
+    let mut previous: Option<crate::maps::MappingRef<'_>> = None;
+    for mapping in crate::maps::lines(maps.as_bytes()) {
         let (start, end) = (mapping.range.start, mapping.range.end);
-        let previous = i.checked_sub(1).map(|p| mappings[p].borrowed());
-        if !scanned(&mapping.borrowed(), previous.as_ref(), valgrind, excluded) {
+        let scanned = scanned(&mapping, previous.as_ref(), valgrind, excluded);
+        previous = Some(mapping.clone());
+        if !scanned {
             continue;
         }
         // A thread stack made by glibc holds the thread's descriptor at its top (a thread in
@@ -55,8 +60,8 @@ pub(crate) fn writable_regions(excluded: &[Range<usize>]) -> Vec<Region> {
             .or_else(|| (mapping.name == "[stack]").then(std::process::id))
             .or_else(|| (anonymous && holds_thread_descriptor(&mapping.range)).then_some(0));
         regions.push(Region {
-            range: mapping.range.clone(),
-            name: mapping.name.clone(),
+            span: HiddenRange::new(&mapping.range),
+            name: mapping.name.to_string(),
             stack_of,
         });
     }
@@ -132,8 +137,11 @@ const DESCRIPTOR_SEARCH: usize = 8 * 1024;
 fn holds_thread_descriptor(range: &Range<usize>) -> bool {
     let canary = stack_canary();
     let from = range.end.saturating_sub(DESCRIPTOR_SEARCH).max(range.start);
-    let mut words = vec![0usize; (range.end - from) / 8];
-    let read = read_own_memory(from, &mut words) / 8;
+    // on this thread's stack, not in the heap: a copy of a stack's top holds return
+    // addresses into the builds (see `crate::hidden`)
+    let mut top = [0usize; DESCRIPTOR_SEARCH / 8];
+    let words = &mut top[..(range.end - from) / 8];
+    let read = read_own_memory(from, words) / 8;
     (0..read.saturating_sub(5)).any(|i| {
         let at = from + 8 * i;
         words[i] == at && words[i + 2] == at && words[i + 5] == canary
@@ -214,7 +222,8 @@ pub(crate) fn scan_regions(
 pub(crate) struct Piece {
     /// The index of its region.
     pub region: usize,
-    pub range: Range<usize>,
+    /// Where it lies (kept complemented: see [`crate::hidden`]).
+    pub span: HiddenRange,
 }
 
 /// Reads every aligned word of `regions` whose value lies in `target` on `threads` threads,
@@ -233,10 +242,10 @@ pub(crate) fn scan_pieces<S: Send, T: Send>(
         .iter()
         .enumerate()
         .flat_map(|(region, r)| {
-            let range = r.range.clone();
+            let range = r.span.get();
             range.clone().step_by(PIECE).map(move |start| Piece {
                 region,
-                range: start..(start + PIECE).min(range.end),
+                span: HiddenRange::new(&(start..(start + PIECE).min(range.end))),
             })
         })
         .collect();
@@ -251,7 +260,7 @@ pub(crate) fn scan_pieces<S: Send, T: Send>(
                 break;
             };
             let mut list = Vec::new();
-            scanner.scan(&piece.range, target, |word| {
+            scanner.scan(&piece.span.get(), target, |word| {
                 each(&mut state, &mut list, piece, word)
             });
             if !list.is_empty() {
@@ -406,7 +415,7 @@ mod tests {
         }
         let start = memory.as_ptr() as usize;
         let regions = [Region {
-            range: start..start + 8 * memory.len(),
+            span: HiddenRange::new(&(start..start + 8 * memory.len())),
             name: String::new(),
             stack_of: None,
         }];
